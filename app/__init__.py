@@ -1,0 +1,1 @@
+"""rnnkit's user-facing layer: the `rnnkit` command line and the web page."""

@@ -1,0 +1,17 @@
+"""The one exception type for mistakes a user can fix."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user caused and can fix; the CLI prints it as one line and exits non-zero.
+
+    Args:
+        problem: what is wrong, naming the file, flag or value concerned.
+        fix: what to do about it.
+    """
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} — {fix}" if fix else problem)

@@ -1,0 +1,1 @@
+"""Data sets, the one trainer, evaluation and the task definitions."""

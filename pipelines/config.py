@@ -1,0 +1,135 @@
+"""The one configuration mechanism: typed settings, named profiles, overrides, and paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.errors import UserError
+
+C = TypeVar("C", bound="TrainConfig")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings every task shares; a task subclasses it to add its own fields.
+
+    Args:
+        epochs: maximum number of passes over the training split.
+        batch_size: global batch size.
+        learning_rate: Adam's learning rate.
+        clipnorm: clip each gradient to this norm (against exploding gradients); None turns it off.
+        early_stopping_patience: epochs without validation improvement before stopping.
+        seed: seeds Python, NumPy and TensorFlow, data shuffling and the validation split.
+        max_train_examples: train on this many examples only (tests and smoke runs); None for all.
+        max_eval_examples: evaluate on this many test examples only; None for all.
+        validation_fraction: share of the training split held out for validation.
+        strategy: tf.distribute strategy: default, mirrored or multi_worker.
+        tbptt_steps: truncated BPTT chunk length for long sequences; None for full BPTT.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clipnorm: float | None = 1.0
+    early_stopping_patience: int = 2
+    seed: int = 42
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    validation_fraction: float = 0.1
+    strategy: str = "default"
+    tbptt_steps: int | None = None
+
+    def replace(self: C, **changes: Any) -> C:
+        """Return a copy with the given fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        """Serialize every field as JSON (the run dir's config.json)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[C], text: str) -> C:
+        """Read a config written by `to_json`, rejecting unknown fields."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"config has unknown settings {unknown}",
+                            f"remove them; known settings are {sorted(known)}")
+        return cls(**data)
+
+
+def _parse_value(text: str, annotation: Any, name: str) -> Any:
+    """Convert an override's text to the field's declared type."""
+    hint = annotation
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0] if len(args) == 1 else str
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if hint is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if hint in (int, float, str):
+            return hint(text)
+    except ValueError:
+        raise UserError(f"setting {name}={text!r} is not a valid {getattr(hint, '__name__', hint)}",
+                        "pass a value of that type, e.g. --set epochs=3") from None
+    return text
+
+
+def make_config(config_class: type[C], profiles: dict[str, dict[str, Any]], profile: str,
+                overrides: list[str] | None = None) -> C:
+    """Build a config from a named profile plus `key=value` overrides.
+
+    Args:
+        config_class: the task's TrainConfig subclass.
+        profiles: profile name -> field values that differ from the class defaults.
+        profile: the profile to start from (`quick`, `full`, ...).
+        overrides: `key=value` strings from the command line, applied last.
+    """
+    if profile not in profiles:
+        raise UserError(f"unknown profile {profile!r}", f"choose one of {sorted(profiles)}")
+    config = config_class(**profiles[profile])
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    changes = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise UserError(f"cannot apply setting {item!r}",
+                            f"use KEY=VALUE with KEY one of {sorted(fields)}")
+        changes[key] = _parse_value(value.strip(), hints[key], key)
+    return config.replace(**changes)
+
+
+def data_dir() -> Path | None:
+    """The offline mirror of the raw data sets (`RNNKIT_DATA_DIR`), or None to download."""
+    value = os.environ.get("RNNKIT_DATA_DIR")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def tfds_dir() -> Path:
+    """Where prepared TFDS data sets are cached (`RNNKIT_TFDS_DIR`), prepared once."""
+    value = os.environ.get("RNNKIT_TFDS_DIR")
+    default = Path.home() / ".cache" / "rnnkit" / "tensorflow_datasets"
+    return Path(value).expanduser().resolve() if value else default
+
+
+def runs_dir() -> Path:
+    """Where run directories are created (`RNNKIT_RUNS_DIR`, default ./runs)."""
+    return Path(os.environ.get("RNNKIT_RUNS_DIR", "runs")).expanduser()

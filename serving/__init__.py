@@ -1,0 +1,1 @@
+"""SavedModel export in TF Serving's layout and a model server speaking TF Serving's protocol."""
