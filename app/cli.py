@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from app.commands import COMMANDS
 from app.errors import UserError
-from app.logging_setup import configure_logging
+from app.logging_setup import configure_logging, import_tensorflow
 
 log = logging.getLogger("app")
 
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
+        if getattr(args._module, "USES_TENSORFLOW", True):
+            import_tensorflow(args.verbose)
         return int(args._module.run(args) or 0)
     except UserError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)

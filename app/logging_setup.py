@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 
 
 def quiet_tensorflow(verbose: int = 0) -> None:
@@ -39,3 +40,32 @@ def configure_logging(verbose: int = 0) -> None:
     if verbose < 2:
         logging.getLogger("absl").setLevel(logging.ERROR)
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def import_tensorflow(verbose: int = 0) -> None:
+    """Import TensorFlow, hiding the C++ start-up lines it writes before its logging is set up.
+
+    TF 2.21 prints its oneDNN and CUDA-stub notices straight to file descriptor 2, ignoring
+    TF_CPP_MIN_LOG_LEVEL, so the descriptor is pointed at a temporary file during the import; what
+    was captured is replayed if the import fails.
+
+    Args:
+        verbose: 2 or more imports with nothing hidden.
+    """
+    if "tensorflow" in sys.modules or verbose >= 2:
+        import tensorflow
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,10 +1,12 @@
 """One module per `rnnkit` command.
 
-Each module defines `HELP` (one line for `rnnkit --help`), `add_arguments(parser)` and
-`run(args) -> int`. Modules are imported only when their command runs, so `rnnkit --help` stays
-fast and TensorFlow is imported after logging is configured.
+Each module defines `HELP` (one line for `rnnkit --help`), `EXAMPLES`, `add_arguments(parser)` and
+`run(args) -> int`. Modules must not import TensorFlow at the top: the CLI imports it quietly
+before `run` (after logging is configured), unless the module sets `USES_TENSORFLOW = False`.
 """
-
 # (command name, module) in the order `rnnkit --help` lists them.
 COMMANDS: list[tuple[str, str]] = [
+    ("app", "app.commands.app"),
+    ("serve", "app.commands.serve"),
+    ("predict", "app.commands.predict"),
 ]

@@ -1,0 +1,283 @@
+"""One loaded version of a SavedModel: its signatures, and running them.
+
+TF2 SavedModels (those with an object graph) load through `tf.saved_model.load` and run their
+signature functions. TF1-style SavedModels load into a `tf.compat.v1.Session` and run by tensor
+name, as TF Serving does; `tf.saved_model.load` cannot load some of them (half_plus_three).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import message, text_format
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+
+from serving.status import Code, ServingError
+
+log = logging.getLogger("serving.servable")
+
+SERVE_TAG = "serve"
+# TF2 exports add this entry; it is no serving signature but TF Serving lists it in metadata.
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
+    """Read the MetaGraphDef tagged 'serve' from a SavedModel directory.
+
+    Args:
+        path: the version directory holding saved_model.pb (or saved_model.pbtxt).
+    """
+    binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
+    saved_model = saved_model_pb2.SavedModel()
+    if binary.is_file() or text.is_file():
+        try:
+            if binary.is_file():
+                saved_model.ParseFromString(binary.read_bytes())
+            else:
+                text_format.Parse(text.read_text(), saved_model)
+        except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as err:
+            raise ServingError(Code.DATA_LOSS, f"cannot parse the SavedModel in {path}: {err}; "
+                                               "export it again") from None
+    else:
+        raise ServingError(
+            Code.NOT_FOUND,
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
+    found = []
+    for meta_graph in saved_model.meta_graphs:
+        tags = list(meta_graph.meta_info_def.tags)
+        if SERVE_TAG in tags:
+            return meta_graph
+        found.append(tags)
+    raise ServingError(
+        Code.NOT_FOUND,
+        f"SavedModel at {path} has no MetaGraph tagged '{SERVE_TAG}' (tag sets found: {found}); "
+        "export it with the 'serve' tag")
+
+
+class Servable(abc.ABC):
+    """One loaded model version: signature definitions and a way to run them.
+
+    Args:
+        name: the model's name.
+        version: the version number (the directory name under the model's base path).
+        path: the version directory.
+        meta_graph: its 'serve' MetaGraphDef.
+    """
+
+    def __init__(self, name: str, version: int, path: Path,
+                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(
+            meta_graph.signature_def)
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    @abc.abstractmethod
+    def input_dtypes(self, signature_name: str) -> dict[str, int]:
+        """The DataType each input really takes (a TF1 graph may differ from its signature).
+
+        Args:
+            signature_name: a key of `signature_defs`.
+        """
+
+    @abc.abstractmethod
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run a signature on numpy inputs keyed by alias; returns the requested outputs.
+
+        Args:
+            signature_name: a key of `signature_defs`.
+            inputs: one array per input alias.
+            output_keys: the output aliases to compute.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the model's resources; `run` must not be called afterwards."""
+
+    def retain(self) -> None:
+        """Count one request using this servable (so it is not closed under it)."""
+        with self._idle:
+            self._in_flight += 1
+
+    def release(self) -> None:
+        """End one request started with `retain`."""
+        with self._idle:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request uses this servable; False if `timeout` seconds passed first.
+
+        Args:
+            timeout: the longest wait in seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.version})"
+
+
+def _run_error(err: Exception) -> ServingError:
+    """Translate what TensorFlow raised while running a signature into a status."""
+    if isinstance(err, tf.errors.OpError):
+        return ServingError(Code(err.error_code), err.message)
+    # Argument binding of signature functions (wrong shape or dtype) raises these.
+    return ServingError(Code.INVALID_ARGUMENT, str(err))
+
+
+class FunctionServable(Servable):
+    """A TF2 SavedModel, run through its signature functions.
+
+    Args:
+        name: the model's name.
+        version: the version number.
+        path: the version directory.
+        meta_graph: its 'serve' MetaGraphDef.
+    """
+
+    def __init__(self, name: str, version: int, path: Path,
+                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+        super().__init__(name, version, path, meta_graph)
+        self._loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+        self._functions = dict(self._loaded.signatures)
+
+    def input_dtypes(self, signature_name: str) -> dict[str, int]:
+        """See `Servable.input_dtypes`."""
+        signature = self.signature_defs[signature_name]
+        return {alias: info.dtype for alias, info in signature.inputs.items()}
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """See `Servable.run`."""
+        function = self._functions.get(signature_name)
+        if function is None:
+            raise ServingError(Code.FAILED_PRECONDITION,
+                               f"signature '{signature_name}' cannot be run (it has no function)")
+        dtypes = self.input_dtypes(signature_name)
+        try:
+            outputs = function(**{alias: tf.convert_to_tensor(value, dtype=dtypes.get(alias))
+                                  for alias, value in inputs.items()})
+            return {key: _as_array(outputs[key].numpy()) for key in output_keys}
+        except (tf.errors.OpError, TypeError, ValueError) as err:
+            raise _run_error(err) from None
+
+    def close(self) -> None:
+        """See `Servable.close`."""
+        self._functions = {}
+        self._loaded = None
+
+
+class SessionServable(Servable):
+    """A TF1-style SavedModel, loaded into a Session and run by tensor names, like TF Serving.
+
+    Args:
+        name: the model's name.
+        version: the version number.
+        path: the version directory.
+        meta_graph: its 'serve' MetaGraphDef.
+    """
+
+    def __init__(self, name: str, version: int, path: Path,
+                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+        super().__init__(name, version, path, meta_graph)
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        with self._graph.as_default():
+            tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
+        self._callables_lock = threading.Lock()
+        self._input_dtypes: dict[str, dict[str, int]] = {}
+
+    def input_dtypes(self, signature_name: str) -> dict[str, int]:
+        """See `Servable.input_dtypes`."""
+        dtypes = self._input_dtypes.get(signature_name)
+        if dtypes is None:
+            dtypes = {}
+            for alias, info in self.signature_defs[signature_name].inputs.items():
+                try:
+                    tensor = self._graph.get_tensor_by_name(info.name)
+                    dtypes[alias] = tensor.dtype.as_datatype_enum
+                except (KeyError, ValueError):
+                    dtypes[alias] = info.dtype
+            self._input_dtypes[signature_name] = dtypes
+        return dtypes
+
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        key = (feeds, fetches)
+        runner = self._callables.get(key)
+        if runner is None:
+            with self._callables_lock:
+                runner = self._callables.get(key)
+                if runner is None:
+                    # Session.run checks fed arrays against the tensors' static shapes; TF
+                    # Serving's C++ session does not (half_plus_two's x is [-1, 1] yet its
+                    # documented request sends [1.0, 2.0, 5.0]). A C++ callable behaves the same.
+                    make = getattr(self._session, "_make_callable_from_options", None)
+                    if make is None:  # a TensorFlow without it: Session.run's checks apply
+                        runner = self._session.make_callable(list(fetches), list(feeds))
+                    else:
+                        runner = make(config_pb2.CallableOptions(feed=list(feeds),
+                                                                 fetch=list(fetches)))
+                    self._callables[key] = runner
+        return runner
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """See `Servable.run`."""
+        signature = self.signature_defs[signature_name]
+        aliases = tuple(inputs)
+        feeds = tuple(signature.inputs[alias].name for alias in aliases)
+        fetches = tuple(signature.outputs[key].name for key in output_keys)
+        try:
+            values = self._callable(feeds, fetches)(*(inputs[alias] for alias in aliases))
+        except (tf.errors.OpError, TypeError, ValueError) as err:
+            raise _run_error(err) from None
+        return dict(zip(output_keys, values, strict=True))
+
+    def close(self) -> None:
+        """See `Servable.close`."""
+        with self._callables_lock:
+            self._callables.clear()
+        self._session.close()
+
+
+def load_servable(name: str, version: int, path: Path) -> Servable:
+    """Load one version directory, choosing the TF2 or the Session path by its contents.
+
+    Args:
+        name: the model's name.
+        version: the version number.
+        path: the version directory.
+    """
+    meta_graph = read_meta_graph(path)
+    started = time.perf_counter()
+    if meta_graph.object_graph_def.nodes:
+        servable: Servable = FunctionServable(name, version, path, meta_graph)
+    else:
+        servable = SessionServable(name, version, path, meta_graph)
+    log.info("loaded %s version %d from %s in %.2f s (%s)", name, version, path,
+             time.perf_counter() - started, type(servable).__name__)
+    return servable
+
+
+def _as_array(value: object) -> np.ndarray:
+    """An output as an array: a scalar string tensor's `.numpy()` is plain bytes, not an array."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else value

@@ -1,0 +1,140 @@
+"""STAND-IN models for protocol testing of the web app — not the trained task models.
+
+Each stand-in is a few lines of plain TensorFlow exported with rnnkit's one export function under
+the real model's name and with the real model's signatures (input and output names, dtypes and
+shapes), so the app, the serving client and the model server are exercised exactly as with the
+trained exports, in seconds. Their answers are simple and predictable so tests can check them:
+
+- sentiment: counts words from a small lexicon; "loved ... wonderful" is positive, "dull ...
+  worst" negative.
+- translator: word-by-word from a small dictionary; its attention looks at the aligned word.
+- captioner: describes the decoded image's size and brightest colour channel, which proves the
+  uploaded bytes reached the model intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.web.api import ATTENTION_SIGNATURE  # the real translator's second signature
+
+POSITIVE = ("wonderful", "superb", "loved", "great", "moving", "brilliant", "worth")
+NEGATIVE = ("dull", "worst", "predictable", "boring", "awful", "thin", "long")
+SPANISH = {"¿": "", "dónde": "where", "está": "is", "la": "the", "biblioteca": "library",
+           "?": "?", "hace": "it's", "mucho": "very", "frío": "cold", "hoy": "today",
+           ".": ".", "me": "i", "gusta": "like", "leer": "reading", "libros": "books"}
+
+
+def _tokens(text):
+    """Lower-cased words with punctuation split off, like the real models' standardisation."""
+    import tensorflow as tf
+
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"([^\pL\pN\s'])", r" \1 ")
+    return tf.strings.split(tf.strings.strip(text))
+
+
+def _table(keys, values, default):
+    import tensorflow as tf
+
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(values)), default)
+
+
+def _sentiment_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.lexicon = _table(list(POSITIVE + NEGATIVE),
+                            [1.0] * len(POSITIVE) + [-1.0] * len(NEGATIVE), 0.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        score = tf.reduce_sum(module.lexicon.lookup(_tokens(text)), axis=1)
+        probability = tf.sigmoid(1.5 * score)
+        label = tf.where(probability >= 0.5, "positive", "negative")
+        return {"probability": probability, "label": label}
+
+    return module, {"serving_default": serving_default}
+
+
+def _translator_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.dictionary = _table(list(SPANISH), list(SPANISH.values()), "<unk>")
+
+    def words(tokens):
+        english = module.dictionary.lookup(tokens)
+        return tf.strings.reduce_join(english, axis=-1, separator=" ")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        joined = words(_tokens(text))
+        return {"translation": tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))}
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name="text")])
+    def translate_with_attention(text):
+        source = _tokens(text)[0]
+        english = module.dictionary.lookup(source)
+        kept = english != ""  # words English leaves out, such as ¿
+        output = tf.concat([tf.boolean_mask(english, kept), ["[END]"]], axis=0)
+        # Each output word looks at the source word it came from; [END] at the last one.
+        n = tf.size(source)
+        aligned = tf.concat([tf.boolean_mask(tf.range(n), kept), [n - 1]], axis=0)
+        weights = 0.8 * tf.one_hot(aligned, n) + 0.2 / tf.cast(n, tf.float32)
+        translation = tf.strings.regex_replace(words(source), " +", " ")
+        # One sentence: every output has a leading axis of 1, as the real signature's.
+        return {"translation": tf.strings.strip(translation)[None],
+                "source_tokens": source[None], "output_tokens": output[None],
+                "attention": weights[None]}
+
+    return module, {"serving_default": serving_default,
+                    ATTENTION_SIGNATURE: translate_with_attention}
+
+
+def _captioner_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+
+    def describe(image_bytes):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        channel = tf.argmax(tf.reduce_mean(tf.cast(image, tf.float32), axis=[0, 1]))
+        colour = tf.gather(tf.constant(["red", "green", "blue"]), channel)
+        return tf.strings.join(["a mostly ", colour, " picture, ", tf.strings.as_string(shape[1]),
+                                " by ", tf.strings.as_string(shape[0]), " pixels"])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_default(image_bytes):
+        return {"caption": tf.map_fn(describe, image_bytes,
+                                     fn_output_signature=tf.TensorSpec([], tf.string))}
+
+    return module, {"serving_default": serving_default}
+
+
+STANDINS = {"sentiment": _sentiment_module, "translator": _translator_module,
+            "captioner": _captioner_module}
+
+
+def export_standins(base_path: Path) -> Path:
+    """Export every stand-in under `base_path/<name>/1/` and write a model config serving them.
+
+    Args:
+        base_path: the exports folder.
+
+    Returns:
+        The model config file (TF Serving's text-format ModelServerConfig).
+    """
+    from serving.export import export_saved_model
+
+    entries = []
+    for name, build in STANDINS.items():
+        module, signatures = build()
+        export_saved_model(module, signatures, base_path, name)
+        entries.append(f'  config {{ name: "{name}" base_path: "{(base_path / name).resolve()}" '
+                       f'model_platform: "tensorflow" }}')
+    config = base_path / "models.config"
+    config.write_text("model_config_list {\n" + "\n".join(entries) + "\n}\n")
+    return config

@@ -1,0 +1,166 @@
+"""The web app in a real browser (Chromium through Playwright) against a real model server.
+
+The model server serves STAND-IN models with the real models' names and signatures (see
+standin_models.py): these tests check the app, the gRPC client and the server protocol end to end,
+not model quality.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.web.server import WebServer, make_server
+
+
+def _upload(tmp_path: Path, name: str, size: tuple[int, int], colour: tuple[int, int, int],
+            kind: str) -> Path:
+    path = tmp_path / name
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, kind)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_sentiment_page_scores_a_typed_review(page, web_app: str, artifacts: Path) -> None:
+    page.goto(f"{web_app}/sentiment")
+    page.fill("#review", "A wonderful, moving film with superb acting. I loved every minute.")
+    page.click("#analyse")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.text_content("#label") == "positive"
+    assert float(page.text_content("#probability")) > 0.9
+    assert page.get_attribute("#server-status", "class") == "server-status up"
+    assert re.fullmatch(r"served by sentiment version 1 in [\d.]+ ms",
+                        page.text_content("#served-by"))
+    page.screenshot(path=artifacts / "web-sentiment.png")
+
+    page.fill("#review", "Dull and predictable: the worst film of the year.")
+    page.click("#analyse")
+    page.wait_for_function("() => document.querySelector('#label').textContent === 'negative'")
+    assert float(page.text_content("#probability")) < 0.1
+
+
+def test_sentiment_page_says_which_model_is_not_loaded(page, web_app: str,
+                                                       artifacts: Path) -> None:
+    page.goto(f"{web_app}/sentiment")
+    page.click("text=a rave")  # an example button fills the review
+    assert "wonderful" in page.input_value("#review")
+    page.select_option("#model", "sentiment_bow")  # not served by this model server
+    page.click("#analyse")
+    error = page.wait_for_selector("#error:not([hidden])")
+    assert error.text_content().startswith("model 'sentiment_bow' is not loaded")
+    assert page.is_hidden("#result")
+    page.screenshot(path=artifacts / "web-model-not-loaded.png")
+
+
+def test_translation_page_draws_the_attention_heat_map(page, web_app: str,
+                                                       artifacts: Path) -> None:
+    page.goto(f"{web_app}/translate")
+    page.fill("#source", "¿Dónde está la biblioteca?")
+    page.click("#translate")
+    page.wait_for_selector("#attention:not([hidden]), #attention-note:not([hidden]), "
+                           "#error:not([hidden])")
+    assert page.is_visible("#attention"), [page.text_content(s) for s in ("#attention-note",
+                                                                         "#error")]
+    assert page.text_content("#translation") == "where is the library ?"
+    columns = page.locator("#heatmap thead th").all_text_contents()[1:]
+    rows = page.locator("#heatmap tbody th").all_text_contents()
+    assert columns == ["¿", "dónde", "está", "la", "biblioteca", "?"]
+    assert rows == ["where", "is", "the", "library", "?", "[END]"]
+    weights = [[float(w) for w in row] for row in page.eval_on_selector_all(
+        "#heatmap tbody tr",
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.dataset.weight))")]
+    # The stand-in aligns each English word with its Spanish source word.
+    assert [row.index(max(row)) for row in weights] == [1, 2, 3, 4, 5, 5]
+    page.screenshot(path=artifacts / "web-translate.png", full_page=True)
+
+
+def test_caption_page_sends_the_uploaded_image(page, web_app: str, artifacts: Path,
+                                               tmp_path: Path) -> None:
+    page.goto(f"{web_app}/caption")
+    uploads = (("red.png", (64, 48), (220, 30, 30), "PNG", "a mostly red picture, 64 by 48 pixels"),
+               ("sky.jpg", (120, 90), (40, 90, 230), "JPEG",
+                "a mostly blue picture, 120 by 90 pixels"))
+    for name, size, colour, kind, expected in uploads:
+        page.set_input_files("#image", str(_upload(tmp_path, name, size, colour, kind)))
+        page.click("#caption")
+        page.wait_for_function(
+            "text => document.querySelector('#caption-text').textContent === text", arg=expected)
+        assert page.is_visible("#preview")
+        assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth") \
+            == size[0]
+    page.screenshot(path=artifacts / "web-caption.png")
+
+
+def test_models_page_lists_versions_and_states(page, web_app: str, artifacts: Path) -> None:
+    page.goto(f"{web_app}/models")
+    page.wait_for_selector("#models-card:not([hidden])")
+    table = {row[0]: row[1:] for row in page.eval_on_selector_all(
+        "#models tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")}
+    assert table["sentiment"][:3] == ["1", "AVAILABLE", "serving_default"]
+    assert table["translator"][:3] == ["1", "AVAILABLE",
+                                       "serving_default, translate_with_attention"]
+    assert table["captioner"][:2] == ["1", "AVAILABLE"]
+    assert table["sentiment_bow"][1] == "NOT_LOADED"
+    page.screenshot(path=artifacts / "web-models.png")
+
+
+def test_results_page_shows_curves_metrics_and_the_lab(page, web_app: str,
+                                                       artifacts: Path) -> None:
+    page.goto(f"{web_app}/results")
+    page.wait_for_selector(".run")
+    runs = page.locator(".run h2").all_text_contents()
+    assert any(text.startswith("sentiment/20250101-120000") for text in runs)
+    assert any(text.startswith("lab/20250102-090000") for text in runs)
+    assert "0.8432" in page.text_content("[data-task='sentiment'] .summaries")
+    report = "[data-task='lab'] .markdown"
+    assert page.text_content(f"{report} h3") == "Gradient lab"
+    assert page.text_content(f"{report} strong") == "vanishes"
+    assert page.locator(f"{report} tr").all_text_contents() == [
+        "cellT=100", "vanilla RNN0.167", "LSTM0.002 ✓"]
+    # Every plot must load from /runs/ (a broken image has naturalWidth 0); the lab's plot sits
+    # in its report and is not drawn twice.
+    page.wait_for_function("() => [...document.querySelectorAll('.run img')].every("
+                           "img => img.complete && img.naturalWidth > 0)")
+    images = page.eval_on_selector_all(".run img", "imgs => imgs.map(i => i.alt)")
+    assert sorted(images) == ["gradients", "sentiment/20250101-120000/curves.png"]
+    page.screenshot(path=artifacts / "web-results.png", full_page=True)
+
+
+@pytest.fixture()
+def down_app(runs_dir: Path) -> Iterator[WebServer]:
+    """The app pointed at a port where no model server runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    server = make_server(f"127.0.0.1:{closed}", "127.0.0.1", 0, runs_dir, timeout=3.0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_pages_say_when_the_model_server_is_down(page, down_app: WebServer,
+                                                 artifacts: Path) -> None:
+    address = down_app.api.server
+    page.goto(f"{down_app.url}/sentiment")
+    page.fill("#review", "A fine film.")
+    page.click("#analyse")
+    error = page.wait_for_selector("#error:not([hidden])")
+    assert error.text_content().startswith(f"model server not reachable at {address}")
+    assert page.text_content("#error code").startswith("rnnkit serve")
+    page.wait_for_selector("#server-status.down")
+    page.screenshot(path=artifacts / "web-server-down.png")
+    page.goto(f"{down_app.url}/models")
+    error = page.wait_for_selector("#error:not([hidden])")
+    assert "not reachable" in error.text_content()
+    assert page.is_hidden("#models-card")

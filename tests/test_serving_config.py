@@ -1,0 +1,155 @@
+"""TF Serving's text-format config files: model config, batching and monitoring parameters."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app.errors import UserError
+from serving.config_files import (
+    BatchingParameters,
+    load_batching_parameters,
+    load_model_server_config,
+    load_monitoring_config,
+)
+
+# The examples of TF Serving's configuration guide (serving_config.md), written the same way.
+MODEL_CONFIG = """\
+model_config_list {
+  config {
+    name: 'my_first_model'
+    base_path: '/tmp/my_first_model/'
+    model_platform: 'tensorflow'
+  }
+  config {
+    name: 'my_second_model'
+    base_path: '/tmp/my_second_model/'
+    model_platform: 'tensorflow'
+    model_version_policy {
+      specific {
+        versions: 42
+        versions: 43
+      }
+    }
+    version_labels {
+      key: 'stable'
+      value: 42
+    }
+    version_labels {
+      key: 'canary'
+      value: 43
+    }
+  }
+}
+"""
+BATCHING = """\
+max_batch_size { value: 128 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 1000000 }
+num_batch_threads { value: 8 }
+"""
+MONITORING = """\
+prometheus_config {
+  enable: true,
+  path: "/monitoring/prometheus/metrics"
+}
+"""
+
+
+def write(tmp_path, text, name="config.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_tf_serving_guide_model_config_parses(tmp_path):
+    config = load_model_server_config(write(tmp_path, MODEL_CONFIG))
+    models = config.model_config_list.config
+    assert [m.name for m in models] == ["my_first_model", "my_second_model"]
+    assert models[0].base_path == "/tmp/my_first_model/"
+    assert list(models[1].model_version_policy.specific.versions) == [42, 43]
+    assert dict(models[1].version_labels) == {"stable": 42, "canary": 43}
+
+
+def test_model_config_syntax_error_names_file_line_and_column(tmp_path):
+    broken = MODEL_CONFIG.replace("base_path: '/tmp/my_second_model/'",
+                                  "base_path '/tmp/my_second_model/'")
+    path = write(tmp_path, broken, "models.config")
+    with pytest.raises(UserError) as info:
+        load_model_server_config(path)
+    message = str(info.value)
+    assert f"{path}:9:" in message
+    assert "models.config" in message
+
+
+def test_model_config_unknown_field_is_reported(tmp_path):
+    path = write(tmp_path, MODEL_CONFIG.replace("model_platform: 'tensorflow'\n  }\n  config",
+                                                "model_platfrom: 'tensorflow'\n  }\n  config"))
+    with pytest.raises(UserError, match=r':5:\d+: .*no field named "model_platfrom"'):
+        load_model_server_config(path)
+
+
+def test_missing_model_config_file(tmp_path):
+    with pytest.raises(UserError, match=r"missing\.config does not exist"):
+        load_model_server_config(tmp_path / "missing.config")
+
+
+def test_batching_parameters_from_the_guide(tmp_path):
+    params = load_batching_parameters(write(tmp_path, BATCHING))
+    assert (params.max_batch_size, params.batch_timeout_micros, params.max_enqueued_batches,
+            params.num_batch_threads) == (128, 0, 1000000, 8)
+    assert params.allowed_batch_sizes == []
+    assert params.pad_variable_length_inputs is False
+
+
+def test_batching_parameters_every_field(tmp_path):
+    text = ("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 2500 }\n"
+            "thread_pool_name { value: 'pool' }\n"
+            "allowed_batch_sizes: 2\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+            "pad_variable_length_inputs: true\n")
+    params = load_batching_parameters(write(tmp_path, text))
+    assert params.allowed_batch_sizes == [2, 4, 8]
+    assert params.pad_variable_length_inputs is True
+    assert params.thread_pool_name == "pool"
+    assert params.batch_timeout_micros == 2500
+    # Unset fields keep TF Serving's BasicBatchScheduler defaults.
+    assert params.max_enqueued_batches == 10
+    assert params.num_batch_threads == (os.cpu_count() or 1)
+
+
+def test_batching_defaults_without_a_file():
+    params = load_batching_parameters(None)
+    assert params == BatchingParameters()
+    assert (params.max_batch_size, params.batch_timeout_micros, params.max_enqueued_batches) == (
+        1000, 0, 10)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("max_batch_size: 128\n", r":1:\d+: .*"),                      # not the wrapper form
+    ("max_batch_size { value: 128 }\nbatch_timout_micros { value: 1 }\n",
+     r':2:1: .*no field named "batch_timout_micros"'),
+    ("max_batch_size { value: 'many' }\n", r":1:\d+: .*"),
+    ("max_batch_size { value: 8 }\nallowed_batch_sizes: 4\n", "must equal max_batch_size"),
+    ("num_batch_threads { value: 0 }\n", "num_batch_threads must be >= 1"),
+])
+def test_batching_parameter_errors(tmp_path, text, pattern):
+    with pytest.raises(UserError, match=pattern) as info:
+        load_batching_parameters(write(tmp_path, text, "batching.config"))
+    assert "batching.config" in str(info.value)
+
+
+def test_monitoring_config_from_the_guide(tmp_path):
+    config = load_monitoring_config(write(tmp_path, MONITORING))
+    assert config.enable is True
+    assert config.path == "/monitoring/prometheus/metrics"
+
+
+def test_monitoring_defaults_and_errors(tmp_path):
+    assert load_monitoring_config(None).enable is False
+    config = load_monitoring_config(write(tmp_path, "prometheus_config { enable: true }"))
+    assert config.path == "/monitoring/prometheus/metrics"
+    with pytest.raises(UserError, match="must start with /"):
+        load_monitoring_config(write(tmp_path, "prometheus_config { enable: true path: 'x' }"))
+    with pytest.raises(UserError, match=r":1:\d+"):
+        load_monitoring_config(write(tmp_path, "prometheus_config { enable: maybe }"))
