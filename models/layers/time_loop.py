@@ -1,0 +1,158 @@
+"""The loop over time under every recurrent layer: a tf.while_loop (or an unrolled loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+# Steps per while-loop iteration when the length is known at tracing time. Each iteration
+# projects a [c, batch, features] chunk of inputs in ONE matmul and then runs c steps: fewer,
+# larger matmuls and c times less loop and TensorArray work, while the next chunk's projection
+# (independent of the recurrence) can run ahead on another core. Each extra step per iteration
+# adds a copy of the step to the graph and so costs tracing time: hence a small cap, and one
+# step per iteration when the length is unknown.
+MAX_STEPS_PER_ITERATION = 4
+
+
+def _masked(mask_t, new, old):
+    """`new` where the step is valid, `old` where it is masked; mask_t is [batch, 1] bool."""
+    rank = new.shape.rank
+    if rank != 2:
+        mask_t = tf.reshape(mask_t, [-1] + [1] * (rank - 1))
+    return tf.where(mask_t, new, old)
+
+
+def _steps_per_iteration(steps: int | None) -> int:
+    """The largest chunk up to MAX_STEPS_PER_ITERATION dividing a static length, else 1."""
+    if steps is None:
+        return 1
+    return max(c for c in range(1, MAX_STEPS_PER_ITERATION + 1) if steps % c == 0)
+
+
+def _slices(structure, count: int, order) -> list:
+    """The `count` slices along axis 0 of every tensor in `structure`, in `order`."""
+    flat = [tf.unstack(x, num=count) for x in tf.nest.flatten(structure)]
+    return [tf.nest.pack_sequence_as(structure, [x[j] for x in flat]) for j in order]
+
+
+def run_time_loop(
+    step_fn: Callable,
+    inputs,
+    initial_states: list,
+    initial_output: tf.Tensor,
+    project_fn: Callable | None = None,
+    mask: tf.Tensor | None = None,
+    go_backwards: bool = False,
+    return_sequences: bool = False,
+    zero_output_for_mask: bool = False,
+    unroll: bool = False,
+) -> tuple:
+    """Runs `step_fn` over the leading (time) axis; returns (last_output, outputs, states).
+
+    Masked steps carry the previous states and last output forward, as Keras does. `outputs`
+    is time-major [time, batch, ...] in processing order (reversed with go_backwards), or None
+    when not return_sequences.
+
+    Args:
+        step_fn: (projected_t, states) -> (output_t, new_states); states are flat lists.
+        inputs: a tensor, or nested structure of tensors, shaped [time, batch, ...].
+        initial_states: flat list of [batch, ...] state tensors.
+        initial_output: zeros shaped like one step's output, returned if no step is valid.
+        project_fn: maps inputs of one or several steps ([steps, batch, ...] or [batch, ...])
+            to what step_fn takes (the input-only part of the step); identity when None.
+        mask: [time, batch] bool, True at valid steps; None when every step is valid.
+        go_backwards: process the steps from last to first.
+        return_sequences: collect every step's output.
+        zero_output_for_mask: emit zeros (rather than the last output) at masked steps.
+        unroll: build one copy of the step per time step (needs a static time length).
+    """
+    project = project_fn or (lambda x: x)
+    if mask is not None:
+        mask = tf.expand_dims(tf.cast(mask, tf.bool), -1)
+    zeros = tf.zeros_like(initial_output)
+
+    def advance(projected_t, mask_t, last, states):
+        """One step: returns (emitted output, last valid output, states)."""
+        output, new_states = step_fn(projected_t, states)
+        if mask_t is None:
+            return output, output, list(new_states)
+        new_states = [_masked(mask_t, n, s) for n, s in zip(new_states, states, strict=True)]
+        last = _masked(mask_t, output, last)
+        emitted = _masked(mask_t, output, zeros) if zero_output_for_mask else last
+        return emitted, last, new_states
+
+    steps = tf.nest.flatten(inputs)[0].shape[0]
+    if unroll:
+        if steps is None:
+            raise ValueError(
+                "unroll=True needs a known number of time steps; give the Input layer a fixed "
+                "sequence length or use unroll=False.")
+        order = range(steps - 1, -1, -1) if go_backwards else range(steps)
+        masks = [None] * steps if mask is None else _slices(mask, steps, order)
+        last, states, emitted = initial_output, list(initial_states), []
+        for projected_t, mask_t in zip(_slices(project(inputs), steps, order), masks,
+                                       strict=True):
+            out, last, states = advance(projected_t, mask_t, last, states)
+            emitted.append(out)
+        return last, tf.stack(emitted) if return_sequences else None, states
+    return _while_loop(advance, project, inputs, mask, _steps_per_iteration(steps),
+                       initial_output, list(initial_states), go_backwards, return_sequences)
+
+
+def _while_loop(advance, project, inputs, mask, chunk, last, states, go_backwards,
+                return_sequences):
+    """tf.while_loop over [time, ...] inputs, `chunk` steps per iteration (time % chunk == 0).
+
+    Outputs are written in processing order; with go_backwards the chunks, and the steps in
+    each chunk, are read from the end, so no reversed copy of the inputs is made.
+    """
+    flat_inputs = tf.nest.flatten(inputs)
+    steps = tf.shape(flat_inputs[0])[0]
+    iterations = steps // chunk
+
+    def array(x):
+        """A TensorArray of the [chunk, batch, ...] pieces of x (of its steps when chunk=1)."""
+        if chunk == 1:
+            shape, pieces = x.shape[1:], x
+        else:
+            shape = tf.TensorShape([chunk]).concatenate(x.shape[1:])
+            pieces = tf.reshape(x, tf.concat([[iterations, chunk], tf.shape(x)[1:]], 0))
+        return tf.TensorArray(x.dtype, size=iterations, element_shape=shape).unstack(pieces)
+
+    input_tas = [array(x) for x in flat_inputs]
+    mask_ta = None if mask is None else array(mask)
+    output_tas = ()
+    if return_sequences:
+        shape = last.shape if chunk == 1 else tf.TensorShape([chunk]).concatenate(last.shape)
+        output_tas = (tf.TensorArray(last.dtype, size=iterations, element_shape=shape),)
+    order = range(chunk - 1, -1, -1) if go_backwards else range(chunk)
+
+    def body(i, output_tas, last, states):
+        index = iterations - 1 - i if go_backwards else i
+        projected = project(tf.nest.pack_sequence_as(inputs, [ta.read(index)
+                                                              for ta in input_tas]))
+        masks = None if mask_ta is None else mask_ta.read(index)
+        if chunk == 1:
+            projected, masks = [projected], [masks]
+        else:
+            projected = _slices(projected, chunk, order)
+            masks = [None] * chunk if masks is None else _slices(masks, chunk, order)
+        emitted, states = [], list(states)
+        for projected_t, mask_t in zip(projected, masks, strict=True):
+            out, last, states = advance(projected_t, mask_t, last, states)
+            emitted.append(out)
+        written = emitted[0] if chunk == 1 else tf.stack(emitted)
+        output_tas = tuple(ta.write(i, written) for ta in output_tas)
+        return i + 1, output_tas, last, tuple(states)
+
+    _, output_tas, last, states = tf.while_loop(
+        lambda i, *_: i < iterations, body,
+        (tf.constant(0), output_tas, last, tuple(states)),
+        maximum_iterations=iterations, parallel_iterations=32)
+    outputs = None
+    if return_sequences:
+        outputs = output_tas[0].stack()
+        if chunk > 1:
+            outputs = tf.reshape(outputs, tf.concat([[steps], tf.shape(outputs)[2:]], 0))
+    return last, outputs, list(states)
