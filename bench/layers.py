@@ -1,7 +1,7 @@
 """Times rnnkit's LSTM, GRU and SimpleRNN against keras.layers' built-ins in the same process.
 
 Prints one row per (layer, shape): forward and training-step medians and the ours/keras ratios.
-Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N]`.
+Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...] [--jit]`.
 """
 
 from __future__ import annotations
@@ -36,16 +36,21 @@ def _pair(kind: str, shape: tuple) -> tuple:
     return mine, theirs
 
 
-def _functions(layer) -> tuple:
-    """Compiled forward and training-step (GradientTape + SGD) functions of one layer."""
+def _functions(layer, jit: bool = False) -> tuple:
+    """Compiled forward and training-step (GradientTape + SGD) functions of one layer.
+
+    Args:
+        layer: the layer to time.
+        jit: compile both functions with XLA (what model.compile(jit_compile=True) does).
+    """
     optimizer = keras.optimizers.SGD(1e-3)
     optimizer.build(layer.trainable_variables)
 
-    @tf.function(jit_compile=False)
+    @tf.function(jit_compile=jit)
     def forward(x):
         return layer(x, training=False)
 
-    @tf.function(jit_compile=False)
+    @tf.function(jit_compile=jit)
     def train_step(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(layer(x, training=True)))
@@ -63,18 +68,19 @@ def _time(fn, x) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench(kind: str, shape: tuple, repeats: int) -> dict:
+def bench(kind: str, shape: tuple, repeats: int, jit: bool = False) -> dict:
     """Per-call seconds of forward and train step for ours and Keras's; repeats interleaved.
 
     Args:
         kind: "LSTM", "GRU" or "SimpleRNN".
         shape: (batch, time, input, hidden).
         repeats: timed calls per function after two warm-up calls.
+        jit: compile both sides' functions with XLA.
     """
     batch, steps, features, _ = shape
     x = tf.constant(np.random.default_rng(0).normal(size=(batch, steps, features)), tf.float32)
-    fns = {name: _functions(layer) for name, layer in zip(("ours", "keras"), _pair(kind, shape),
-                                                          strict=True)}
+    fns = {name: _functions(layer, jit)
+           for name, layer in zip(("ours", "keras"), _pair(kind, shape), strict=True)}
     times = {(name, what): [] for name in fns for what in ("fwd", "train")}
     for _ in range(2):
         for forward, train_step in fns.values():
@@ -97,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per function")
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
+    parser.add_argument("--jit", action="store_true",
+                        help="compile ours and Keras's functions with XLA (jit_compile=True)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats. ms = median wall-clock "
+          f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats"
+          f"{', XLA (jit_compile=True) on both sides' if args.jit else ''}. ms = median wall-clock "
           "time of one call; ratio = ours/keras of the median wall-clock times, and in brackets "
           "of the median CPU times (steadier when other processes share the CPUs).")
     header = ("| layer     | B, T, I, H        | fwd ours ms | fwd keras ms | fwd ratio   "
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
     for shape in SHAPES:
         for kind in args.kinds:
-            times = bench(kind, shape, repeats)
+            times = bench(kind, shape, repeats, args.jit)
             wall = {key: statistics.median(w for w, _ in v) for key, v in times.items()}
             cpu = {key: statistics.median(c for _, c in v) for key, v in times.items()}
             cells = [f"{kind:<9}", f"{', '.join(map(str, shape)):<17}"]

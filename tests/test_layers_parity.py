@@ -42,13 +42,18 @@ CASES = {
                       {"initial_state": True}),
     "unroll_mask": ({"return_sequences": True, "return_state": True, "unroll": True},
                     {"mask": "right_padded"}),
+    "empty_row_mask": ({"return_sequences": True, "return_state": True},
+                       {"mask": "one_empty", "initial_state": True}),
 }
 
 
 def _masks() -> dict:
     right = np.arange(STEPS)[None, :] < np.array(LENGTHS)[:, None]
     mixed = np.array([[1, 0, 1, 1, 0, 0, 1, 0], [0, 0, 1, 1, 1, 1, 1, 1], [1] * 8], bool)
-    return {"right_padded": tf.constant(right), "mixed": tf.constant(mixed)}
+    one_empty = right.copy()
+    one_empty[1] = False  # a sequence without any valid step keeps its initial states
+    return {"right_padded": tf.constant(right), "mixed": tf.constant(mixed),
+            "one_empty": tf.constant(one_empty)}
 
 
 def _random_like(layer, rng) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""SimpleRNN, LSTM and GRU: the RNN driver around one built-in cell, with Keras's arguments."""
+"""SimpleRNN, LSTM, GRU, LayerNormLSTM: the RNN driver around one cell, with Keras's arguments."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import keras
 from keras import regularizers
 
 from models.layers.gru_cell import GRUCell
+from models.layers.layer_norm_lstm_cell import LayerNormLSTMCell
 from models.layers.lstm_cell import LSTMCell
 from models.layers.rnn import RNN
 from models.layers.simple_rnn_cell import SimpleRNNCell
@@ -261,3 +262,60 @@ class GRU(_CellLayer):
             go_backwards=go_backwards, stateful=stateful, unroll=unroll,
             zero_output_for_mask=zero_output_for_mask,
             activity_regularizer=activity_regularizer, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class LayerNormLSTM(_CellLayer):
+    """Layer-normalised LSTM layer: `RNN(LayerNormLSTMCell(...))`.
+
+    Args:
+        units: size of the output and of each state.
+        return_sequences: see RNN.
+        return_state: see RNN.
+        go_backwards: see RNN.
+        stateful: see RNN.
+        unroll: see RNN.
+        zero_output_for_mask: see RNN.
+        activity_regularizer: regularizer of the layer's output.
+        **kwargs: LayerNormLSTMCell's arguments (activation, initializers, norm_epsilon,
+            dropout, seed, ...) and Keras layer arguments (name, dtype, trainable).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        unroll: bool = False,
+        zero_output_for_mask: bool = False,
+        activity_regularizer=None,
+        **kwargs,
+    ):
+        layer_args = {key: kwargs.pop(key) for key in _LAYER_KEYS if key in kwargs}
+        cell = LayerNormLSTMCell(units, name="layer_norm_lstm_cell", **kwargs,
+                                 **_layer_kwargs(layer_args))
+        super().__init__(
+            cell, return_sequences=return_sequences, return_state=return_state,
+            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            activity_regularizer=activity_regularizer, **layer_args)
+
+
+# The recurrent layer behind each `cell` setting of the tasks (`--cell NAME`).
+RECURRENT_LAYERS: dict[str, type[RNN]] = {
+    "rnn": SimpleRNN, "lstm": LSTM, "gru": GRU, "ln_lstm": LayerNormLSTM}
+
+
+def recurrent_layer(cell: str, units: int, **kwargs) -> RNN:
+    """The recurrent layer of a cell type by its setting name.
+
+    Args:
+        cell: a key of RECURRENT_LAYERS.
+        units: size of the output and of each state.
+        **kwargs: the layer's other arguments.
+    """
+    if cell not in RECURRENT_LAYERS:
+        raise ValueError(f"cell={cell!r} is not one of {sorted(RECURRENT_LAYERS)}.")
+    return RECURRENT_LAYERS[cell](units, **kwargs)

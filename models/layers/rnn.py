@@ -73,6 +73,11 @@ class RNN(keras.layers.Layer):
         return list(size) if isinstance(size, (list, tuple)) else [size]
 
     def build(self, sequences_shape, initial_state_shape=None):
+        if self.unroll and len(sequences_shape) > 1 and sequences_shape[1] is None:
+            raise ValueError(
+                f"{self.name}: unroll=True needs a known number of time steps, got input shape "
+                f"{tuple(sequences_shape)}; give the Input layer a fixed sequence length or use "
+                "unroll=False.")
         step_shape = (sequences_shape[0], *tuple(sequences_shape)[2:])
         if not self.cell.built:
             self.cell.build(step_shape)
@@ -121,18 +126,52 @@ class RNN(keras.layers.Layer):
                 f"{self.name}: initial_state has {len(flat)} tensors but the cell has "
                 f"{len(tf.nest.flatten(template))} states (state_size={self.cell.state_size}); "
                 "pass one tensor per state.")
+        flat = [tf.cast(s, self.compute_dtype) for s in flat]
         for given, zeros in zip(flat, tf.nest.flatten(template), strict=True):
-            size = getattr(given, "shape", (None,))[-1]
+            if given.shape.rank is not None and given.shape.rank != zeros.shape.rank:
+                raise ValueError(
+                    f"{self.name}: an initial state has shape {tuple(given.shape)} where the "
+                    f"cell expects (batch, {', '.join(map(str, zeros.shape[1:]))}); pass one "
+                    "row per sequence.")
+            size = given.shape[-1] if given.shape.rank else None
             if size is not None and size != zeros.shape[-1]:
                 raise ValueError(
                     f"{self.name}: an initial state has size {size} where the cell expects "
                     f"{zeros.shape[-1]} (state_size={self.cell.state_size}).")
-        flat = [tf.cast(s, self.compute_dtype) for s in flat]
-        return tf.nest.pack_sequence_as(template, flat)
+        return tf.nest.pack_sequence_as(template, self._same_batch(sequences, flat))
+
+    def _same_batch(self, sequences, states: list) -> list:
+        """`states`, checked to hold one row per sequence of `sequences`.
+
+        Mismatches known at tracing time raise ValueError. Where only one side knows its batch
+        size, the time loop checks it; where neither does, it is checked here when the graph
+        runs, since a batch of 1 would otherwise broadcast silently against the other.
+        """
+        batch = sequences.shape[0]
+        sizes = [s.shape[0] for s in states]
+        wrong = [size for size in sizes if None not in (size, batch) and size != batch]
+        if wrong:
+            raise ValueError(
+                f"{self.name}: initial_state has batch size {wrong[0]} but the input has "
+                f"{batch}; pass one initial state row per input sequence.")
+        if batch is not None or all(size is not None for size in sizes):
+            return states
+        checks = [tf.debugging.assert_equal(
+            tf.shape(s)[0], tf.shape(sequences)[0],
+            message=f"{self.name}: initial_state and the input have different batch sizes; "
+                    "pass one initial state row per input sequence.") for s in states]
+        with tf.control_dependencies(checks):
+            return [tf.identity(s) for s in states]
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if mask is not None:
+            mask = tf.convert_to_tensor(mask)
+            if not mask.shape.is_compatible_with(sequences.shape[:2]):
+                raise ValueError(
+                    f"{self.name}: the mask has shape {tuple(mask.shape)} but the input has "
+                    f"shape {tuple(sequences.shape)}; pass a [batch, time] mask.")
         if self.stateful and self.states is not None:
             expected = tf.nest.flatten(self.states)[0].shape[0]
             actual = sequences.shape[0]

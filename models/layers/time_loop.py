@@ -25,7 +25,7 @@ def _masked(mask_t, new, old):
 
 def _steps_per_iteration(steps: int | None) -> int:
     """The largest chunk up to MAX_STEPS_PER_ITERATION dividing a static length, else 1."""
-    if steps is None:
+    if not steps:
         return 1
     return max(c for c in range(1, MAX_STEPS_PER_ITERATION + 1) if steps % c == 0)
 
@@ -34,6 +34,51 @@ def _slices(structure, count: int, order) -> list:
     """The `count` slices along axis 0 of every tensor in `structure`, in `order`."""
     flat = [tf.unstack(x, num=count) for x in tf.nest.flatten(structure)]
     return [tf.nest.pack_sequence_as(structure, [x[j] for x in flat]) for j in order]
+
+
+def _static_batch(per_sequence: list, time_major: list) -> int | None:
+    """The batch size known at tracing time to any of the tensors (None if to none of them).
+
+    Args:
+        per_sequence: [batch, ...] tensors.
+        time_major: [time, batch, ...] tensors.
+    """
+    known = {x.shape[0] for x in per_sequence} | {x.shape[1] for x in time_major}
+    known.discard(None)
+    if len(known) > 1:
+        raise ValueError(
+            f"the inputs, mask and states of a recurrent layer have different batch sizes "
+            f"{sorted(known)}; give each of them one row per sequence.")
+    return known.pop() if known else None
+
+
+def _with_batch(x, batch: int | None, axis: int = 0):
+    """`x` with the static batch size `batch` (at `axis`), checked when the graph runs.
+
+    tf.while_loop needs each loop variable's static shape to stay the same, and a step's
+    results know the batch size only if all its operands do (broadcasting an unknown size with
+    1 gives an unknown size): so every tensor entering the loop is told the batch size that
+    any of them knows. A mismatch then fails with a clear message instead of broadcasting.
+    """
+    if batch is None or x.shape[axis] is not None:
+        return x
+    shape = x.shape.as_list()
+    shape[axis] = batch
+    check = tf.debugging.assert_equal(
+        tf.shape(x)[axis], batch,
+        message="the input, mask and initial states of a recurrent layer have different batch "
+                "sizes; give each of them one row per sequence.")
+    # Not tf.ensure_shape: Grappler may run its check before the assert and its message
+    # names no fix.
+    with tf.control_dependencies([check]):
+        x = tf.identity(x)
+    x.set_shape(shape)
+    return x
+
+
+def _no_steps(initial_output) -> tf.Tensor:
+    """The outputs of a sequence without time steps: [0, batch, ...]."""
+    return tf.zeros(tf.concat([[0], tf.shape(initial_output)], 0), initial_output.dtype)
 
 
 def run_time_loop(
@@ -52,7 +97,11 @@ def run_time_loop(
 
     Masked steps carry the previous states and last output forward, as Keras does. `outputs`
     is time-major [time, batch, ...] in processing order (reversed with go_backwards), or None
-    when not return_sequences.
+    when not return_sequences. Without any time step the outputs are [0, batch, ...], the last
+    output is `initial_output` and the states are the initial ones.
+
+    All tensors must have the same batch size; where some know it at tracing time and others
+    do not (a fixed-size input with states from elsewhere), all of them are given it.
 
     Args:
         step_fn: (projected_t, states) -> (output_t, new_states); states are flat lists.
@@ -68,8 +117,15 @@ def run_time_loop(
         unroll: build one copy of the step per time step (needs a static time length).
     """
     project = project_fn or (lambda x: x)
+    flat_inputs = tf.nest.flatten(inputs)
+    batch = _static_batch([initial_output, *initial_states],
+                          flat_inputs + ([] if mask is None else [mask]))
+    flat_inputs = [_with_batch(x, batch, axis=1) for x in flat_inputs]
+    inputs = tf.nest.pack_sequence_as(inputs, flat_inputs)
+    initial_output = _with_batch(initial_output, batch)
+    initial_states = [_with_batch(s, batch) for s in initial_states]
     if mask is not None:
-        mask = tf.expand_dims(tf.cast(mask, tf.bool), -1)
+        mask = tf.expand_dims(tf.cast(_with_batch(mask, batch, axis=1), tf.bool), -1)
     zeros = tf.zeros_like(initial_output)
 
     def advance(projected_t, mask_t, last, states):
@@ -82,12 +138,14 @@ def run_time_loop(
         emitted = _masked(mask_t, output, zeros) if zero_output_for_mask else last
         return emitted, last, new_states
 
-    steps = tf.nest.flatten(inputs)[0].shape[0]
-    if unroll:
-        if steps is None:
-            raise ValueError(
-                "unroll=True needs a known number of time steps; give the Input layer a fixed "
-                "sequence length or use unroll=False.")
+    steps = flat_inputs[0].shape[0]
+    if unroll and steps is None:
+        raise ValueError(
+            "unroll=True needs a known number of time steps; give the Input layer a fixed "
+            "sequence length or use unroll=False.")
+    if steps == 0:
+        last, outputs, states = initial_output, _no_steps(initial_output), list(initial_states)
+    elif unroll:
         order = range(steps - 1, -1, -1) if go_backwards else range(steps)
         masks = [None] * steps if mask is None else _slices(mask, steps, order)
         last, states, emitted = initial_output, list(initial_states), []
@@ -95,9 +153,12 @@ def run_time_loop(
                                        strict=True):
             out, last, states = advance(projected_t, mask_t, last, states)
             emitted.append(out)
-        return last, tf.stack(emitted) if return_sequences else None, states
-    return _while_loop(advance, project, inputs, mask, _steps_per_iteration(steps),
-                       initial_output, list(initial_states), go_backwards, return_sequences)
+        outputs = tf.stack(emitted) if return_sequences else None
+    else:
+        last, outputs, states = _while_loop(
+            advance, project, inputs, mask, _steps_per_iteration(steps), initial_output,
+            list(initial_states), go_backwards, return_sequences)
+    return last, outputs if return_sequences else None, states
 
 
 def _while_loop(advance, project, inputs, mask, chunk, last, states, go_backwards,
@@ -152,7 +213,23 @@ def _while_loop(advance, project, inputs, mask, chunk, last, states, go_backward
         maximum_iterations=iterations, parallel_iterations=32)
     outputs = None
     if return_sequences:
-        outputs = output_tas[0].stack()
+        outputs = _stacked(output_tas[0], iterations, last, chunk)
         if chunk > 1:
             outputs = tf.reshape(outputs, tf.concat([[steps], tf.shape(outputs)[2:]], 0))
     return last, outputs, list(states)
+
+
+def _stacked(output_ta: tf.TensorArray, iterations, last, chunk: int) -> tf.Tensor:
+    """The TensorArray's elements stacked, also when it is empty.
+
+    Stacking an empty TensorArray needs its element shape at tracing time, which an unknown
+    batch size leaves open: then zero iterations give [0, (chunk,) batch, ...] from `last`'s
+    shape. The result keeps the elements' static shape, which tf.cond alone would lose.
+    """
+    if output_ta.element_shape.is_fully_defined():
+        return output_ta.stack()
+    leading = [0] if chunk == 1 else [0, chunk]
+    stacked = tf.cond(iterations > 0, output_ta.stack,
+                      lambda: tf.zeros(tf.concat([leading, tf.shape(last)], 0), last.dtype))
+    stacked.set_shape(tf.TensorShape([None]).concatenate(output_ta.element_shape))
+    return stacked
