@@ -15,3 +15,8 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} — {fix}" if fix else problem)
+
+
+class DataUnavailable(UserError):
+    """A data set is neither in the offline mirror nor downloadable; jobs over several tasks
+    skip the task that needs it instead of stopping."""

@@ -103,7 +103,17 @@ def make_config(config_class: type[C], profiles: dict[str, dict[str, Any]], prof
     """
     if profile not in profiles:
         raise UserError(f"unknown profile {profile!r}", f"choose one of {sorted(profiles)}")
-    config = config_class(**profiles[profile])
+    return apply_overrides(config_class(**profiles[profile]), overrides)
+
+
+def apply_overrides(config: C, overrides: list[str] | None) -> C:
+    """Return a copy of a config with `key=value` overrides applied (e.g. to a resumed run's).
+
+    Args:
+        config: the config to start from.
+        overrides: `key=value` strings from the command line.
+    """
+    config_class = type(config)
     hints = typing.get_type_hints(config_class)
     fields = {f.name for f in dataclasses.fields(config_class)}
     changes = {}

@@ -2,6 +2,13 @@
 
 The one trainer (`pipelines.trainer`) and the `rnnkit train|evaluate|export` commands work on any
 `Task`; adding a task means writing one subclass and one line in `TASKS`.
+
+The life of a run: `pipelines.trainer.train(task, config)` calls `datasets`, `build_model`, `loss`
+and `metrics`, checkpoints the whole model every epoch (`keras.saving` format, so every custom
+layer or function must be registered with `keras.saving.register_keras_serializable`), and keeps
+the best epoch by `monitor`. `pipelines.evaluation.evaluate_run` reloads the best checkpoint and
+calls `evaluate`; `serving.export.export_run` reloads it and exports `serving_signatures`, with
+`signature_methods` and `warmup_requests`.
 """
 
 from __future__ import annotations
@@ -63,13 +70,28 @@ class Task(abc.ABC):
     def serving_signatures(self, model: keras.Model, config: TrainConfig) -> dict[str, Any]:
         """tf.function signatures for the SavedModel, keyed by signature name."""
 
+    def signature_methods(self) -> dict[str, str]:
+        """Signature name -> TF Serving method for signatures that are not Predict.
+
+        E.g. {"classify": serving.export.CLASSIFY_METHOD} lets TF Serving's Classify API call the
+        `classify` signature; signatures not named here are exported as Predict signatures.
+        """
+        return {}
+
     def warmup_requests(self) -> list[Any]:
-        """A few real PredictionLog requests for assets.extra/tf_serving_warmup_requests."""
+        """A few real PredictionLog requests for assets.extra/tf_serving_warmup_requests.
+
+        Build them with serving.export.predict_log; an empty list exports no warm-up file.
+        """
         return []
 
 
 # task name -> "module:Class"; imported only when used.
 TASKS: dict[str, str] = {
+    "sentiment": "pipelines.sentiment:SentimentTask",
+    "sentiment_bow": "pipelines.sentiment:SentimentBowTask",
+    "translation": "pipelines.translation:TranslationTask",
+    "captioning": "pipelines.captioning:CaptioningTask",
 }
 
 

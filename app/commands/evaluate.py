@@ -1,0 +1,43 @@
+"""`rnnkit evaluate`: test-split metrics of a trained run, as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "evaluate a trained run on the test split; prints one JSON object"
+EXAMPLES = """examples:
+  rnnkit evaluate sentiment --run-dir runs/sentiment/20250101-120000
+  rnnkit evaluate sentiment_bow              # the task's newest trained run
+The result is also written to evaluation.json in the run directory; logs go to stderr.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's flags.
+
+    Args:
+        parser: the sub-command's parser.
+    """
+    from pipelines.tasks import task_names
+
+    parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
+    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                        help="the trained run (default: the task's newest trained run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the metrics.
+
+    Args:
+        args: the parsed command line.
+    """
+    from pipelines.evaluation import evaluate_run
+    from pipelines.run_dir import find_run
+    from pipelines.tasks import get_task
+
+    task = get_task(args.task)
+    result = evaluate_run(task, find_run(task.name, args.run_dir))
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,48 @@
+"""`rnnkit export`: write a trained run as a SavedModel in TF Serving's layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "export a trained run as <base-path>/<model>/<version>/ for TF Serving or `rnnkit serve`"
+EXAMPLES = """examples:
+  rnnkit export sentiment --run-dir runs/sentiment/20250101-120000 --base-path exports
+  rnnkit export sentiment_bow                  # newest run, into ./exports
+Each export is a new integer version; existing versions are never overwritten. Prints JSON with
+the version's path.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's flags.
+
+    Args:
+        parser: the sub-command's parser.
+    """
+    from pipelines.tasks import task_names
+
+    parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
+    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                        help="the trained run (default: the task's newest trained run)")
+    parser.add_argument("--base-path", type=Path, default=Path("exports"), metavar="DIR",
+                        help="the exports folder (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and print where.
+
+    Args:
+        args: the parsed command line.
+    """
+    from pipelines.run_dir import find_run
+    from pipelines.tasks import get_task
+    from serving.export import export_run
+
+    task = get_task(args.task)
+    run_dir = find_run(task.name, args.run_dir)
+    path = export_run(task, run_dir, args.base_path)
+    print(json.dumps({"model_name": task.export_name, "version": int(path.name),
+                      "path": str(path), "run_dir": str(run_dir)}))
+    return 0

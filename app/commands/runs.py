@@ -1,0 +1,75 @@
+"""`rnnkit runs`: list training runs with their metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+HELP = "list training runs with their validation and test metrics"
+EXAMPLES = """examples:
+  rnnkit runs
+  rnnkit runs sentiment
+  rnnkit runs --json
+Runs are read from RNNKIT_RUNS_DIR (default ./runs).
+"""
+
+
+# Test metrics shown first when an evaluation has them.
+HEADLINE = ("accuracy", "f1", "roc_auc", "bleu", "chrf")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's flags.
+
+    Args:
+        parser: the sub-command's parser.
+    """
+    parser.add_argument("task", nargs="?", default=None, metavar="TASK",
+                        help="only this task's runs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per run")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _test_summary(evaluation: dict[str, Any] | None) -> str:
+    """The first few test metrics of an evaluation, e.g. `accuracy=0.8712 f1=0.8690`."""
+    if not evaluation:
+        return "-"
+    skip = {"wall_time_s", "threshold", "n_examples"}
+    numbers = {k: v for k, v in evaluation.items() if isinstance(v, float) and k not in skip}
+    shown = [k for k in HEADLINE if k in numbers] or list(numbers)
+    return " ".join(f"{k}={numbers[k]:.4f}" for k in shown[:3]) or "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the runs, oldest first.
+
+    Args:
+        args: the parsed command line.
+    """
+    from pipelines.run_dir import list_runs
+
+    runs = list_runs(args.task)
+    if args.json:
+        for item in runs:
+            print(json.dumps(item))
+        return 0
+    rows = [("TASK", "RUN", "STATUS", "EPOCHS", "MONITOR", "BEST", "TEST")]
+    for item in runs:
+        metrics = item["metrics"] or {}
+        status = ("finished" if item["finished"]
+                  else "interrupted" if item["trained"] else "no checkpoint")
+        rows.append((item["task"], item["run_dir"], status,
+                     _number(metrics.get("epochs_finished")), metrics.get("monitor", "-"),
+                     _number(metrics.get("best_value")), _test_summary(item["evaluation"])))
+    if len(rows) == 1:
+        print("no runs yet: train one with `rnnkit train TASK`")
+        return 0
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    return 0

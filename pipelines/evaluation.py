@@ -1,0 +1,34 @@
+"""Evaluate a trained run on its task's test split and record the result in the run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.checkpoints import CheckpointStore
+from pipelines.run_dir import EVALUATION_FILE, load_config, write_json
+
+if TYPE_CHECKING:
+    from pipelines.tasks import Task
+
+log = logging.getLogger("pipelines.evaluation")
+
+
+def evaluate_run(task: Task, run_dir: Path) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on the test split; writes and returns evaluation.json.
+
+    Args:
+        task: the run's task (its `evaluate` computes the metrics).
+        run_dir: the trained run directory.
+    """
+    started = time.monotonic()
+    config = load_config(run_dir, task.config_class)
+    model = CheckpointStore(run_dir).load_model("best")
+    log.info("evaluating %s on the test split", run_dir)
+    metrics = task.evaluate(model, config, run_dir)
+    result = {"task": task.name, "run_dir": str(run_dir), **metrics,
+              "wall_time_s": round(time.monotonic() - started, 2)}
+    write_json(run_dir / EVALUATION_FILE, result)
+    return result

@@ -1,0 +1,192 @@
+"""The one trainer on a tiny Dense bag-of-words model over real IMDB reviews."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from app.errors import UserError
+from pipelines import imdb
+from pipelines.checkpoints import CheckpointStore
+from pipelines.config import TrainConfig
+from pipelines.tasks import Task
+
+TRAIN_EXAMPLES = 1500
+HELD_OUT = 600
+
+
+@dataclasses.dataclass
+class ToyConfig(TrainConfig):
+    """A small, fast setting of the toy task."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 5e-3
+    max_train_examples: int | None = TRAIN_EXAMPLES
+    max_tokens: int = 3000
+    nan_loss: bool = False
+
+
+class ToyTask(Task):
+    """Multi-hot bag of words -> Dense -> probability: the trainer's test subject."""
+
+    name: ClassVar[str] = "toy"
+    dataset: ClassVar[str] = "imdb"
+    export_name: ClassVar[str] = "toy"
+    config_class: ClassVar[type[TrainConfig]] = ToyConfig
+
+    def datasets(self, config):
+        train, val = imdb.train_validation(config.validation_fraction, config.seed,
+                                           config.max_train_examples)
+        return (imdb.batches(train, config.batch_size, shuffle_seed=config.seed),
+                imdb.batches(val, config.batch_size))
+
+    def build_model(self, config):
+        import keras
+
+        train, _ = imdb.train_validation(config.validation_fraction, config.seed,
+                                         config.max_train_examples)
+        from models.sentiment import standardize_review
+
+        vectorizer = keras.layers.TextVectorization(
+            max_tokens=config.max_tokens, output_mode="multi_hot", standardize=standardize_review)
+        vectorizer.adapt(imdb.training_texts(train))
+        text = keras.Input(shape=(), dtype="string")
+        x = keras.layers.Dense(16, activation="relu")(vectorizer(text))
+        return keras.Model(text, keras.layers.Dense(1, activation="sigmoid")(x))
+
+    def loss(self, config):
+        import keras
+
+        if config.nan_loss:
+            return lambda y_true, y_pred: keras.ops.mean(y_pred) * float("nan")
+        return keras.losses.BinaryCrossentropy()
+
+    def metrics(self, config):
+        return ["accuracy"]
+
+    def evaluate(self, model, config, run_dir) -> dict[str, Any]:
+
+        data = imdb.load_test(HELD_OUT).batch(200)
+        hits = 0
+        for text, label in data:
+            predicted = model(text, training=False).numpy() >= 0.5
+            hits += int(np.sum(predicted == (label.numpy() >= 0.5)))
+        return {"accuracy": hits / HELD_OUT}
+
+    def serving_signatures(self, model, config):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def reviews(shared_data, tfds_dir):
+    """IMDB prepared once into the session's TFDS dir."""
+    return imdb.prepare()
+
+
+@pytest.fixture()
+def runs_root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
+    from pipelines.trainer import train
+
+    task = ToyTask()
+    result = train(task, ToyConfig())
+    run_dir = result.run_dir
+    assert run_dir.parent == runs_root / "toy"
+    accuracy = task.evaluate(result.model, ToyConfig(), run_dir)["accuracy"]
+    assert accuracy > 0.7, f"held-out accuracy {accuracy} is not clearly above chance"
+
+    assert json.loads((run_dir / "config.json").read_text())["max_tokens"] == 3000
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["loss"]) == 2 and len(history["val_loss"]) == 2
+    assert history["loss"][1] < history["loss"][0]
+    assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,")
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_finished"] == 2 and not metrics["terminated_on_nan"]
+    assert metrics["best_value"] == min(history["val_loss"])
+    state = CheckpointStore(run_dir).state()
+    assert state["last"] == "epoch-0002" and state["task"] == "toy"
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir())
+    assert kept == sorted({state["last"], state["best"]})
+    # The returned model holds the best epoch's weights, the same as the best checkpoint.
+    best = CheckpointStore(run_dir).load_model("best")
+    for mine, saved in zip(result.model.get_weights(), best.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, saved)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(reviews, tmp_path_factory) -> Path:
+    """A finished one-epoch toy run, shared by the tests that only read it."""
+    from pipelines.trainer import train
+
+    return train(ToyTask(), ToyConfig(epochs=1),
+                 run_dir=tmp_path_factory.mktemp("runs") / "one-epoch").run_dir
+
+
+def test_resume_continues_epochs_and_optimizer_state(one_epoch_run, tmp_path):
+    from pipelines.trainer import train
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(one_epoch_run, run_dir)
+    steps = int(np.load(run_dir / "checkpoints" / "epoch-0001" / "optimizer.npz")["0"])
+    assert steps > 0
+    resumed = train(ToyTask(), ToyConfig(epochs=2), run_dir=run_dir, resume=True)
+    assert int(resumed.model.optimizer.iterations.numpy()) == 2 * steps
+    assert resumed.metrics["epochs_finished"] == 2
+    assert len(resumed.history["loss"]) == 2
+    assert CheckpointStore(run_dir).state()["epoch"] == 2
+
+
+def test_resume_needs_a_checkpoint(reviews, tmp_path):
+    from pipelines.trainer import train
+
+    with pytest.raises(UserError, match="has no checkpoint"):
+        train(ToyTask(), ToyConfig(), run_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match="does not exist"):
+        train(ToyTask(), ToyConfig(), run_dir=tmp_path / "missing", resume=True)
+
+
+def test_nan_loss_stops_training_without_a_checkpoint(reviews, runs_root):
+    from pipelines.trainer import train
+
+    result = train(ToyTask(), ToyConfig(nan_loss=True, epochs=3))
+    assert result.terminated_on_nan
+    assert len(result.history["loss"]) == 1
+    assert not CheckpointStore(result.run_dir).exists()
+    assert json.loads((result.run_dir / "metrics.json").read_text())["terminated_on_nan"]
+
+
+def test_interrupted_checkpoint_keeps_the_previous_one(one_epoch_run, monkeypatch):
+    from pipelines import checkpoints
+
+    store = CheckpointStore(one_epoch_run)
+    before = store.state()
+    model = store.load_model("last")
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(model, 2, 0.1, True, extra={"task": "toy"})
+    assert store.state() == before
+    assert store.load_model("last").count_params() == model.count_params()
+
+
+def test_new_run_dir_refuses_a_trained_run(one_epoch_run):
+    from pipelines.run_dir import new_run_dir
+
+    with pytest.raises(UserError, match="--resume"):
+        new_run_dir("toy", one_epoch_run)
