@@ -1,0 +1,135 @@
+"""Sentiment models taking raw review strings: many-to-one (sequence) and one-to-one (no sequence).
+
+Text handling lives inside the model (TextVectorization with `standardize_review`), so an exported
+model takes raw strings and needs no client-side preprocessing.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from models.layers import Bidirectional, recurrent_layer
+
+
+@keras.saving.register_keras_serializable(package="rnnkit", name="standardize_review")
+def standardize_review(text: tf.Tensor) -> tf.Tensor:
+    """Lower-case a review, drop `<br />` tags, punctuation and symbols, join contractions.
+
+    Only letters and digits survive: IMDB holds control characters such as U+0085, which Keras
+    would write into the saved vocabulary file as line breaks, corrupting it.
+
+    Args:
+        text: string tensor of reviews.
+    """
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
+    text = tf.strings.regex_replace(text, "['’]", "")  # "don't" -> "dont", one token
+    return tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class FirstTokens(keras.layers.Layer):
+    """Keep the first `max_length` tokens of right-padded token ids [batch, time].
+
+    Args:
+        max_length: tokens kept per review; shorter batches pass through unchanged.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, max_length: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}.")
+        self.max_length = max_length
+
+    def call(self, tokens):
+        return tokens[:, : self.max_length]
+
+    def compute_output_shape(self, input_shape):
+        length = input_shape[1]
+        return (input_shape[0], None if length is None else min(length, self.max_length))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "max_length": self.max_length}
+
+
+def make_vectorizer(texts: tf.data.Dataset, max_tokens: int, output_mode: str = "int",
+                    ngrams: int | None = None) -> keras.layers.TextVectorization:
+    """A TextVectorization layer adapted on training texts only.
+
+    Args:
+        texts: batches of training review strings.
+        max_tokens: vocabulary size, including padding and out-of-vocabulary tokens.
+        output_mode: `int` (token ids for sequences), `multi_hot`, `count` or `tf_idf`.
+        ngrams: also count word n-grams up to this length (bag-of-words modes).
+    """
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=max_tokens, standardize=standardize_review, output_mode=output_mode,
+        ngrams=ngrams, name="vectorizer")
+    vectorizer.adapt(texts)
+    return vectorizer
+
+
+def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm",
+                embedding_dim: int = 64, units: int = 64, layers: int = 1,
+                dense_units: int = 64, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                max_length: int = 200, seed: int | None = None) -> keras.Model:
+    """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> probability.
+
+    Args:
+        vectorizer: adapted TextVectorization with output_mode `int`.
+        cell: `rnn`, `lstm` or `gru`.
+        embedding_dim: size of each token's embedding.
+        units: units of each direction of each recurrent layer.
+        layers: stacked bidirectional layers; all but the last return sequences.
+        dense_units: units of the dense layer before the output (0 for none).
+        dropout: dropout on embeddings, recurrent inputs and the dense layer.
+        recurrent_dropout: dropout on the recurrent state (slower: no fused input projection).
+        max_length: tokens kept per review.
+        seed: seed of the dropout masks.
+    """
+    if layers < 1:
+        raise ValueError(f"layers must be at least 1, got {layers}.")
+    text = keras.Input(shape=(), dtype="string", name="text")
+    tokens = FirstTokens(max_length, name="first_tokens")(vectorizer(text))
+    x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
+                               name="embedding")(tokens)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
+    for i in range(layers):
+        last = i == layers - 1
+        x = Bidirectional(recurrent_layer(cell, units, return_sequences=not last, dropout=dropout,
+                                     recurrent_dropout=recurrent_dropout, seed=seed,
+                                     name=f"{cell}_{i + 1}"), name=f"bidirectional_{i + 1}")(x)
+    if dense_units:
+        x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, seed=seed, name="dense_dropout")(x)
+    probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    return keras.Model(text, probability, name=f"sentiment_bi{cell}")
+
+
+def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm", units: int = 64,
+               dropout: float = 0.0, seed: int | None = None) -> keras.Model:
+    """Raw text -> one bag-of-words vector -> one recurrent step -> probability (no sequence).
+
+    Args:
+        vectorizer: adapted TextVectorization with a bag-of-words output_mode.
+        cell: `rnn`, `lstm` or `gru`.
+        units: units of the recurrent cell.
+        dropout: dropout on the bag-of-words vector and the cell's output.
+        seed: seed of the dropout masks.
+    """
+    text = keras.Input(shape=(), dtype="string", name="text")
+    # multi_hot and count come out as int64 at run time, whatever the symbolic dtype says.
+    features = keras.ops.cast(vectorizer(text), "float32")
+    if dropout:
+        features = keras.layers.Dropout(dropout, seed=seed, name="input_dropout")(features)
+    # A sequence of length one: the cell runs exactly once, from its zero initial state.
+    step = keras.layers.Reshape((1, -1), name="one_step")(features)
+    x = recurrent_layer(cell, units, name=cell)(step)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed, name="output_dropout")(x)
+    probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    return keras.Model(text, probability, name=f"sentiment_bow_{cell}")

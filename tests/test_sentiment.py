@@ -1,0 +1,178 @@
+"""IMDB sentiment: the many-to-one and one-to-one models learn on small real subsets, evaluate
+with the right metrics, and export a SavedModel that answers like the model in memory."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from app.errors import UserError
+from models import layers as ours
+from models.sentiment import FirstTokens, standardize_review
+from pipelines import imdb
+from pipelines.binary_metrics import binary_report, roc_auc
+from pipelines.tasks import get_task
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["max_train_examples=2000", "max_eval_examples=600", "epochs=2", "batch_size=32",
+         "learning_rate=0.005", "max_tokens=5000"]
+
+
+@pytest.fixture(scope="module")
+def reviews(shared_data, tfds_dir):
+    """IMDB prepared once into the session's TFDS dir."""
+    return imdb.prepare()
+
+
+@pytest.fixture(scope="module")
+def sequence_run(reviews, tmp_path_factory):
+    """A small bidirectional GRU trained for two epochs on 2000 real reviews."""
+    from pipelines.trainer import train
+
+    task = get_task("sentiment")
+    config = task.config("quick", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
+                                   "dense_units=16", "max_length=120"])
+    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "seq")
+
+
+@pytest.fixture(scope="module")
+def bow_run(reviews, tmp_path_factory):
+    """The bag-of-words control trained for two epochs on 2000 real reviews."""
+    from pipelines.trainer import train
+
+    task = get_task("sentiment_bow")
+    config = task.config("quick", [*SMALL, "units=32", "dropout=0.2"])
+    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "bow")
+
+
+def test_standardize_review():
+    raw = tf.constant(["Don't WATCH it!<br /><br />Awful\x85 10/10 <BR/>Très BIEN"])
+    assert standardize_review(raw).numpy()[0].decode().split() == [
+        "dont", "watch", "it", "awful", "10", "10", "très", "bien"]
+
+
+def test_first_tokens_keeps_the_start():
+    tokens = tf.constant([[5, 6, 7, 8], [9, 3, 0, 0]])
+    np.testing.assert_array_equal(FirstTokens(3)(tokens).numpy(), [[5, 6, 7], [9, 3, 0]])
+    np.testing.assert_array_equal(FirstTokens(10)(tokens).numpy(), tokens.numpy())
+    with pytest.raises(ValueError, match="max_length"):
+        FirstTokens(0)
+
+
+def test_roc_auc_matches_counting_pairs():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) * 0.5 + labels * 0.3, 2)  # overlapping, with ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    assert roc_auc(labels, scores) == pytest.approx(np.mean(pairs))
+
+
+def test_binary_report_counts():
+    report = binary_report(np.array([1, 1, 0, 0, 1]), np.array([0.9, 0.2, 0.6, 0.1, 0.5]))
+    assert report["confusion_matrix"] == [[1, 1], [1, 2]]
+    assert report["accuracy"] == pytest.approx(3 / 5)
+    assert report["precision"] == pytest.approx(2 / 3)
+    assert report["recall"] == pytest.approx(2 / 3)
+    assert report["f1"] == pytest.approx(2 / 3)
+    assert report["roc_auc"] == pytest.approx(4 / 6)  # 4 of 6 positive/negative pairs ordered
+
+
+def test_many_to_one_learns(sequence_run):
+    task, config, result = sequence_run
+    report = task.evaluate(result.model, config, result.run_dir)
+    assert report["n_examples"] == 600
+    assert sum(map(sum, report["confusion_matrix"])) == 600
+    assert report["accuracy"] > 0.62, report
+    assert report["roc_auc"] > 0.7, report
+    bidirectional = [layer for layer in result.model.layers
+                     if isinstance(layer, ours.Bidirectional)]
+    assert len(bidirectional) == 1
+    assert isinstance(bidirectional[0].forward_layer, ours.GRU)
+
+
+def test_one_to_one_learns_and_runs_the_cell_once(bow_run):
+    task, config, result = bow_run
+    report = task.evaluate(result.model, config, result.run_dir)
+    assert report["accuracy"] > 0.7, report
+    recurrent = [layer for layer in result.model.layers if isinstance(layer, ours.LSTM)]
+    assert len(recurrent) == 1
+    assert tuple(recurrent[0].input.shape)[1] == 1  # a sequence of exactly one step
+
+
+def _dotted(node: ast.AST) -> str:
+    """`keras.layers.LSTM` for the expression keras.layers.LSTM, '' for anything else."""
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else ""
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def test_no_keras_recurrent_layers_in_models_or_pipelines():
+    banned = {"LSTM", "GRU", "SimpleRNN", "Bidirectional", "RNN", "LSTMCell", "GRUCell",
+              "SimpleRNNCell", "StackedRNNCells", "ConvLSTM1D", "ConvLSTM2D"}
+    for path in itertools.chain((REPO / "models").rglob("*.py"),
+                                (REPO / "pipelines").rglob("*.py")):
+        used = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in banned:
+                name = _dotted(node)
+                if name.startswith(("keras.", "tf.keras.")) and ".layers." in name:
+                    used.append(name)
+            elif isinstance(node, ast.ImportFrom) and "keras" in (node.module or ""):
+                used += [f"{node.module}.{a.name}" for a in node.names if a.name in banned]
+        assert not used, f"{path} uses Keras's recurrent layers: {used}"
+
+
+def test_bad_settings_are_user_errors(reviews):
+    task = get_task("sentiment")
+    with pytest.raises(UserError, match="cell"):
+        task.build_model(task.config("quick", ["cell=transformer"]))
+    with pytest.raises(UserError, match="output_mode"):
+        get_task("sentiment_bow").datasets(get_task("sentiment_bow").config(
+            "quick", ["output_mode=int"]))
+
+
+def test_export_answers_like_the_model(sequence_run, tmp_path):
+    from serving.export import CLASSIFY_METHOD, export_run
+
+    task, _, result = sequence_run
+    path = export_run(task, result.run_dir, tmp_path)
+    assert path == tmp_path / "sentiment" / "1"
+    texts = tf.constant([t for t, _ in imdb.load_test(24).as_numpy_iterator()])
+    expected = result.model(texts, training=False).numpy().ravel()
+
+    loaded = tf.saved_model.load(str(path))
+    predict = loaded.signatures["serving_default"]
+    assert set(predict.structured_input_signature[1]) == {"text"}
+    out = predict(text=texts)
+    np.testing.assert_allclose(out["probability"].numpy(), expected, atol=1e-5)
+    labels = [b.decode() for b in out["label"].numpy()]
+    assert labels == ["positive" if p >= 0.5 else "negative" for p in expected]
+
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t]))})).SerializeToString()
+        for t in texts.numpy()]
+    classified = loaded.signatures["classify"](inputs=tf.constant(examples))
+    np.testing.assert_allclose(classified["scores"].numpy(),
+                               np.stack([1 - expected, expected], axis=1), atol=1e-5)
+    assert classified["classes"].numpy()[0].tolist() == [b"negative", b"positive"]
+
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    assert saved.meta_graphs[0].signature_def["classify"].method_name == CLASSIFY_METHOD
+
+    warmup = path / "assets.extra" / "tf_serving_warmup_requests"
+    for record in tf.data.TFRecordDataset(str(warmup)):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        replies = predict(text=tf.constant(tf.make_ndarray(request.inputs["text"])))
+        assert replies["probability"].shape[0] >= 1
+    provenance = json.loads((path / "assets.extra" / "rnnkit_export.json").read_text())
+    assert provenance["run_dir"] == str(result.run_dir.resolve())
