@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,7 @@ class ModelServer:
     def stop(self) -> None:
         """Stop accepting requests, let in-flight ones finish (within the grace), unload."""
         grace = self.options.shutdown_grace_seconds
+        deadline = time.monotonic() + grace
         self._stop.set()
         if self.health is not None:
             self.health.shutdown()
@@ -206,8 +208,8 @@ class ModelServer:
             log.warning("REST requests still running after %.0f s; stopping anyway", grace)
         if grpc_stopped is not None:
             grpc_stopped.wait(grace + 1)
-        if self.core.batcher is not None:
-            self.core.batcher.close()
+        if self.core.batcher is not None:  # a batch still running is past the grace too
+            self.core.batcher.close(timeout=max(0.0, deadline - time.monotonic()))
         self.manager.stop()
         log.info("model server stopped")
 

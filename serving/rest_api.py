@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import re
+import socket
 import threading
 import time
 import zlib
@@ -150,21 +151,25 @@ class RestServer(ThreadingHTTPServer):
         timeout_ms: answer 504 when a request takes longer; 0 for no limit.
         max_body_bytes: answer 413 to bodies (after gzip decompression) larger than this.
         monitoring_path: the Prometheus page's path, or None when monitoring is off.
+        read_timeout_s: a request (line, headers and body) must arrive within this many seconds
+            of the connection opening or the previous answer; then the connection is closed.
     """
 
     daemon_threads = True
     request_queue_size = 256
 
     def __init__(self, core: ServingCore, host: str, port: int, *, timeout_ms: int = 30000,
-                 max_body_bytes: int = 64 << 20, monitoring_path: str | None = None) -> None:
+                 max_body_bytes: int = 64 << 20, monitoring_path: str | None = None,
+                 read_timeout_s: float = 120.0) -> None:
         self.core = core
         self.timeout_seconds = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.read_timeout_seconds = read_timeout_s
         self.max_body_bytes = max_body_bytes
         self.monitoring_path = monitoring_path
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
-        self.watchdog = Watchdog() if self.timeout_seconds else None
+        self.watchdog = Watchdog()  # request deadlines and read deadlines
         self._thread: threading.Thread | None = None
         super().__init__((host, port), RestHandler)
 
@@ -194,8 +199,7 @@ class RestServer(ThreadingHTTPServer):
                     break
                 self._idle.wait(left)
             drained = self._in_flight == 0
-        if self.watchdog is not None:
-            self.watchdog.close()
+        self.watchdog.close()
         return drained
 
     def begin_request(self) -> None:
@@ -217,7 +221,7 @@ class RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "rnnkit-model-server"
     disable_nagle_algorithm = True
-    timeout = 120  # seconds an idle keep-alive connection is kept
+    timeout = 120  # seconds a socket read may wait (the read deadline is usually shorter)
     server: RestServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -235,6 +239,28 @@ class RestHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_POST
 
     # ---- plumbing ------------------------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        """Read and answer one request, which must arrive whole before the read deadline.
+
+        A client that goes quiet or trickles its headers or body (slowloris) would otherwise
+        hold this connection's thread; at the deadline its socket is shut down, which ends the
+        blocked read.
+        """
+        self._dropped = False
+        self._read_deadline = self.server.watchdog.watch(
+            time.monotonic() + self.server.read_timeout_seconds, self._drop_connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.watchdog.cancel(self._read_deadline)
+
+    def _drop_connection(self) -> None:
+        self._dropped = True
+        self.close_connection = True
+        log.info("closing a connection from %s: no whole request within %.0f s",
+                 self.address_string(), self.server.read_timeout_seconds)
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _reply(self, status: int, body: bytes, content_type: str = JSON_TYPE) -> None:
         self.send_response(status)
@@ -263,6 +289,8 @@ class RestHandler(BaseHTTPRequestHandler):
             if length > limit:
                 raise BodyTooLarge(f"request body of {length} bytes")
             body = self.rfile.read(length) if length > 0 else b""
+            if len(body) < length:
+                raise ConnectionResetError("the connection closed before the whole body came")
         encoding = self.headers.get("Content-Encoding", "identity").lower()
         if encoding == "gzip":
             return self._gunzip(body, limit)
@@ -321,6 +349,9 @@ class RestHandler(BaseHTTPRequestHandler):
             path = urlsplit(self.path).path
             try:
                 body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else b""
+                server.watchdog.cancel(self._read_deadline)  # the request is in: run it
+                if self._dropped:
+                    raise ConnectionResetError("the read deadline passed")
             except BodyTooLarge as err:
                 self.close_connection = True  # the unread body must not be taken for a request
                 self._reply_error(ServingError(
@@ -334,7 +365,7 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._reply_error(err)
                 return
             self._route(path, body)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
             self._finish()
@@ -344,7 +375,7 @@ class RestHandler(BaseHTTPRequestHandler):
         server = self.server
         answered = threading.Lock()  # whoever takes it first (the work or the deadline) replies
         token = None
-        if server.watchdog is not None:
+        if server.timeout_seconds:
             def expire() -> None:
                 if answered.acquire(blocking=False):
                     self.close_connection = True  # the late answer must not reach the client

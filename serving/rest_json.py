@@ -30,6 +30,7 @@ ROW, COLUMNAR = "row", "columnar"
 BYTES_SUFFIX = "_bytes"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_RANK = 64  # numpy's limit on dimensions; deeper lists cannot be a tensor here
 FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF, types_pb2.DT_BFLOAT16)
 INT_TYPES = (types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_INT64,
              types_pb2.DT_UINT8, types_pb2.DT_UINT16, types_pb2.DT_UINT32, types_pb2.DT_UINT64)
@@ -59,7 +60,10 @@ def _json_type(value: Any) -> str:
 
 
 def _snippet(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:
+        return f"<{_json_type(value)} nested too deeply to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -69,7 +73,9 @@ def dumps(document: Any) -> bytes:
     Args:
         document: the reply.
     """
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate (only from a client's "\ud800") cannot be UTF-8: keep it as its escape.
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace")
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -84,6 +90,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as err:
         raise invalid_argument(f"JSON Parse error: {err}") from None
+    except RecursionError:  # Python's json recurses once per nested array or object
+        raise invalid_argument("JSON Parse error: arrays or objects are nested too deeply "
+                               f"(a tensor has at most {MAX_RANK} dimensions)") from None
     if not isinstance(document, dict):
         raise invalid_argument(f"JSON Value: {_snippet(document)} Is not object")
     return document
@@ -104,6 +113,15 @@ def signature_name(document: Mapping[str, Any]) -> str:
 
 def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _utf8(text: str, where: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise invalid_argument(f"{where}: string {_snippet(text)} holds an unpaired UTF-16 "
+                               "surrogate; send valid Unicode, or bytes as {\"b64\": ...}"
+                               ) from None
 
 
 def _decode_b64(value: dict[str, str]) -> bytes:
@@ -175,6 +193,9 @@ def tensor_from_json(value: Any, dtype: int, where: str) -> np.ndarray:
         where: names the value in error messages, e.g. "instances (input 'x')".
     """
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(f"{where}: lists nested {len(shape)} deep; a tensor has at most "
+                               f"{MAX_RANK} dimensions")
     if dtype == types_pb2.DT_STRING:
         ragged = _find_ragged(value, shape, where)
         if ragged:
@@ -182,7 +203,7 @@ def tensor_from_json(value: Any, dtype: int, where: str) -> np.ndarray:
         flat = []
         for leaf in _leaves(value):
             if isinstance(leaf, str):
-                flat.append(leaf.encode())
+                flat.append(_utf8(leaf, where))
             elif _is_b64(leaf):
                 flat.append(_decode_b64(leaf))
             else:
@@ -385,7 +406,7 @@ def _add_feature_value(feature: feature_pb2.Feature, name: str, value: Any) -> N
                                    "of precision.")
         kind, item = "float_list", value
     elif isinstance(value, str):
-        kind, item = "bytes_list", value.encode()
+        kind, item = "bytes_list", _utf8(value, f"Feature: {name}")
     elif _is_b64(value):
         kind, item = "bytes_list", _decode_b64(value)
     else:
@@ -413,6 +434,7 @@ def example_from_json(value: Any, where: str) -> example_pb2.Example:
                                f"{_json_type(value)}")
     example = example_pb2.Example()
     for name, content in value.items():
+        _utf8(name, f"{where}: feature name")
         feature = example.features.feature[name]
         for item in content if isinstance(content, list) else [content]:
             _add_feature_value(feature, name, item)

@@ -43,6 +43,31 @@ def datatype_of(array: np.ndarray) -> int:
     return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
 
 
+# A TensorProto may send fewer values than its shape holds (the last one repeats); a few bytes
+# could then ask for gigabytes. Such filled tensors may hold at most this many elements.
+MAX_FILLED_ELEMENTS = 1 << 24
+_VALUE_LISTS = [field.name for field in tensor_pb2.TensorProto.DESCRIPTOR.fields
+                if field.name.endswith("_val")]
+
+
+def _check_size(proto: tensor_pb2.TensorProto, name: str) -> None:
+    """Refuse negative dimensions and small protos that would expand into huge arrays."""
+    elements = 1
+    for dim in proto.tensor_shape.dim:
+        if dim.size < 0:
+            raise invalid_argument(f"tensor parsing error: {name}: dimension {dim.size} is "
+                                   "negative; a request tensor needs its full shape")
+        elements *= dim.size
+    if proto.tensor_content or elements <= MAX_FILLED_ELEMENTS:
+        return
+    carried = max(len(getattr(proto, field)) for field in _VALUE_LISTS)
+    if elements > carried:
+        raise invalid_argument(
+            f"tensor parsing error: {name}: shape {[d.size for d in proto.tensor_shape.dim]} "
+            f"holds {elements} elements but only {carried} values were sent; send every value "
+            f"(or tensor_content) for tensors over {MAX_FILLED_ELEMENTS} elements")
+
+
 def to_numpy(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     """Decode a request's TensorProto; malformed protos are the client's error.
 
@@ -50,8 +75,12 @@ def to_numpy(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
         proto: the tensor as sent.
         name: its alias, for the error message.
     """
+    _check_size(proto, name)
     try:
         return tf.make_ndarray(proto)
+    except KeyError:  # make_ndarray has no decoder for this dtype (resource, variant, ...)
+        raise invalid_argument(f"tensor parsing error: {name}: {dtype_name(proto.dtype)} values "
+                               "cannot be sent in a request") from None
     except Exception as err:  # make_ndarray raises several types on bad protos
         raise invalid_argument(f"tensor parsing error: {name}: {err}") from None
 
