@@ -17,7 +17,7 @@ EXAMPLES = """examples:
   rnnkit predict --model translator --rest "¿Dónde está la biblioteca?"
   rnnkit predict --model captioner --input-name image_bytes @photo.jpg
   rnnkit predict --model half_plus_two --server localhost:8500 1.0 2.0 5.0
-  rnnkit predict --model translator --signature attention "Hola."
+  rnnkit predict --model translator --signature translate_with_attention "Hola."
 Each INPUT is one example of the batch: text as is, @FILE for a file's bytes (images), @@TEXT
 for text that starts with @. Numeric inputs are read as JSON numbers or lists.
 """

@@ -1,0 +1,79 @@
+"""The spa_eng TFDS builder on the mirrored archive: counts, split disjointness, characters."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zipfile
+
+import pytest
+
+from app.errors import UserError
+from pipelines import spa_eng
+
+
+@pytest.fixture(scope="module")
+def splits(shared_data, tfds_dir) -> dict[str, list[tuple[str, str]]]:
+    """Every (spanish, english) pair of each prepared split."""
+    builder = spa_eng.prepare()
+    splits = {}
+    for split in ("train", "validation", "test"):
+        batches = builder.as_dataset(split=split).batch(8192).as_numpy_iterator()
+        splits[split] = [(es.decode(), en.decode()) for batch in batches
+                         for es, en in zip(batch["es"], batch["en"], strict=True)]
+    return splits
+
+
+@pytest.fixture(scope="module")
+def raw_lines(shared_data) -> list[str]:
+    """The archive's `english<TAB>spanish` lines, read without the builder's code."""
+    with zipfile.ZipFile(shared_data / "spa-eng" / "spa-eng.zip") as archive:
+        return [line for line in archive.read("spa-eng/spa.txt").decode("utf-8").splitlines()
+                if line.strip()]
+
+
+def test_registered_checksum_is_the_mirrored_file(shared_data):
+    data = (shared_data / "spa-eng" / "spa-eng.zip").read_bytes()
+    info = spa_eng.SpaEng.url_infos[spa_eng.URL]
+    assert (info.checksum, int(info.size)) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_every_pair_is_kept_and_splits_are_about_90_5_5(splits, raw_lines):
+    counts = {split: len(pairs) for split, pairs in splits.items()}
+    assert sum(counts.values()) == len(raw_lines) == 118964
+    total = len(raw_lines)
+    assert abs(counts["train"] / total - 0.90) < 0.01
+    assert abs(counts["validation"] / total - 0.05) < 0.01
+    assert abs(counts["test"] / total - 0.05) < 0.01
+    expected = sorted((line.split("\t")[1], line.split("\t")[0]) for line in raw_lines)
+    assert sorted(p for pairs in splits.values() for p in pairs) == expected
+
+
+def test_a_spanish_sentence_never_sits_in_two_splits(splits):
+    seen = {split: {es.lower() for es, _ in pairs} for split, pairs in splits.items()}
+    assert not seen["train"] & seen["validation"]
+    assert not seen["train"] & seen["test"]
+    assert not seen["validation"] & seen["test"]
+    # Sentences with several translations exist and stay together.
+    test_sources = [es for es, _ in splits["test"]]
+    assert len(set(test_sources)) < len(test_sources)
+
+
+def test_accents_and_inverted_marks_survive(splits):
+    spanish = "".join(es for pairs in splits.values() for es, _ in pairs)
+    for char in "¿¡áéíóúñü":
+        assert char in spanish
+    assert any(es.startswith("¿") and "ó" in es for es, _ in splits["test"])
+
+
+def test_a_corrupted_archive_is_rejected(shared_data, tmp_path, monkeypatch):
+    manual = tmp_path / "data" / "spa-eng"
+    manual.mkdir(parents=True)
+    shutil.copy(shared_data / "spa-eng" / "spa-eng.zip", manual / "spa-eng.zip")
+    with open(manual / "spa-eng.zip", "r+b") as f:
+        f.seek(1000)
+        f.write(b"corrupted")
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(UserError, match="checksum"):
+        spa_eng.prepare()
