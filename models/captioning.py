@@ -1,0 +1,446 @@
+"""Image captioning: a convolutional image encoder whose features start a recurrent word decoder.
+
+Training uses teacher forcing on every caption of an image at once (the image is encoded once
+and shared by its captions). Inference (greedy or beam search) runs inside the graph with
+`tf.while_loop`, so the exported SavedModel maps image bytes to caption strings on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import keras
+import tensorflow as tf
+
+from models.layers import RECURRENT_LAYERS, recurrent_layer
+
+PAD, OOV, START, END = "", "[UNK]", "<start>", "<end>"
+
+# name -> (keras.applications constructor, whether it expects pixels scaled to [-1, 1]).
+ENCODERS = {
+    "mobilenet_v2": (keras.applications.MobileNetV2, True),
+    "mobilenet_v3_small": (keras.applications.MobileNetV3Small, False),
+    "mobilenet_v3_large": (keras.applications.MobileNetV3Large, False),
+    "efficientnet_b0": (keras.applications.EfficientNetB0, False),
+}
+
+
+def normalize_caption(text: tf.Tensor) -> tf.Tensor:
+    """Lower-case a caption and keep only letters, digits and single spaces.
+
+    Args:
+        text: string tensor of any shape.
+    """
+    text = tf.strings.lower(text)
+    text = tf.strings.regex_replace(text, r"[^a-z0-9' ]", " ")
+    text = tf.strings.regex_replace(text, r"'", "")
+    text = tf.strings.regex_replace(text, r" +", " ")
+    return tf.strings.strip(text)
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decode one JPEG/PNG/BMP/GIF image to RGB and resize it to [size, size, 3] uint8.
+
+    Training and serving both use this, so the model sees identically prepared pixels.
+
+    Args:
+        image_bytes: scalar string tensor with the encoded image.
+        image_size: output height and width.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded images [batch] -> uint8 pixels [batch, size, size, 3], inside the graph.
+
+    Args:
+        image_bytes: string tensor [batch] of JPEG/PNG/BMP/GIF files.
+        image_size: output height and width.
+    """
+    return tf.map_fn(lambda b: decode_and_resize(b, image_size), image_bytes,
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+
+
+def build_encoder(name: str, image_size: int, alpha: float, weights: str,
+                  bn_momentum: float = 0.9) -> keras.Model:
+    """A keras.applications backbone without its classifier: image -> spatial feature map.
+
+    Args:
+        name: one of ENCODERS.
+        image_size: input height and width in pixels.
+        alpha: width multiplier of the MobileNets (ignored by EfficientNet).
+        weights: "imagenet" (downloads Keras's weights), "none" (random, trained from scratch)
+            or the path of a weights file for this exact backbone.
+        bn_momentum: momentum of the BatchNormalization moving statistics. keras.applications
+            use 0.999, tuned for long ImageNet training; a few hundred steps from scratch with
+            it would leave the inference statistics far from the training ones.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    constructor, _ = ENCODERS[name]
+    kwargs = {"input_shape": (image_size, image_size, 3), "include_top": False}
+    if name.startswith("mobilenet"):
+        kwargs["alpha"] = alpha
+    if name.startswith("mobilenet_v3"):
+        kwargs["include_preprocessing"] = True
+    if weights == "none":
+        return _with_bn_momentum(constructor(weights=None, **kwargs), bn_momentum)
+    if weights != "imagenet" and not tf.io.gfile.exists(weights):
+        raise ValueError(f"encoder weights file {weights!r} does not exist; pass imagenet, none "
+                         "or the path of a weights file saved from this backbone")
+    try:
+        # Keras prints download progress to stdout, which rnnkit keeps for JSON results.
+        with contextlib.redirect_stdout(sys.stderr):
+            return _with_bn_momentum(constructor(weights=weights, **kwargs), bn_momentum)
+    except Exception as err:  # Keras raises plain Exception when the download fails
+        if weights == "imagenet":
+            raise ValueError(
+                f"could not get the ImageNet weights of {name} ({err}); without internet pass "
+                "encoder_weights=none (train the encoder from scratch) or the path of a "
+                "weights file") from err
+        raise ValueError(f"could not load encoder weights {weights!r} into {name} "
+                         f"(alpha={alpha}): {err}") from err
+
+
+def _with_bn_momentum(model: keras.Model, momentum: float) -> keras.Model:
+    """Set the momentum of every BatchNormalization layer of `model`; returns the model."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class Captioner(keras.Model):
+    """Image encoder -> recurrent decoder with optional attention over the spatial features.
+
+    Training input: {"image": [batch, size, size, 3] pixels 0..255, "caption_in": [batch,
+    captions, time] token ids starting with <start>}; output: next-token logits [batch,
+    captions, time, vocab]. `generate` and `caption` decode new captions.
+
+    Args:
+        vocabulary: tokens by id; id 0 is padding, then [UNK], <start>, <end>, words.
+        image_size: encoder input height and width.
+        encoder: keras.applications backbone, one of ENCODERS.
+        encoder_alpha: MobileNet width multiplier.
+        encoder_weights: "imagenet", "none" or a weights file path (used at construction only).
+        encoder_bn_momentum: momentum of the encoder's BatchNormalization statistics.
+        embed_dim: word embedding size.
+        units: decoder state size.
+        cell: the decoder's cell type, a key of models.layers.RECURRENT_LAYERS.
+        attention: whether each step attends over the encoder's spatial feature map.
+        dropout: dropout on embeddings and decoder outputs.
+        augment: random flip / zoom / contrast on training images.
+        max_length: most words generated at inference (the end token excluded).
+        beam_width: 1 for greedy decoding, more for beam search.
+        length_penalty: beam hypotheses are ranked by log-prob / length**length_penalty.
+        seed: seed of augmentation and dropout.
+        **kwargs: keras.Model arguments (name).
+    """
+
+    def __init__(self, vocabulary: list[str], image_size: int = 128,
+                 encoder: str = "mobilenet_v2", encoder_alpha: float = 0.35,
+                 encoder_weights: str = "none", encoder_bn_momentum: float = 0.9,
+                 embed_dim: int = 128, units: int = 256,
+                 cell: str = "lstm", attention: bool = True, dropout: float = 0.3,
+                 augment: bool = True, max_length: int = 20, beam_width: int = 3,
+                 length_penalty: float = 0.7, seed: int = 42, **kwargs):
+        super().__init__(**kwargs)
+        if list(vocabulary[:4]) != [PAD, OOV, START, END]:
+            raise ValueError(f"vocabulary must start with {[PAD, OOV, START, END]}, "
+                             f"got {list(vocabulary[:4])}")
+        if cell not in RECURRENT_LAYERS:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(RECURRENT_LAYERS)}")
+        if beam_width < 1 or max_length < 1:
+            raise ValueError(f"beam_width and max_length must be >= 1, got {beam_width}, "
+                             f"{max_length}")
+        self.vocabulary = list(vocabulary)
+        self.image_size, self.encoder_name, self.encoder_alpha = image_size, encoder, encoder_alpha
+        self.encoder_weights, self.encoder_bn_momentum = encoder_weights, encoder_bn_momentum
+        self.embed_dim, self.units, self.cell_type = embed_dim, units, cell
+        self.use_attention, self.dropout_rate, self.augment = attention, dropout, augment
+        self.max_length, self.beam_width = max_length, beam_width
+        self.length_penalty = length_penalty
+        self.seed = seed
+        vocab_size = len(self.vocabulary)
+
+        self.augmenter = keras.Sequential([
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomContrast(0.2, seed=seed + 3),
+        ], name="augment")
+        self.encoder = build_encoder(encoder, image_size, encoder_alpha, encoder_weights,
+                                     encoder_bn_momentum)
+        self.scale_pixels = ENCODERS[encoder][1]
+        self.feature_dropout = keras.layers.Dropout(dropout, seed=seed + 4)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        # Layers are made in a fixed order: each draws its initializers' seeds when made.
+        n_states = 2 if cell in ("lstm", "ln_lstm") else 1  # h and c, or h
+        self.init_states = [keras.layers.Dense(units, activation="tanh", name=f"init_state_{i}")
+                            for i in range(n_states)]
+        self.keys = keras.layers.Dense(units, name="attention_keys") if attention else None
+        self.combine = (keras.layers.Dense(units, activation="tanh", name="attention_combine")
+                        if attention else None)
+        self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")
+        self.embed_dropout = keras.layers.Dropout(dropout, seed=seed + 5)
+        self.decoder = recurrent_layer(cell, units, return_sequences=True, name="decoder")
+        self.output_dropout = keras.layers.Dropout(dropout, seed=seed + 6)
+        self.logits = keras.layers.Dense(vocab_size, name="logits")
+        self.vocab_table = tf.constant(self.vocabulary)
+
+    def build(self, input_shape=None):
+        # One dummy call creates every weight (keras.saving.load_model needs them to load into).
+        size = self.image_size
+        self.call({"image": tf.zeros([1, size, size, 3], tf.uint8),
+                   "caption_in": tf.zeros([1, 1, 2], tf.int32)})
+        self.built = True
+
+    # -- shared by training and inference ---------------------------------------------------
+
+    def encode(self, images, training: bool = False):
+        """Images -> (initial decoder states, attention keys [batch, positions, units] or None).
+
+        Args:
+            images: [batch, size, size, 3] pixels 0..255 (any numeric dtype).
+            training: applies augmentation and dropout when True.
+        """
+        x = tf.cast(images, self.compute_dtype)
+        if self.augment and training:
+            x = self.augmenter(x, training=True)
+        if self.scale_pixels:
+            x = x / 127.5 - 1.0
+        fmap = self.feature_dropout(self.encoder(x, training=training), training=training)
+        pooled = self.pool(fmap)
+        states = [dense(pooled) for dense in self.init_states]
+        keys = None
+        if self.use_attention:
+            shape = tf.shape(fmap)
+            keys = self.keys(tf.reshape(fmap, [shape[0], shape[1] * shape[2], fmap.shape[-1]]))
+        return states, keys
+
+    def readout(self, outputs, keys, training: bool = False):
+        """Decoder outputs [batch, time, units] -> next-token logits, attending over `keys`.
+
+        Args:
+            outputs: decoder outputs.
+            keys: attention keys from `encode`, or None without attention.
+            training: applies dropout when True.
+        """
+        if keys is not None:
+            scores = tf.einsum("btu,bpu->btp", outputs, keys) / tf.sqrt(float(self.units))
+            context = tf.einsum("btp,bpu->btu", tf.nn.softmax(scores, axis=-1), keys)
+            outputs = self.combine(tf.concat([outputs, context], axis=-1))
+        return self.logits(self.output_dropout(outputs, training=training))
+
+    def call(self, inputs, training: bool = False):
+        states, keys = self.encode(inputs["image"], training=training)
+        tokens = inputs["caption_in"]
+        shape = tf.shape(tokens)
+        per_image = shape[1]
+        # Every caption of an image starts from that image's features.
+        states = [tf.repeat(s, per_image, axis=0) for s in states]
+        if keys is not None:
+            keys = tf.repeat(keys, per_image, axis=0)
+        flat = tf.reshape(tokens, [shape[0] * per_image, shape[2]])
+        x = self.embed_dropout(self.embedding(flat), training=training)
+        outputs = self.decoder(x, initial_state=states, training=training)
+        logits = self.readout(outputs, keys, training=training)
+        return tf.reshape(logits, [shape[0], per_image, shape[2], len(self.vocabulary)])
+
+    # -- inference --------------------------------------------------------------------------
+
+    def _step(self, tokens, states):
+        """One decoding step: token ids [batch] and (decoder states, keys) -> logits, states."""
+        cell_states, keys = states
+        x = self.embedding(tokens)
+        output, cell_states = self.decoder.cell(x, list(cell_states), training=False)
+        logits = self.readout(output[:, None, :], keys if self.use_attention else None)[:, 0, :]
+        return logits, (list(cell_states), keys)
+
+    def generate(self, images, beam_width: int | None = None, max_length: int | None = None):
+        """Token ids [batch, max_length] of the best caption per image (0 after <end>).
+
+        Args:
+            images: [batch, size, size, 3] pixels 0..255.
+            beam_width: overrides the model's beam width (1 = greedy).
+            max_length: overrides the model's maximum caption length.
+        """
+        beam_width = beam_width or self.beam_width
+        max_length = max_length or self.max_length
+        states, keys = self.encode(images, training=False)
+        if keys is None:  # a placeholder keeps the loop state's structure fixed
+            keys = tf.zeros([tf.shape(images)[0], 1, 1], self.compute_dtype)
+        start = tf.fill([tf.shape(images)[0]], self.vocabulary.index(START))
+        end = self.vocabulary.index(END)
+        # Padding, [UNK] and <start> are never worth emitting in a caption.
+        banned = [self.vocabulary.index(t) for t in (PAD, OOV, START)]
+        if beam_width == 1:
+            return greedy_search(self._step, (states, keys), start, end, max_length, banned)
+        return beam_search(self._step, (states, keys), start, end, max_length, beam_width,
+                           self.length_penalty, banned)
+
+    def ids_to_text(self, ids) -> tf.Tensor:
+        """Token ids [batch, time] -> caption strings [batch], stopping at <end>.
+
+        Args:
+            ids: generated token ids.
+        """
+        end = self.vocabulary.index(END)
+        before_end = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, end), tf.int32), axis=1), 0)
+        keep = before_end & (ids > self.vocabulary.index(START))
+        words = tf.ragged.boolean_mask(tf.gather(self.vocab_table, ids), keep)
+        return tf.strings.reduce_join(words, axis=1, separator=" ")
+
+    def caption(self, images, beam_width: int | None = None) -> tf.Tensor:
+        """Caption strings [batch] for pixel images [batch, size, size, 3].
+
+        Args:
+            images: pixels 0..255.
+            beam_width: overrides the model's beam width (1 = greedy).
+        """
+        return self.ids_to_text(self.generate(images, beam_width=beam_width))
+
+    def caption_bytes(self, image_bytes, beam_width: int | None = None) -> tf.Tensor:
+        """Caption strings [batch] for encoded JPEG/PNG images [batch] (the serving path).
+
+        Args:
+            image_bytes: string tensor [batch].
+            beam_width: overrides the model's beam width (1 = greedy).
+        """
+        return self.caption(decode_images(image_bytes, self.image_size), beam_width=beam_width)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({
+            "vocabulary": self.vocabulary, "image_size": self.image_size,
+            "encoder": self.encoder_name, "encoder_alpha": self.encoder_alpha,
+            "encoder_weights": self.encoder_weights,
+            "encoder_bn_momentum": self.encoder_bn_momentum, "embed_dim": self.embed_dim,
+            "units": self.units, "cell": self.cell_type, "attention": self.use_attention,
+            "dropout": self.dropout_rate, "augment": self.augment,
+            "max_length": self.max_length, "beam_width": self.beam_width,
+            "length_penalty": self.length_penalty, "seed": self.seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Captioner:
+        # Restored weights replace the encoder's, so never download or read them again.
+        return cls(**{**config, "encoder_weights": "none"})
+
+
+def _any_batch_size(loop_vars):
+    """Shape invariants that leave the leading (batch) axis of every non-scalar tensor open."""
+    return tf.nest.map_structure(
+        lambda t: tf.TensorShape([None, *t.shape[1:]]) if t.shape.rank else t.shape, loop_vars)
+
+
+def _ban(logits, banned_ids) -> tf.Tensor:
+    """Push the logits of `banned_ids` to a value no other token loses to."""
+    if not banned_ids:
+        return logits
+    vocab = tf.shape(logits)[-1]
+    penalty = tf.reduce_sum(tf.one_hot(list(banned_ids), vocab, on_value=-1e9, off_value=0.0), 0)
+    return logits + tf.cast(penalty, logits.dtype)
+
+
+def greedy_search(step_fn, states, start_ids, end_id: int, max_length: int,
+                  banned_ids: tuple[int, ...] | list[int] = ()) -> tf.Tensor:
+    """Pick the most likely token at each step until every sequence emitted `end_id`.
+
+    Args:
+        step_fn: (token ids [batch], states) -> (logits [batch, vocab], new states) with the
+            same structure and shapes.
+        states: the initial states (any nest of tensors with batch first).
+        start_ids: [batch] first input tokens.
+        end_id: the token that finishes a sequence; later positions are 0.
+        max_length: most tokens generated.
+        banned_ids: tokens never chosen (padding, start, unknown).
+    """
+    batch = tf.shape(start_ids)[0]
+    output = tf.zeros([batch, max_length], tf.int32)
+
+    def body(i, tokens, states, finished, output):
+        logits, states = step_fn(tokens, states)
+        best = tf.argmax(_ban(logits, banned_ids), axis=-1, output_type=tf.int32)
+        nxt = tf.where(finished, 0, best)
+        output += tf.one_hot(i, max_length, dtype=tf.int32)[None, :] * nxt[:, None]
+        return i + 1, nxt, states, finished | tf.equal(nxt, end_id), output
+
+    def cond(i, tokens, states, finished, output):
+        return (i < max_length) & ~tf.reduce_all(finished)
+
+    loop_vars = (tf.constant(0), tf.cast(start_ids, tf.int32), states,
+                 tf.zeros([batch], tf.bool), output)
+    _, _, _, _, output = tf.while_loop(cond, body, loop_vars,
+                                       shape_invariants=_any_batch_size(loop_vars))
+    return output
+
+
+def beam_search(step_fn, states, start_ids, end_id: int, max_length: int, beam_width: int,
+                length_penalty: float = 0.0,
+                banned_ids: tuple[int, ...] | list[int] = ()) -> tf.Tensor:
+    """Keep the `beam_width` most likely sequences per input; return the best of them.
+
+    Finished hypotheses stay in the beam with a frozen score; the final pick divides each
+    log-probability by length**length_penalty so long captions are not unfairly punished.
+
+    Args:
+        step_fn: (token ids [n], states) -> (logits [n, vocab], new states); n = batch * beam.
+        states: the initial states (any nest of tensors with batch first).
+        start_ids: [batch] first input tokens.
+        end_id: the token that finishes a sequence; later positions are 0.
+        max_length: most tokens generated.
+        beam_width: hypotheses kept per input.
+        length_penalty: exponent of the length normalization (0 = raw log-probabilities).
+        banned_ids: tokens a live hypothesis never extends with (padding, start, unknown).
+    """
+    batch = tf.shape(start_ids)[0]
+    k = beam_width
+    flat_n = batch * k
+    states = tf.nest.map_structure(lambda s: tf.repeat(s, k, axis=0), states)
+    tokens = tf.repeat(tf.cast(start_ids, tf.int32), k, axis=0)
+    # Only the first copy is live at the start, so the first step does not pick k duplicates.
+    scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], -1e9)], 0)[None, :], [batch, 1])
+    finished = tf.zeros([batch, k], tf.bool)
+    lengths = tf.zeros([batch, k], tf.float32)
+    output = tf.zeros([batch, k, max_length], tf.int32)
+
+    def gather_beams(tensor, beams):
+        """Reorder [batch * k, ...] rows by the chosen parent beams [batch, k]."""
+        shaped = tf.reshape(tensor, tf.concat([[batch, k], tf.shape(tensor)[1:]], 0))
+        return tf.reshape(tf.gather(shaped, beams, batch_dims=1), tf.shape(tensor))
+
+    def body(i, tokens, states, scores, finished, lengths, output):
+        logits, states = step_fn(tokens, states)
+        log_probs = tf.nn.log_softmax(_ban(tf.cast(logits, tf.float32), banned_ids))
+        log_probs = tf.reshape(log_probs, [batch, k, -1])
+        vocab = tf.shape(log_probs)[-1]
+        # A finished hypothesis may only be extended by padding (id 0), at no cost.
+        pad_only = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], -1e9)], 0)
+        log_probs = tf.where(finished[..., None], pad_only[None, None, :], log_probs)
+        total = tf.reshape(scores[..., None] + log_probs, [batch, -1])
+        scores, flat_index = tf.math.top_k(total, k)
+        beams, nxt = flat_index // vocab, flat_index % vocab
+        states = tf.nest.map_structure(lambda s: gather_beams(s, beams), states)
+        was_finished = tf.gather(finished, beams, batch_dims=1)
+        lengths = tf.gather(lengths, beams, batch_dims=1) + tf.cast(~was_finished, tf.float32)
+        output = tf.gather(output, beams, batch_dims=1)
+        output += tf.one_hot(i, max_length, dtype=tf.int32)[None, None, :] * nxt[..., None]
+        finished = was_finished | tf.equal(nxt, end_id)
+        return i + 1, tf.reshape(nxt, [flat_n]), states, scores, finished, lengths, output
+
+    def cond(i, tokens, states, scores, finished, lengths, output):
+        return (i < max_length) & ~tf.reduce_all(finished)
+
+    loop_vars = (tf.constant(0), tokens, states, scores, finished, lengths, output)
+    _, _, _, scores, _, lengths, output = tf.while_loop(
+        cond, body, loop_vars, shape_invariants=_any_batch_size(loop_vars))
+    normalized = scores / tf.maximum(lengths, 1.0) ** length_penalty
+    best = tf.argmax(normalized, axis=1, output_type=tf.int32)
+    return tf.gather(output, best, batch_dims=1)
