@@ -1,0 +1,67 @@
+"""`rnnkit lab gradients`: the gradient lab (vanishing/exploding gradients, LSTM, GRU, clipping)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from app.errors import UserError
+
+log = logging.getLogger("app.commands.lab")
+
+HELP = "run an experiment lab: `gradients` shows vanishing/exploding gradients and their cures"
+EXAMPLES = """examples:
+  rnnkit lab gradients                     # the full lab, under 15 minutes on 2 cores
+  rnnkit lab gradients --quick             # a few seconds: every output, nothing learned
+  rnnkit lab gradients --run-dir runs/lab-gradients/mine
+Writes lab.json, report.md and three PNG plots into runs/lab-gradients/<timestamp>/
+(RNNKIT_RUNS_DIR) unless --run-dir is given, and prints a JSON summary.
+"""
+
+EXPERIMENTS = ("gradients",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's flags.
+
+    Args:
+        parser: the sub-command's parser.
+    """
+    parser.add_argument("experiment", choices=EXPERIMENTS,
+                        help="the lab to run: gradients (adding and copy/recall problems, "
+                             "vanilla RNN, LSTM, GRU and LayerNormLSTM, with and without "
+                             "clipping)")
+    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                        help="where the outputs go (default: a new runs/lab-gradients/<timestamp>)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings that finish in seconds (checks the outputs; too short "
+                             "to learn anything)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the lab and print where its outputs are and what it found, as JSON.
+
+    Args:
+        args: the parsed command line.
+    """
+    from pipelines import gradient_lab
+    from pipelines.run_dir import new_run_dir
+
+    if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
+        raise UserError(f"--run-dir {args.run_dir} is a file", "pass a directory path")
+    run_dir = new_run_dir("lab-gradients", args.run_dir)
+    config = gradient_lab.LabConfig.quick() if args.quick else gradient_lab.LabConfig()
+    log.info("gradient lab (%s settings) into %s", "quick" if args.quick else "default", run_dir)
+    lab = gradient_lab.run_lab(config, run_dir)
+    print(json.dumps({
+        "run_dir": str(run_dir),
+        "report": str(run_dir / gradient_lab.REPORT_FILE),
+        "lab_json": str(run_dir / gradient_lab.LAB_FILE),
+        "plots": [str(run_dir / name) for name in (
+            gradient_lab.GRADIENT_PLOT, gradient_lab.SUCCESS_PLOT, gradient_lab.NORM_PLOT)],
+        "wall_time_s": lab["wall_time_s"],
+        "learned": lab["summary"]["learned"],
+    }, indent=2))
+    return 0
