@@ -6,7 +6,17 @@ before `run` (after logging is configured), unless the module sets `USES_TENSORF
 """
 # (command name, module) in the order `rnnkit --help` lists them.
 COMMANDS: list[tuple[str, str]] = [
+    ("run", "app.commands.run"),
+    ("data", "app.commands.data"),
+    ("train", "app.commands.train"),
+    ("evaluate", "app.commands.evaluate"),
+    ("export", "app.commands.export"),
+    ("runs", "app.commands.runs"),
     ("app", "app.commands.app"),
     ("serve", "app.commands.serve"),
     ("predict", "app.commands.predict"),
+    ("caption", "app.commands.caption"),
+    ("translate", "app.commands.translate"),
+    ("lab", "app.commands.lab"),
+    ("bench", "app.commands.bench"),
 ]

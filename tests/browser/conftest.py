@@ -57,7 +57,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium; the browser tests fail (never skip) without it."""
     if not CHROMIUM.is_file():
@@ -66,14 +66,14 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def artifacts() -> Path:
     """Where screenshots are kept (test-artifacts/, git-ignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """STAND-IN exports of sentiment, translator and captioner (see standin_models.py)."""
     from standin_models import export_standins
@@ -123,13 +123,13 @@ class ModelServer:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server_ports() -> tuple[int, int]:
     """The model server's gRPC and REST ports, chosen before anything starts."""
     return free_port(), free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_server(server_ports: tuple[int, int], model_config: Path,
                  artifacts: Path) -> Iterator[ModelServer]:
     """The embedded model server (`python -m serving`) serving the stand-ins, still starting."""
@@ -159,7 +159,7 @@ def _read_url(process: subprocess.Popen, log: Path, timeout: float) -> str:
     return line
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs dir with a training run drawn by the real curve plotter and a gradient-lab run."""
     from pipelines.run_dir import plot_curves, write_json
@@ -199,7 +199,7 @@ def _wait_until_healthy(url: str, log: Path, deadline: float) -> None:
     pytest.fail(f"`rnnkit app` never reached the model server: {last}\n{_tail(log)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web_app(server_ports: tuple[int, int], runs_dir: Path, artifacts: Path,
             request: pytest.FixtureRequest) -> Iterator[str]:
     """`rnnkit app` in its own process, talking gRPC to the model server; yields its URL.
@@ -226,7 +226,7 @@ def web_app(server_ports: tuple[int, int], runs_dir: Path, artifacts: Path,
     assert code == 0, f"`rnnkit app` exited with {code} on Ctrl-C:\n{_tail(log)}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: Path) -> Iterator[object]:
     """Headless Chromium driven by Playwright (the system browser; nothing is downloaded)."""
     from playwright.sync_api import sync_playwright

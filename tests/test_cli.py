@@ -1,0 +1,209 @@
+"""The data/train/evaluate/export/runs/run commands end to end, and their user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from serving_harness import free_port, http
+
+from app.cli import main
+from pipelines import imdb
+
+TINY = ["--set", "max_train_examples=300", "--set", "max_eval_examples=200",
+        "--set", "max_tokens=2000", "--set", "batch_size=32", "--set", "units=8"]
+
+
+@pytest.fixture(scope="module")
+def reviews(shared_data, tfds_dir):
+    """IMDB prepared once into the session's TFDS dir."""
+    return imdb.prepare()
+
+
+@pytest.fixture()
+def runs_root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def _json_out(capsys) -> dict:
+    """The command's stdout, which must be exactly one JSON object."""
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout is not one JSON line: {out!r}"
+    return json.loads(lines[0])
+
+
+def test_data_prepare_imdb(reviews, capsys):
+    assert main(["data", "prepare", "imdb"]) == 0
+    summary = _json_out(capsys)
+    assert summary["splits"]["train"] == 25_000 and summary["splits"]["test"] == 25_000
+
+
+def test_train_resume_evaluate_export_runs(reviews, runs_root, tmp_path, capsys):
+    run_dir = runs_root / "sentiment_bow" / "mine"
+    assert main(["train", "sentiment_bow", "--run-dir", str(run_dir), "--cell", "gru",
+                 "--set", "epochs=1", *TINY]) == 0
+    trained = _json_out(capsys)
+    assert trained["run_dir"] == str(run_dir) and trained["epochs_finished"] == 1
+    assert json.loads((run_dir / "config.json").read_text())["cell"] == "gru"
+
+    assert main(["train", "sentiment_bow", "--run-dir", str(run_dir), "--resume",
+                 "--set", "epochs=2"]) == 0
+    resumed = _json_out(capsys)
+    assert resumed["epochs_finished"] == 2 and resumed["resumed"]
+
+    assert main(["evaluate", "sentiment_bow", "--run-dir", str(run_dir)]) == 0
+    evaluation = _json_out(capsys)
+    for key in ("accuracy", "f1", "roc_auc", "confusion_matrix", "n_examples", "wall_time_s"):
+        assert key in evaluation
+    assert evaluation["n_examples"] == 200
+    assert json.loads((run_dir / "evaluation.json").read_text()) == evaluation
+
+    exports = tmp_path / "exports"
+    assert main(["export", "sentiment_bow", "--run-dir", str(run_dir),
+                 "--base-path", str(exports)]) == 0
+    exported = _json_out(capsys)
+    assert exported["version"] == 1
+    assert (exports / "sentiment_bow" / "1" / "saved_model.pb").is_file()
+
+    assert main(["runs", "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run_dir"] for r in listed] == [str(run_dir)]
+    assert listed[0]["evaluation"]["accuracy"] == evaluation["accuracy"]
+    assert main(["runs"]) == 0
+    assert "mine" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "no_such_task"], "unknown task"),
+    (["train", "sentiment", "--set", "no_such_setting=1"], "cannot apply setting"),
+    (["train", "sentiment", "--set", "epochs=many"], "not a valid int"),
+    (["train", "sentiment", "--profile", "huge"], "unknown profile"),
+    (["train", "sentiment", "--resume"], "found no run"),
+    (["evaluate", "sentiment"], "no trained run"),
+    (["data", "prepare", "no_such_data"], "unknown data set"),
+])
+def test_user_errors_exit_2_with_one_line(argv, message, runs_root, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("rnnkit: error:")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_run_dir_errors(runs_root, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "sentiment", "--run-dir", str(empty)]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+    assert main(["export", "sentiment", "--run-dir", str(tmp_path / "absent")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "sentiment", "--run-dir", str(empty), "--resume"]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+
+
+def _run_summary(out: str) -> dict:
+    """The JSON object `rnnkit run` prints first on stdout (a readable summary follows it)."""
+    summary, _ = json.JSONDecoder().raw_decode(out.lstrip())
+    return summary
+
+
+@pytest.fixture()
+def tiny_sentiment(monkeypatch):
+    """A `tiny` profile of the sentiment task that trains in seconds."""
+    from pipelines.sentiment import SentimentTask
+
+    tiny = {"epochs": 1, "max_train_examples": 300, "max_eval_examples": 200,
+            "max_tokens": 2000, "batch_size": 32, "units": 8, "embedding_dim": 16,
+            "dense_units": 8, "max_length": 60, "cell": "gru"}
+    monkeypatch.setitem(SentimentTask.profiles, "tiny", tiny)
+
+
+def _probe_then_interrupt(rest: int, app: int, seen: dict) -> None:
+    """Wait for the served model and the web app, record what they answer, then press Ctrl-C."""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                _, reply = http("GET", f"http://127.0.0.1:{rest}/v1/models/sentiment")
+            except OSError:
+                time.sleep(0.2)
+                continue
+            seen["status"] = reply
+            seen["predict"] = http("POST", f"http://127.0.0.1:{rest}/v1/models/sentiment:predict",
+                                   {"instances": ["A wonderful, moving film."]})
+            seen["page"] = http("GET", f"http://127.0.0.1:{app}/")[0]
+            break
+    finally:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_run_trains_once_then_reuses_and_serves(reviews, runs_root, tmp_path, capsys,
+                                                 tiny_sentiment):
+    exports = tmp_path / "exports"
+    common = ["run", "--profile", "tiny", "--tasks", "sentiment", "--base-path", str(exports)]
+    assert main([*common, "--no-serve"]) == 0
+    out = capsys.readouterr().out
+    first = _run_summary(out)["tasks"][0]
+    assert first["trained_now"] and first["export"] == str(exports / "sentiment" / "1")
+    assert 0.0 <= first["test"]["accuracy"] <= 1.0
+    assert "summary (test split):" in out and "sentiment" in out.split("summary")[1]
+
+    # The second run reuses the run and its export, serves both, and Ctrl-C stops it cleanly.
+    grpc_port, rest, app = free_port(), free_port(), free_port()
+    seen: dict = {}
+    prober = threading.Thread(target=_probe_then_interrupt, args=(rest, app, seen))
+    prober.start()
+    code = main([*common, "--port", str(grpc_port), "--rest-port", str(rest),
+                 "--app-port", str(app)])
+    prober.join()
+    assert code == 0
+    out = capsys.readouterr().out
+    second = _run_summary(out)["tasks"][0]
+    assert not second["trained_now"]
+    assert second["run_dir"] == first["run_dir"] and second["export"] == first["export"]
+    assert sorted(p.name for p in (exports / "sentiment").iterdir()) == ["1"]
+    assert f"http://127.0.0.1:{app}" in out
+    assert seen["status"]["model_version_status"][0]["state"] == "AVAILABLE"
+    status, reply = seen["predict"]
+    assert status == 200 and 0.0 <= reply["predictions"][0]["probability"] <= 1.0
+    assert seen["page"] == 200
+    for port in (rest, app):  # both stopped listening
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny_sentiment,
+                                      monkeypatch):
+    from app.errors import DataUnavailable
+    from pipelines import flickr8k
+
+    def unavailable():
+        raise DataUnavailable("Flickr8k archives ['Flickr8k_Dataset.zip'] not found in /nowhere",
+                              "put them there")
+
+    monkeypatch.setattr(flickr8k, "prepare", unavailable)
+    assert main(["run", "--profile", "tiny", "--tasks", "sentiment", "captioning",
+                 "--base-path", str(tmp_path / "exports"), "--no-serve"]) == 0
+    summary = _run_summary(capsys.readouterr().out)
+    assert [item["task"] for item in summary["tasks"]] == ["sentiment"]
+    assert "not found in /nowhere" in summary["skipped"]["captioning"]
+
+    # With every task's data missing the job fails with one line, no traceback.
+    assert main(["run", "--tasks", "captioning", "--no-serve"]) == 2
+    err = capsys.readouterr().err
+    assert "rnnkit: error: no task could run: Flickr8k archives" in err
+    assert "Traceback" not in err
+
+
+def test_bench_runs_the_named_benchmark_with_its_flags(capfd):
+    assert main(["bench", "layers", "--", "--help"]) == 0
+    assert "--kinds" in capfd.readouterr().out  # bench/layers.py's own flags
+    assert main(["bench", "layers", "--kinds", "NoSuchLayer"]) == 2  # its own argparse error
+    assert "invalid choice" in capfd.readouterr().err
