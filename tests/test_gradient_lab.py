@@ -92,3 +92,16 @@ def test_quick_lab_writes_every_output(tmp_path, capsys):
         assert f"]({name})" in report
     adding = next(r for r in runs if r["problem"] == "adding" and r["clipped"])
     assert f"| LSTM | {adding['score']:.3f}" in report
+
+
+def test_lab_lengths_flag_sets_the_sweep_and_refuses_bad_lengths(tmp_path, capsys):
+    run_dir = tmp_path / "lab"
+    assert main(["lab", "gradients", "--quick", "--lengths", "5", "12",
+                 "--run-dir", str(run_dir)]) == 0
+    lab = json.loads((run_dir / LAB_FILE).read_text())
+    assert sorted({r["length"] for r in lab["runs"] if r["clipped"]}) == [5, 12]
+    capsys.readouterr()
+    assert main(["lab", "gradients", "--quick", "--lengths", "2",
+                 "--run-dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "rnnkit: error: cannot run the lab: lengths must be at least 3" in err

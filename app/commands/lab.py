@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -16,6 +17,7 @@ EXAMPLES = """examples:
   rnnkit lab gradients                     # the full lab, under 15 minutes on 2 cores
   rnnkit lab gradients --quick             # a few seconds: every output, nothing learned
   rnnkit lab gradients --run-dir runs/lab-gradients/mine
+  rnnkit lab gradients --lengths 10 50 100 200 400   # longer sequences: about 21 minutes
 Writes lab.json, report.md and three PNG plots into runs/lab-gradients/<timestamp>/
 (RNNKIT_RUNS_DIR) unless --run-dir is given, and prints a JSON summary.
 """
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "clipping)")
     parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
                         help="where the outputs go (default: a new runs/lab-gradients/<timestamp>)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, metavar="T",
+                        help="sequence lengths of the sweep (default: 10 50 100 200)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that finish in seconds (checks the outputs; too short "
                              "to learn anything)")
@@ -53,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--run-dir {args.run_dir} is a file", "pass a directory path")
     run_dir = new_run_dir("lab-gradients", args.run_dir)
     config = gradient_lab.LabConfig.quick() if args.quick else gradient_lab.LabConfig()
+    if args.lengths:
+        curve = config.curve_length if config.curve_length in args.lengths else args.lengths[0]
+        config = dataclasses.replace(config, lengths=tuple(args.lengths), curve_length=curve)
+    try:
+        config.check()
+    except ValueError as err:
+        raise UserError(f"cannot run the lab: {err}", "fix --lengths") from None
     log.info("gradient lab (%s settings) into %s", "quick" if args.quick else "default", run_dir)
     lab = gradient_lab.run_lab(config, run_dir)
     print(json.dumps({
