@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands.client_flags import add_client_flags, open_client
 from app.errors import UserError
 
 HELP = "caption JPEG/PNG images with the served captioning model; prints JSON"
@@ -30,14 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    parser.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="the model server (default: localhost:8500, or :8501 with --rest)")
-    parser.add_argument("--rest", action="store_true",
-                        help="use the REST API (images go as {\"b64\": ...}) instead of gRPC")
-    parser.add_argument("--model", default="captioner", metavar="NAME",
-                        help="the served model's name (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for each reply (default: %(default)s)")
+    add_client_flags(parser, model="captioner", timeout=60.0)
 
 
 def read_image(path: Path) -> bytes:
@@ -63,19 +57,14 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from app.web.server import parse_server
-    from serving.client import ServingClient
-
-    protocol = "rest" if args.rest else "grpc"
-    host, port = parse_server(args.server or ("localhost:8501" if args.rest else "localhost:8500"))
     paths = [Path(p) for p in args.images]
     images = [read_image(p) for p in paths]
     captions: list[str] = []
     version = None
-    with ServingClient(host, grpc_port=port, rest_port=port, timeout=args.timeout) as client:
+    with open_client(args) as client:
         for start in range(0, len(images), BATCH):
             reply = client.predict(args.model, {"image_bytes": images[start:start + BATCH]},
-                                   protocol=protocol)
+                                   protocol=args.protocol)
             if "caption" not in reply:
                 raise UserError(f"model {args.model!r} answered without a caption output "
                                 f"(outputs {sorted(reply)})",

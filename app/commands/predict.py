@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.commands.client_flags import add_client_flags, open_client
 from app.errors import UserError
 
 HELP = "send inputs to a model on a running model server and print the reply as JSON"
@@ -22,7 +23,6 @@ Each INPUT is one example of the batch: text as is, @FILE for a file's bytes (im
 for text that starts with @. Numeric inputs are read as JSON numbers or lists.
 """
 
-DEFAULT_PORTS = {"grpc": 8500, "rest": 8501}
 # Signature dtypes whose inputs are given as JSON numbers.
 NUMERIC_DTYPES = ("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16", "DT_INT8", "DT_INT16",
                   "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64",
@@ -35,16 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
-    parser.add_argument("--model", required=True, metavar="NAME", help="the served model's name")
-    protocol = parser.add_mutually_exclusive_group()
-    protocol.add_argument("--grpc", dest="protocol", action="store_const", const="grpc",
-                          help="use the gRPC API (the default)")
-    protocol.add_argument("--rest", dest="protocol", action="store_const", const="rest",
-                          help="use the REST API")
-    parser.set_defaults(protocol="grpc")
-    parser.add_argument("--server", metavar="HOST:PORT",
-                        help="the model server (default: localhost:8500 for gRPC, "
-                             "localhost:8501 for REST)")
+    add_client_flags(parser, model=None, timeout=30.0)
     parser.add_argument("--signature", metavar="NAME", default=None,
                         help="signature to run (default: serving_default)")
     parser.add_argument("--input-name", metavar="NAME", default=None,
@@ -52,8 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     version = parser.add_mutually_exclusive_group()
     version.add_argument("--version", type=int, metavar="N", help="ask for this model version")
     version.add_argument("--label", metavar="LABEL", help="ask for the version with this label")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="how long to wait for the reply (default: %(default)s)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="one example each: text, @FILE for a file's bytes, @@TEXT for "
                              "text starting with @")
@@ -149,15 +138,8 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags.
     """
-    from app.web.server import parse_server
-    from serving.client import ServingClient
-
-    address = args.server or f"localhost:{DEFAULT_PORTS[args.protocol]}"
-    if ":" not in address:
-        address = f"{address}:{DEFAULT_PORTS[args.protocol]}"
-    host, port = parse_server(address)
     signature = args.signature or "serving_default"
-    with ServingClient(host, grpc_port=port, rest_port=port, timeout=args.timeout) as client:
+    with open_client(args) as client:
         metadata = client.metadata(args.model, args.version, args.label, protocol=args.protocol)
         defs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
         if signature not in defs:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from app.commands.client_flags import add_client_flags, open_client
 from app.errors import UserError
 
 HELP = "translate Spanish sentences with the served translation model; prints JSON"
@@ -30,16 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     parser.add_argument("sentences", nargs="+", metavar="SENTENCE", help="Spanish sentences")
-    parser.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="the model server (default: localhost:8500, or :8501 with --rest)")
-    parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
-    parser.add_argument("--model", default="translator", metavar="NAME",
-                        help="the served model's name (default: %(default)s)")
+    add_client_flags(parser, model="translator", timeout=60.0)
     parser.add_argument("--attention", action="store_true",
                         help="also return each sentence's tokens and attention weights "
                              f"(the {ATTENTION_SIGNATURE} signature, one sentence per call)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for each reply (default: %(default)s)")
 
 
 def _text(value: Any) -> str:
@@ -61,21 +56,17 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from app.web.server import parse_server
-    from serving.client import ServingClient
-
     sentences = [s.strip() for s in args.sentences]
     if not all(sentences):
         raise UserError("an empty sentence was given", "pass non-empty Spanish sentences")
-    protocol = "rest" if args.rest else "grpc"
-    host, port = parse_server(args.server or ("localhost:8501" if args.rest else "localhost:8500"))
     results: list[dict[str, Any]] = []
     version = None
-    with ServingClient(host, grpc_port=port, rest_port=port, timeout=args.timeout) as client:
+    with open_client(args) as client:
         if args.attention:
             for sentence in sentences:
                 reply = client.predict(args.model, {"text": [sentence]},
-                                       signature_name=ATTENTION_SIGNATURE, protocol=protocol)
+                                       signature_name=ATTENTION_SIGNATURE,
+                                       protocol=args.protocol)
                 version = reply.version
                 results.append({
                     "spanish": sentence,
@@ -88,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for start in range(0, len(sentences), BATCH):
                 batch = sentences[start:start + BATCH]
-                reply = client.predict(args.model, {"text": batch}, protocol=protocol)
+                reply = client.predict(args.model, {"text": batch}, protocol=args.protocol)
                 version = reply.version
                 english = _output(reply, "translation", args.model).reshape(-1)
                 results += [{"spanish": s, "english": _text(e)}
