@@ -11,14 +11,11 @@ Run: `.venv/bin/python bench/sentiment.py [--task sentiment|sentiment_bow] [--pr
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import resource
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from task_run import task_parser, timed_run
 
 from app.logging_setup import configure_logging
 
@@ -30,17 +27,6 @@ ANCHORS = {
 # What each profile must reach (the project's spec).
 TARGETS = {("sentiment", "quick"): 0.85, ("sentiment", "full"): 0.90,
            ("sentiment_bow", "quick"): 0.87, ("sentiment_bow", "full"): 0.87}
-QUICK_BUDGET_S = 300  # the quick profile's wall-time budget on 2 cores
-
-
-def _cpu_seconds() -> float:
-    """CPU time (user + system, all threads) this process has used so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def keras_peer(max_train_examples: int | None, max_eval_examples: int | None,
@@ -77,61 +63,23 @@ def keras_peer(max_train_examples: int | None, max_eval_examples: int | None,
 
 def main() -> int:
     """Run the benchmark and print its table (and one JSON line)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = task_parser(__doc__.splitlines()[0])
     parser.add_argument("--task", default="sentiment", choices=("sentiment", "sentiment_bow"))
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
-    parser.add_argument("--runs-dir", type=Path, default=None,
-                        help="where the run goes (default: a temporary folder)")
     parser.add_argument("--keras-peer", action="store_true",
                         help="also train the keras.io example model as a measured peer")
     args = parser.parse_args()
     configure_logging()
-
-    from pipelines.evaluation import evaluate_run
-    from pipelines.imdb import prepare
-    from pipelines.tasks import get_task
-    from pipelines.trainer import train
-
-    load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    cpu_started = _cpu_seconds()
-    prepare()
-    prepared = time.monotonic()
-    task = get_task(args.task)
-    config = task.config(args.profile, args.overrides)
-    runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
-    result = train(task, config, runs_dir / f"{args.task}-{args.profile}")
-    trained = time.monotonic()
-    evaluation = evaluate_run(task, result.run_dir)
-    done = time.monotonic()
-    ours = {
-        "task": args.task, "profile": args.profile, "overrides": args.overrides,
-        "accuracy": evaluation["accuracy"], "f1": evaluation["f1"],
-        "roc_auc": evaluation["roc_auc"], "n_test": evaluation["n_examples"],
-        "epochs": result.metrics["epochs_finished"],
-        "train_wall_time_s": round(trained - prepared, 1),
-        "eval_wall_time_s": round(done - trained, 1),
-        "total_wall_time_s": round(done - started, 1),
-        "cpu_time_s": round(_cpu_seconds() - cpu_started, 1),
-        "cores": _cores(), "load_before": load_before, "load_after": os.getloadavg()[0],
-        "run_dir": str(result.run_dir),
-    }
+    run = timed_run(args.task, args)
+    evaluation, config = run.evaluation, run.config
+    ours = {**run.timings, "accuracy": evaluation["accuracy"], "f1": evaluation["f1"],
+            "roc_auc": evaluation["roc_auc"], "n_test": evaluation["n_examples"]}
     target = TARGETS.get((args.task, args.profile))
     print(f"\nIMDB {args.task} / {args.profile}: {ours['epochs']} epochs on {ours['cores']} "
-          f"cores (load average {load_before:.1f} before, {ours['load_after']:.1f} after)")
+          f"cores (load average {ours['load_before']:.1f} before, {ours['load_after']:.1f} "
+          "after)")
     print(f"  test accuracy {ours['accuracy']:.4f}  F1 {ours['f1']:.4f}  "
           f"ROC-AUC {ours['roc_auc']:.4f}  on {ours['n_test']} reviews")
-    print(f"  wall time: train {ours['train_wall_time_s']:.0f} s, evaluate "
-          f"{ours['eval_wall_time_s']:.0f} s, total {ours['total_wall_time_s']:.0f} s"
-          + (f" (budget {QUICK_BUDGET_S} s: ratio {ours['total_wall_time_s'] / QUICK_BUDGET_S:.2f})"
-             if args.profile == "quick" else ""))
-    # On a busy machine wall time overstates the cost; CPU time / cores is what the run would
-    # take on dedicated cores with perfect parallelism (a lower bound).
-    cpu = ours["cpu_time_s"]
-    print(f"  CPU time {cpu:.0f} s: at least {cpu / ours['cores']:.0f} s of wall time on "
-          f"{ours['cores']} dedicated cores")
+    print("\n".join(run.cost_lines()))
     peers = dict(ANCHORS)
     if target is not None:
         peers[f"target of the {args.profile} profile"] = target
@@ -150,7 +98,6 @@ def main() -> int:
         print(f"below the profile's target accuracy {target}", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
