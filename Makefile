@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The offline data mirror beside the clone, unless RNNKIT_DATA_DIR says otherwise.
+ifneq ($(wildcard ../shared/data),)
+export RNNKIT_DATA_DIR ?= $(abspath ../shared/data)
+endif
 
 .PHONY: run test test-slow lint bench lock clean
 
