@@ -139,7 +139,7 @@ def model_server(name: str, base_path: Path, batching: bool, workdir: Path
     if batching:
         config = workdir / "batching.config"
         config.write_text(BATCHING_CONFIG)
-        command.append(f"--batching_parameters_file={config}")
+        command += ["--enable_batching", f"--batching_parameters_file={config}"]
     log_path = workdir / f"server-{'batching' if batching else 'plain'}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

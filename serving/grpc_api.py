@@ -205,6 +205,11 @@ class HealthServicer(health.HealthServicer):
         self.shutting_down = True
 
 
+def default_grpc_threads() -> int:
+    """RPC threads when --grpc_max_threads is 0: 4 per CPU, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def create_grpc_server(core: ServingCore, host: str, port: int,
                        max_workers: int | None = None) -> tuple[grpc.Server, HealthServicer]:
     """Build (not start) the gRPC server with TF Serving's services and health checking.
@@ -215,7 +220,7 @@ def create_grpc_server(core: ServingCore, host: str, port: int,
         port: the port to bind.
         max_workers: RPC threads; None for 4 per CPU (at least 8).
     """
-    workers = max_workers or max(8, 4 * (os.cpu_count() or 1))
+    workers = max_workers or default_grpc_threads()
     server = grpc.server(
         ThreadPoolExecutor(workers, thread_name_prefix="grpc-worker"),
         # TF Serving accepts messages of any size; gRPC's default would cap them at 4 MB.

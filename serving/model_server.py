@@ -19,7 +19,7 @@ from serving.config_files import (
     load_model_server_config,
     load_monitoring_config,
 )
-from serving.grpc_api import create_grpc_server
+from serving.grpc_api import create_grpc_server, default_grpc_threads
 from serving.metrics import Metrics
 from serving.model_manager import ModelManager
 from serving.rest_api import RestServer
@@ -121,8 +121,11 @@ class ModelServer:
         monitoring = load_monitoring_config(options.monitoring_config_file)
         self.metrics = Metrics()
         batcher = None
-        # TF Serving ignores a batching file without --enable_batching; giving one means
-        # batching is wanted, so here it turns batching on.
+        # As in TF Serving, a batching file alone does not turn batching on; say so, since
+        # giving one suggests batching was wanted.
+        if options.batching_parameters_file and not options.enable_batching:
+            log.warning("--batching_parameters_file %s is ignored without --enable_batching",
+                        options.batching_parameters_file)
         if options.enable_batching:
             batcher = BatchScheduler(load_batching_parameters(options.batching_parameters_file),
                                      self.metrics)
@@ -158,7 +161,7 @@ class ModelServer:
         try:
             if options.port:
                 self.grpc, self.health = create_grpc_server(
-                    self.core, options.host, options.port, options.grpc_max_threads or None)
+                    self.core, options.host, options.port, self._grpc_threads())
             if options.rest_api_port:
                 self.rest = RestServer(self.core, options.host, options.rest_api_port,
                                        timeout_ms=options.rest_api_timeout_in_ms,
@@ -180,6 +183,20 @@ class ModelServer:
         log.info("serving %s; gRPC %s, REST %s", ", ".join(self.manager.model_names()),
                  f"on {options.host}:{options.port}" if self.grpc else "off",
                  f"on http://{options.host}:{options.rest_api_port}" if self.rest else "off")
+
+    def _grpc_threads(self) -> int:
+        """RPC threads: --grpc_max_threads, else the default, raised to fill batches.
+
+        A Predict call holds its thread while it waits in a batch, so with fewer threads than
+        max_batch_size per batch thread no batch could ever fill (capped at 256 threads).
+        """
+        if self.options.grpc_max_threads:
+            return self.options.grpc_max_threads
+        threads = default_grpc_threads()
+        if self.core.batcher is not None:
+            params = self.core.batcher.params
+            threads = max(threads, min(256, params.max_batch_size * params.num_batch_threads))
+        return threads
 
     def _poll_config(self) -> None:
         path = self.options.model_config_file

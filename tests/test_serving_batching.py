@@ -260,3 +260,30 @@ def test_invalid_parameters_are_refused():
         BatchScheduler(params(max_batch_size=8, allowed_batch_sizes=[2, 4]))
     with pytest.raises(ValueError, match="num_batch_threads"):
         BatchScheduler(params(num_batch_threads=0))
+
+
+def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_reported(
+        shared_data, tmp_path, caplog):
+    from serving.grpc_api import default_grpc_threads
+    from serving.model_server import ModelServer, ServerOptions
+
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 40 }\nnum_batch_threads { value: 3 }\n")
+    model = str(shared_data / "tfserving-testdata" / "saved_model_half_plus_two_cpu")
+
+    def threads(**options) -> int:
+        server = ModelServer(ServerOptions(model_base_path=model, **options))
+        try:
+            return server._grpc_threads()
+        finally:
+            if server.core.batcher is not None:
+                server.core.batcher.close()
+
+    # A waiting Predict holds its RPC thread: 40 per batch thread must be able to wait at once.
+    assert threads(enable_batching=True, batching_parameters_file=str(batching)) == max(
+        default_grpc_threads(), 120)
+    assert threads(enable_batching=True, batching_parameters_file=str(batching),
+                   grpc_max_threads=5) == 5
+    # Without --enable_batching the file is ignored, as in TF Serving, and the log says so.
+    assert threads(batching_parameters_file=str(batching)) == default_grpc_threads()
+    assert "ignored without --enable_batching" in caplog.text
