@@ -112,6 +112,9 @@ def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
     assert history["loss"][1] < history["loss"][0]
     assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,")
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # TensorBoard event files for training and validation.
+    events = {p.parent.name for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*")}
+    assert events >= {"train", "validation"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_finished"] == 2 and not metrics["terminated_on_nan"]
     assert metrics["best_value"] == min(history["val_loss"])
