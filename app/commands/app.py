@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
+        # A second Ctrl-C (or the same signal sent to the whole process group) must not cut the
+        # shutdown short and leave the process dying of the signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         log.info("stopping the web app")
     finally:
         server.server_close()
