@@ -11,8 +11,8 @@ whether the old version was released. Exits 1 when a request failed or the swap 
 
 Model: --model-base-path DIR (its newest version is copied into a temporary base path, so DIR is
 never written), else exports/sentiment when exported, else the sentiment task's model built
-untrained (the same graph; speed does not depend on the weights; its vocabulary is adapted on
-IMDB, so RNNKIT_DATA_DIR must hold the data).
+untrained (the same graph; speed does not depend on the weights; its vocabulary is adapted on the
+reviews the run sends).
 Run: `.venv/bin/python bench/load.py [--requests 10000] [--clients 64] [--json FILE]`.
 """
 
@@ -25,16 +25,12 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +42,7 @@ from app.logging_setup import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
+from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from serving.client import ServerReplyError, ServingClient  # noqa: E402
 
 MODEL = "sentiment"
@@ -55,13 +52,6 @@ LOAD_FAILURES = re.compile(r':tensorflow:cc:saved_model:load_attempt_count\{[^}]
                            r'[^}]*\} (\d+)')
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def versions_in(base_path: Path) -> list[int]:
     """The integer version folders under a base path, ascending.
 
@@ -69,23 +59,6 @@ def versions_in(base_path: Path) -> list[int]:
         base_path: the model's folder.
     """
     return sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-def export_untrained_sentiment(base: Path, max_train_examples: int = 2000) -> Path:
-    """Export the sentiment task's model, untrained, as base/sentiment/<next version>.
-
-    Args:
-        base: the exports folder.
-        max_train_examples: IMDB training reviews its vocabulary is adapted on.
-    """
-    from pipelines.tasks import get_task
-    from serving.export import export_saved_model
-
-    task = get_task(MODEL)
-    config = task.config("quick", [f"max_train_examples={max_train_examples}"])
-    model = task.build_model(config)
-    return export_saved_model(model, task.serving_signatures(model, config), base,
-                              task.export_name, method_names=task.signature_methods())
 
 
 def prepare_base_path(workdir: Path, source: Path | None = None) -> Path:
@@ -101,7 +74,7 @@ def prepare_base_path(workdir: Path, source: Path | None = None) -> Path:
         exported = REPO / "exports" / MODEL
         source = exported if exported.is_dir() and versions_in(exported) else None
     if source is None:
-        export_untrained_sentiment(workdir)
+        export_untrained_sentiment(workdir, sample_reviews())
         return base
     newest = versions_in(source)
     if not newest:
@@ -140,47 +113,6 @@ def sample_reviews(count: int = 256) -> list[str]:
 
     words = " ".join(WARMUP_REVIEWS * 12).split()
     return [" ".join(words[i % 17:][:230]) for i in range(count)]
-
-
-@contextlib.contextmanager
-def model_server(base: Path, workdir: Path, extra_flags: list[str] | None = None,
-                 ) -> Iterator[tuple[subprocess.Popen, ServingClient, str]]:
-    """Run `python -m serving` for the sentiment base path on loopback.
-
-    Yields the process, a client, and the REST base URL; SIGTERMs the server afterwards.
-
-    Args:
-        base: the model's base path.
-        workdir: where the server's log and config files go.
-        extra_flags: more server flags.
-    """
-    grpc_port, rest_port = free_port(), free_port()
-    monitoring = workdir / "monitoring.config"
-    monitoring.write_text("prometheus_config { enable: true }\n")
-    command = [sys.executable, "-m", "serving", "--host=127.0.0.1", f"--port={grpc_port}",
-               f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
-               f"--model_base_path={base}", "--file_system_poll_wait_seconds=0.2",
-               "--enable_batching", f"--monitoring_config_file={monitoring}",
-               *(extra_flags or [])]
-    log_path = workdir / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    client = ServingClient("127.0.0.1", grpc_port, rest_port, timeout=60.0)
-    try:
-        try:
-            client.wait_until_available(MODEL, timeout=180)
-        except Exception:
-            sys.stderr.write(log_path.read_text()[-3000:])
-            raise
-        yield process, client, f"http://127.0.0.1:{rest_port}"
-    finally:
-        client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _check_reply(reply: Any) -> str | None:
@@ -234,7 +166,12 @@ def load_run(base: Path, workdir: Path, requests: int = 10_000, clients: int = 6
     results: list[tuple[str, float, int | None, str | None]] = []
     swap: dict[str, Any] = {}
     new_version_answered = threading.Event()
-    with model_server(base, workdir, server_flags) as (process, client, url):
+    monitoring = workdir / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    flags = ["--file_system_poll_wait_seconds=0.2", "--enable_batching",
+             f"--monitoring_config_file={monitoring}", *(server_flags or [])]
+    with model_server(MODEL, base, workdir / "server.log", flags) as server:
+        client, url = server.client, server.rest_url
         old_version = versions_in(base)[-1]
         new_version = old_version + 1
         swap_after = None if swap_at is None else max(1, int(requests * swap_at))
@@ -296,7 +233,7 @@ def load_run(base: Path, workdir: Path, requests: int = 10_000, clients: int = 6
             states = _states(client)
         with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=10) as page:
             load_failures = sum(int(n) for n in LOAD_FAILURES.findall(page.read().decode()))
-        server_pid = process.pid
+        server_pid = server.process.pid
 
     latencies = sorted(elapsed for _, elapsed, _, _ in results)
     errors = Counter(error for _, _, _, error in results if error is not None)

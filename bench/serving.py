@@ -13,17 +13,13 @@ Run: `.venv/bin/python bench/serving.py [--quick] [--model-base-path DIR --model
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +34,8 @@ quiet_tensorflow()
 import numpy as np  # noqa: E402
 
 from app.errors import UserError  # noqa: E402
+from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from pipelines.config import data_dir  # noqa: E402
-from serving.client import ServingClient  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 MAX_BATCH = 32
@@ -73,30 +69,6 @@ def default_model() -> tuple[str, Path]:
     return "half_plus_two", root / "tfserving-testdata" / "saved_model_half_plus_two_cpu"
 
 
-def untrained_sentiment(folder: Path) -> tuple[str, Path]:
-    """The sentiment task's model (quick profile) with untrained weights, exported to `folder`.
-
-    Throughput does not depend on the weights, so this measures the sentiment model where no
-    trained export exists; its vocabulary is adapted on the bench's reviews.
-    """
-    import tensorflow as tf
-
-    from models.sentiment import make_vectorizer, many_to_one
-    from pipelines.tasks import get_task
-    from serving.export import export_saved_model
-
-    task = get_task("sentiment")
-    config = task.config("quick")
-    texts = tf.data.Dataset.from_tensor_slices([long_review(i) for i in range(16)]).batch(8)
-    model = many_to_one(make_vectorizer(texts, config.max_tokens), cell=config.cell,
-                        embedding_dim=config.embedding_dim, units=config.units,
-                        layers=config.layers, dense_units=config.dense_units,
-                        max_length=config.max_length, seed=config.seed)
-    export_saved_model(model, task.serving_signatures(model, config), folder, task.export_name,
-                       method_names=task.signature_methods())
-    return task.export_name, folder / task.export_name
-
-
 def long_review(i: int) -> str:
     """A review of about 230 words (IMDB's mean length), varied by `i`."""
     words = " ".join(REVIEWS[(i + k) % len(REVIEWS)] for k in range(20)).split()
@@ -121,44 +93,14 @@ def example_inputs(signature: dict[str, Any], examples: int) -> dict[str, np.nda
     return inputs
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def model_server(name: str, base_path: Path, batching: bool, workdir: Path
-                 ) -> Iterator[ServingClient]:
-    """Run `python -m serving` for one model on loopback; yields a client for it."""
-    grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, "-m", "serving", "--host=127.0.0.1", f"--port={grpc_port}",
-               f"--rest_api_port={rest_port}", f"--model_name={name}",
-               f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0",
-               "--shutdown_grace_seconds=2"]
+def server_flags(batching: bool, workdir: Path) -> list[str]:
+    """The server's flags beyond model and ports, with or without request batching."""
+    flags = ["--file_system_poll_wait_seconds=0", "--shutdown_grace_seconds=2"]
     if batching:
         config = workdir / "batching.config"
         config.write_text(BATCHING_CONFIG)
-        command += ["--enable_batching", f"--batching_parameters_file={config}"]
-    log_path = workdir / f"server-{'batching' if batching else 'plain'}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    client = ServingClient("127.0.0.1", grpc_port, rest_port, timeout=60.0)
-    try:
-        try:
-            client.wait_until_available(name, timeout=180)
-        except UserError:
-            sys.stderr.write(log_path.read_text()[-3000:])
-            raise
-        yield client
-    finally:
-        client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        flags += ["--enable_batching", f"--batching_parameters_file={config}"]
+    return flags
 
 
 def measure(call: Callable[[], Any], clients: int, requests: int, max_seconds: float
@@ -249,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             name = args.model_name or args.model_base_path.name
             base_path = args.model_base_path
         elif args.untrained_sentiment:
-            name, base_path = untrained_sentiment(Path(tmp) / "exports")
+            exports = Path(tmp) / "exports"
+            export_untrained_sentiment(exports, [long_review(i) for i in range(16)])
+            name, base_path = "sentiment", exports / "sentiment"
         else:
             name, base_path = default_model()
         base_path = base_path.resolve()
         for batching in (False, True):
-            with model_server(name, base_path, batching, Path(tmp)) as client:
+            log = Path(tmp) / f"server-{'batching' if batching else 'plain'}.log"
+            with model_server(name, base_path, log, server_flags(batching, Path(tmp))) as server:
+                client = server.client
                 metadata = client.metadata(name)
                 signature = metadata["metadata"]["signature_def"]["signature_def"][
                     "serving_default"]
