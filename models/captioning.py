@@ -13,7 +13,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from models.layers import RECURRENT_LAYERS, recurrent_layer
+from models.layers import RECURRENT_LAYERS, recurrent_layer, state_names
 
 PAD, OOV, START, END = "", "[UNK]", "<start>", "<end>"
 
@@ -180,9 +180,8 @@ class Captioner(keras.Model):
         self.feature_dropout = keras.layers.Dropout(dropout, seed=seed + 4)
         self.pool = keras.layers.GlobalAveragePooling2D()
         # Layers are made in a fixed order: each draws its initializers' seeds when made.
-        n_states = 2 if cell in ("lstm", "ln_lstm") else 1  # h and c, or h
         self.init_states = [keras.layers.Dense(units, activation="tanh", name=f"init_state_{i}")
-                            for i in range(n_states)]
+                            for i in range(len(state_names(cell)))]
         self.keys = keras.layers.Dense(units, name="attention_keys") if attention else None
         self.combine = (keras.layers.Dense(units, activation="tanh", name="attention_combine")
                         if attention else None)

@@ -486,30 +486,44 @@ def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Pa
     _save(fig, path)
 
 
+def _cell_by_length(lab: dict[str, Any], heading: Callable[[str], str],
+                    entry: Callable[[dict[str, Any]], str]) -> str:
+    """One Markdown table per problem: a row per cell, a column per length.
+
+    Args:
+        lab: the lab.json content.
+        heading: problem -> the paragraph above its table.
+        entry: a run's record -> its table entry.
+    """
+    config = lab["config"]
+    lines = []
+    for problem in config["problems"]:
+        lines.append(heading(problem))
+        lines.append("| cell | " + " | ".join(f"T={n}" for n in config["lengths"]) + " |")
+        lines.append("| --- |" + " --- |" * len(config["lengths"]))
+        for cell in config["cells"]:
+            records = [_find(lab["runs"], problem, cell, n) for n in config["lengths"]]
+            entries = ["—" if record is None else entry(record) for record in records]
+            lines.append(f"| {CELL_LABELS[cell]} | " + " | ".join(entries) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def results_table(lab: dict[str, Any]) -> str:
     """The clipped sweep as a Markdown table: score (skill) per cell and length.
 
     Args:
         lab: the lab.json content.
     """
-    config = lab["config"]
-    lines = []
-    for problem in config["problems"]:
+    skill = lab["config"]["success_skill"]
+
+    def heading(problem: str) -> str:
         metric = "MSE" if problem == "adding" else "accuracy"
-        baseline = make_problem(problem).baseline
-        lines.append(f"**{problem} problem** — {metric} on held-out sequences (trivial baseline "
-                     f"{baseline:.3f}); ✓ = learned (skill ≥ {config['success_skill']})\n")
-        lines.append("| cell | " + " | ".join(f"T={n}" for n in config["lengths"]) + " |")
-        lines.append("| --- |" + " --- |" * len(config["lengths"]))
-        for cell in config["cells"]:
-            cells = []
-            for length in config["lengths"]:
-                record = _find(lab["runs"], problem, cell, length)
-                cells.append("—" if record is None else
-                             f"{record['score']:.3f}{' ✓' if record['learned'] else ''}")
-            lines.append(f"| {CELL_LABELS[cell]} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
+        return (f"**{problem} problem** — {metric} on held-out sequences (trivial baseline "
+                f"{make_problem(problem).baseline:.3f}); ✓ = learned (skill ≥ {skill})\n")
+
+    return _cell_by_length(lab, heading,
+                           lambda r: f"{r['score']:.3f}{' ✓' if r['learned'] else ''}")
 
 
 def gradient_table(lab: dict[str, Any]) -> str:
@@ -518,22 +532,10 @@ def gradient_table(lab: dict[str, Any]) -> str:
     Args:
         lab: the lab.json content.
     """
-    config = lab["config"]
-    lines = []
-    for problem in config["problems"]:
-        lines.append(f"**{problem} problem** — ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖, at initialisation → "
-                     "after training (0 = below float32's range)\n")
-        lines.append("| cell | " + " | ".join(f"T={n}" for n in config["lengths"]) + " |")
-        lines.append("| --- |" + " --- |" * len(config["lengths"]))
-        for cell in config["cells"]:
-            cells = []
-            for length in config["lengths"]:
-                record = _find(lab["runs"], problem, cell, length)
-                cells.append("—" if record is None else f"{record['dhdt_ratio_init']:.0e} → "
-                             f"{record['dhdt_ratio_trained']:.0e}")
-            lines.append(f"| {CELL_LABELS[cell]} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
+    return _cell_by_length(
+        lab, lambda problem: f"**{problem} problem** — ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖, at "
+                             "initialisation → after training (0 = below float32's range)\n",
+        lambda r: f"{r['dhdt_ratio_init']:.0e} → {r['dhdt_ratio_trained']:.0e}")
 
 
 def spike_table(lab: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from models.layers.recurrent_layers import (
     LayerNormLSTM,
     SimpleRNN,
     recurrent_layer,
+    state_names,
 )
 from models.layers.rnn import RNN
 from models.layers.rnn_cell import RNNCell
@@ -36,4 +37,5 @@ __all__ = [
     "SimpleRNNCell",
     "StackedCells",
     "recurrent_layer",
+    "state_names",
 ]

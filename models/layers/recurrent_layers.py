@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import keras
 from keras import regularizers
 
@@ -16,6 +18,9 @@ _LAYER_KEYS = ("name", "trainable", "dtype")
 
 class _CellLayer(RNN):
     """An RNN over a cell it builds itself; its config is the cell's arguments plus the RNN's."""
+
+    # The states the cell carries, readable without making a layer (making one draws seeds).
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
 
     @property
     def units(self) -> int:
@@ -142,6 +147,8 @@ class LSTM(_CellLayer):
         zero_output_for_mask: see RNN.
         **kwargs: Keras layer arguments (name, dtype, trainable).
     """
+
+    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
     def __init__(
         self,
@@ -281,6 +288,8 @@ class LayerNormLSTM(_CellLayer):
             dropout, seed, ...) and Keras layer arguments (name, dtype, trainable).
     """
 
+    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
+
     def __init__(
         self,
         units: int,
@@ -304,8 +313,23 @@ class LayerNormLSTM(_CellLayer):
 
 
 # The recurrent layer behind each `cell` setting of the tasks (`--cell NAME`).
-RECURRENT_LAYERS: dict[str, type[RNN]] = {
+RECURRENT_LAYERS: dict[str, type[_CellLayer]] = {
     "rnn": SimpleRNN, "lstm": LSTM, "gru": GRU, "ln_lstm": LayerNormLSTM}
+
+
+def _layer_class(cell: str) -> type[_CellLayer]:
+    if cell not in RECURRENT_LAYERS:
+        raise ValueError(f"cell={cell!r} is not one of {sorted(RECURRENT_LAYERS)}.")
+    return RECURRENT_LAYERS[cell]
+
+
+def state_names(cell: str) -> tuple[str, ...]:
+    """The states a cell type carries (`("h",)` or `("h", "c")`), by its setting name.
+
+    Args:
+        cell: a key of RECURRENT_LAYERS.
+    """
+    return _layer_class(cell).state_names
 
 
 def recurrent_layer(cell: str, units: int, **kwargs) -> RNN:
@@ -316,6 +340,4 @@ def recurrent_layer(cell: str, units: int, **kwargs) -> RNN:
         units: size of the output and of each state.
         **kwargs: the layer's other arguments.
     """
-    if cell not in RECURRENT_LAYERS:
-        raise ValueError(f"cell={cell!r} is not one of {sorted(RECURRENT_LAYERS)}.")
-    return RECURRENT_LAYERS[cell](units, **kwargs)
+    return _layer_class(cell)(units, **kwargs)
