@@ -28,30 +28,92 @@ def standardize_review(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
 
 
+TRUNCATIONS = ("first", "last")
+
+
 @keras.saving.register_keras_serializable(package="rnnkit")
-class FirstTokens(keras.layers.Layer):
-    """Keep the first `max_length` tokens of right-padded token ids [batch, time].
+class TruncateTokens(keras.layers.Layer):
+    """Keep `max_length` tokens of each review in right-padded token ids [batch, time].
 
     Args:
-        max_length: tokens kept per review; shorter batches pass through unchanged.
+        max_length: tokens kept per review; shorter reviews pass through unchanged.
+        keep: `first` keeps the opening tokens; `last` keeps each review's closing tokens,
+            counted from its own end (not the batch's padded end), where reviews tend to
+            state their verdict.
         **kwargs: Keras layer arguments.
     """
 
-    def __init__(self, max_length: int, **kwargs) -> None:
+    def __init__(self, max_length: int, keep: str = "first", **kwargs) -> None:
         super().__init__(**kwargs)
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}.")
+        if keep not in TRUNCATIONS:
+            raise ValueError(f"keep must be one of {TRUNCATIONS}, got {keep!r}.")
         self.max_length = max_length
+        self.keep = keep
 
     def call(self, tokens):
-        return tokens[:, : self.max_length]
+        if self.keep == "first":
+            return tokens[:, : self.max_length]
+        # Token id 0 is padding only, so a review's length is its count of non-zero ids.
+        lengths = tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1)
+        kept = tf.minimum(tf.shape(tokens)[1], self.max_length)
+        starts = tf.maximum(lengths - self.max_length, 0)
+        return tf.gather(tokens, starts[:, None] + tf.range(kept)[None, :], batch_dims=1)
 
     def compute_output_shape(self, input_shape):
         length = input_shape[1]
         return (input_shape[0], None if length is None else min(length, self.max_length))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "max_length": self.max_length}
+        return {**super().get_config(), "max_length": self.max_length, "keep": self.keep}
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class FirstTokens(TruncateTokens):
+    """TruncateTokens keeping the first tokens: the layer's name in runs saved before `keep`.
+
+    Args:
+        max_length: tokens kept per review.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, max_length: int, **kwargs) -> None:
+        kwargs.pop("keep", None)
+        super().__init__(max_length, keep="first", **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class MaskedMaxPooling(keras.layers.Layer):
+    """The largest value of each feature over the valid time steps of [batch, time, features].
+
+    Keras's GlobalMaxPooling1D ignores the mask, so padding (zeros) would win over negative
+    values. A sequence without valid steps gives zeros.
+
+    Args:
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, sequences, mask=None):
+        if mask is None:
+            return tf.reduce_max(sequences, axis=1)
+        valid = tf.cast(mask, tf.bool)[:, :, None]
+        lowest = tf.constant(sequences.dtype.min, sequences.dtype)
+        pooled = tf.reduce_max(tf.where(valid, sequences, lowest), axis=1)
+        return tf.where(tf.reduce_any(valid, axis=1), pooled, tf.zeros_like(pooled))
+
+    def compute_mask(self, sequences, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+POOLINGS = ("last", "max")
 
 
 def make_vectorizer(texts: tf.data.Dataset, max_tokens: int, output_mode: str = "int",
@@ -74,7 +136,8 @@ def make_vectorizer(texts: tf.data.Dataset, max_tokens: int, output_mode: str = 
 def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm",
                 embedding_dim: int = 64, units: int = 64, layers: int = 1,
                 dense_units: int = 64, dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                max_length: int = 200, seed: int | None = None) -> keras.Model:
+                max_length: int = 200, keep: str = "first", pooling: str = "last",
+                seed: int | None = None) -> keras.Model:
     """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> probability.
 
     Args:
@@ -87,21 +150,30 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         dropout: dropout on embeddings, recurrent inputs and the dense layer.
         recurrent_dropout: dropout on the recurrent state (slower: no fused input projection).
         max_length: tokens kept per review.
+        keep: which tokens of a longer review: `first` or `last`.
+        pooling: what of the last layer reaches the dense layers: `last`, the final state of
+            each direction; `max`, each output feature's maximum over the valid steps (a
+            telling phrase anywhere in a long review counts as much as the ending).
         seed: seed of the dropout masks.
     """
     if layers < 1:
         raise ValueError(f"layers must be at least 1, got {layers}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
     text = keras.Input(shape=(), dtype="string", name="text")
-    tokens = FirstTokens(max_length, name="first_tokens")(vectorizer(text))
+    tokens = TruncateTokens(max_length, keep, name=f"{keep}_tokens")(vectorizer(text))
     x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
                                name="embedding")(tokens)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(layers):
-        last = i == layers - 1
-        x = Bidirectional(recurrent_layer(cell, units, return_sequences=not last, dropout=dropout,
-                                     recurrent_dropout=recurrent_dropout, seed=seed,
-                                     name=f"{cell}_{i + 1}"), name=f"bidirectional_{i + 1}")(x)
+        sequences = i < layers - 1 or pooling != "last"
+        x = Bidirectional(recurrent_layer(cell, units, return_sequences=sequences,
+                                          dropout=dropout, recurrent_dropout=recurrent_dropout,
+                                          seed=seed, name=f"{cell}_{i + 1}"),
+                          name=f"bidirectional_{i + 1}")(x)
+    if pooling == "max":
+        x = MaskedMaxPooling(name="max_over_time")(x)
     if dense_units:
         x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
         if dropout:

@@ -16,7 +16,13 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from app.errors import UserError
 from models import layers as ours
-from models.sentiment import FirstTokens, standardize_review
+from models.sentiment import (
+    FirstTokens,
+    MaskedMaxPooling,
+    TruncateTokens,
+    many_to_one,
+    standardize_review,
+)
 from pipelines import imdb
 from pipelines.binary_metrics import binary_report, roc_auc
 from pipelines.tasks import get_task
@@ -59,12 +65,55 @@ def test_standardize_review():
         "dont", "watch", "it", "awful", "10", "10", "très", "bien"]
 
 
-def test_first_tokens_keeps_the_start():
-    tokens = tf.constant([[5, 6, 7, 8], [9, 3, 0, 0]])
-    np.testing.assert_array_equal(FirstTokens(3)(tokens).numpy(), [[5, 6, 7], [9, 3, 0]])
-    np.testing.assert_array_equal(FirstTokens(10)(tokens).numpy(), tokens.numpy())
+def test_truncation_keeps_the_start_or_each_reviews_own_end():
+    tokens = tf.constant([[5, 6, 7, 8], [9, 3, 0, 0], [4, 0, 0, 0]])
+    first = [[5, 6, 7], [9, 3, 0], [4, 0, 0]]
+    np.testing.assert_array_equal(TruncateTokens(3)(tokens).numpy(), first)
+    np.testing.assert_array_equal(FirstTokens(3)(tokens).numpy(), first)
+    # The end of each review, still right-padded: not the batch's padded tail.
+    np.testing.assert_array_equal(TruncateTokens(3, "last")(tokens).numpy(),
+                                  [[6, 7, 8], [9, 3, 0], [4, 0, 0]])
+    np.testing.assert_array_equal(TruncateTokens(2, "last")(tokens).numpy(),
+                                  [[7, 8], [9, 3], [4, 0]])
+    for keep in ("first", "last"):
+        np.testing.assert_array_equal(TruncateTokens(10, keep)(tokens).numpy(), tokens.numpy())
+        layer = TruncateTokens.from_config(TruncateTokens(3, keep).get_config())
+        assert (layer.max_length, layer.keep) == (3, keep)
     with pytest.raises(ValueError, match="max_length"):
-        FirstTokens(0)
+        TruncateTokens(0)
+    with pytest.raises(ValueError, match="keep"):
+        TruncateTokens(3, "middle")
+
+
+def test_masked_max_pooling_ignores_padding():
+    # Feature values all negative: unmasked padding (zeros) would win the max.
+    sequences = tf.constant([[[-3.0, -1.0], [-2.0, -5.0], [0.0, 0.0]],
+                             [[-4.0, -6.0], [0.0, 0.0], [0.0, 0.0]],
+                             [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = tf.constant([[True, True, False], [True, False, False], [False, False, False]])
+    pooled = MaskedMaxPooling()(sequences, mask=mask).numpy()
+    np.testing.assert_array_equal(pooled, [[-2.0, -1.0], [-4.0, -6.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(MaskedMaxPooling()(sequences).numpy()[0], [0.0, 0.0])
+
+
+def test_max_pooled_many_to_one_reads_only_the_valid_steps(tmp_path):
+    texts = tf.data.Dataset.from_tensor_slices(["good film", "bad film here"]).batch(2)
+    from models.sentiment import make_vectorizer
+
+    model = many_to_one(make_vectorizer(texts, 50), cell="gru", embedding_dim=4, units=3,
+                        dense_units=0, pooling="max", seed=1)
+    assert any(isinstance(layer, MaskedMaxPooling) for layer in model.layers)
+    # Padding a review's batch with a longer one must not change its probability.
+    alone = model(tf.constant(["good film"])).numpy()
+    padded = model(tf.constant(["good film", "bad film here good bad"])).numpy()[:1]
+    np.testing.assert_allclose(alone, padded, atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    import keras
+
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded(tf.constant(["good film"])).numpy(), alone, atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        many_to_one(make_vectorizer(texts, 50), pooling="mean")
 
 
 def test_roc_auc_matches_counting_pairs():
