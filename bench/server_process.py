@@ -91,7 +91,7 @@ def export_untrained_sentiment(base: Path, texts: list[str]) -> Path:
     """
     import tensorflow as tf
 
-    from models.sentiment import make_vectorizer, many_to_one
+    from models.sentiment import make_vectorizer
     from pipelines.tasks import get_task
     from serving.export import export_saved_model
 
@@ -99,9 +99,6 @@ def export_untrained_sentiment(base: Path, texts: list[str]) -> Path:
     config = task.config("quick")
     vectorizer = make_vectorizer(tf.data.Dataset.from_tensor_slices(texts).batch(64),
                                  config.max_tokens)
-    model = many_to_one(vectorizer, cell=config.cell, embedding_dim=config.embedding_dim,
-                        units=config.units, layers=config.layers,
-                        dense_units=config.dense_units, max_length=config.max_length,
-                        seed=config.seed)
+    model = task.model_on(vectorizer, config)
     return export_saved_model(model, task.serving_signatures(model, config), base,
                               task.export_name, method_names=task.signature_methods())

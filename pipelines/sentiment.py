@@ -238,17 +238,29 @@ class SentimentTask(_ReviewSentiment):
                             f"use --set pooling= with one of {list(POOLINGS)}")
 
     def build_model(self, config: TrainConfig) -> keras.Model:
-        from models.sentiment import make_vectorizer, many_to_one
+        from models.sentiment import make_vectorizer
 
         self._check(config)
-        vectorizer = make_vectorizer(self._train_texts(config), config.max_tokens)
+        return self.model_on(make_vectorizer(self._train_texts(config), config.max_tokens),
+                             config)
+
+    def model_on(self, vectorizer: keras.layers.TextVectorization, config: TrainConfig,
+                 ) -> keras.Model:
+        """The configured many-to-one model over an already adapted vectorizer.
+
+        Args:
+            vectorizer: TextVectorization with output_mode `int`.
+            config: the run's config.
+        """
+        from models.sentiment import many_to_one
+
+        self._check(config)
         return many_to_one(vectorizer, cell=config.cell, embedding_dim=config.embedding_dim,
                            units=config.units, layers=config.layers,
                            dense_units=config.dense_units, dropout=config.dropout,
                            recurrent_dropout=config.recurrent_dropout,
                            max_length=config.max_length, keep=config.keep,
-                           pooling=config.pooling,
-                           seed=config.seed)
+                           pooling=config.pooling, seed=config.seed)
 
 
 class SentimentBowTask(_ReviewSentiment):
