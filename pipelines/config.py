@@ -22,7 +22,8 @@ class TrainConfig:
     Args:
         epochs: maximum number of passes over the training split.
         batch_size: global batch size.
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (of the first epoch, with lr_decay).
+        lr_decay: multiply the learning rate by this after every epoch; 1.0 keeps it constant.
         clipnorm: clip each gradient to this norm (against exploding gradients); None turns it off.
         early_stopping_patience: epochs without validation improvement before stopping.
         seed: seeds Python, NumPy and TensorFlow, data shuffling and the validation split.
@@ -36,6 +37,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_decay: float = 1.0
     clipnorm: float | None = 1.0
     early_stopping_patience: int = 2
     seed: int = 42

@@ -147,6 +147,10 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
                         "early stopping and best checkpoints must monitor a val_ metric")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
+        # A function of the epoch alone, so a resumed run picks up the schedule where it was.
+        # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch, _: config.learning_rate * config.lr_decay ** epoch),
         EpochCheckpoint(),
         HistoryWriter(),
         ResumableEarlyStopping(monitor=task.monitor, mode=task.monitor_mode,
@@ -230,6 +234,9 @@ def train(task: Task, config: TrainConfig, run_dir: Path | None = None,
             must be an existing run with a checkpoint.
         resume: continue from the run's last checkpoint: weights, optimizer state and epoch.
     """
+    if not 0 < config.lr_decay <= 1:
+        raise UserError(f"lr_decay={config.lr_decay} must be in (0, 1]",
+                        "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = distribute.strategy_for(config)
     distribute.check_batch_size(config.batch_size, strategy)

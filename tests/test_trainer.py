@@ -130,10 +130,11 @@ def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
 
 @pytest.fixture(scope="module")
 def one_epoch_run(reviews, tmp_path_factory) -> Path:
-    """A finished one-epoch toy run, shared by the tests that only read it."""
+    """A finished one-epoch toy run (learning rate halved each epoch), shared by the tests
+    that only read it."""
     from pipelines.trainer import train
 
-    return train(ToyTask(), ToyConfig(epochs=1),
+    return train(ToyTask(), ToyConfig(epochs=1, lr_decay=0.5),
                  run_dir=tmp_path_factory.mktemp("runs") / "one-epoch").run_dir
 
 
@@ -144,15 +145,21 @@ def test_resume_continues_epochs_and_optimizer_state(one_epoch_run, tmp_path):
     shutil.copytree(one_epoch_run, run_dir)
     steps = int(np.load(run_dir / "checkpoints" / "epoch-0001" / "optimizer.npz")["0"])
     assert steps > 0
-    resumed = train(ToyTask(), ToyConfig(epochs=2), run_dir=run_dir, resume=True)
+    resumed = train(ToyTask(), ToyConfig(epochs=2, lr_decay=0.5), run_dir=run_dir, resume=True)
     assert int(resumed.model.optimizer.iterations.numpy()) == 2 * steps
     assert resumed.metrics["epochs_finished"] == 2
     assert len(resumed.history["loss"]) == 2
+    # The schedule continues from the epoch, not from the start: 5e-3, then half of it.
+    np.testing.assert_allclose(resumed.history["learning_rate"], [5e-3, 2.5e-3], rtol=1e-6)
+    assert float(resumed.model.optimizer.learning_rate.numpy()) == pytest.approx(2.5e-3)
     assert CheckpointStore(run_dir).state()["epoch"] == 2
 
 
 def test_resume_needs_a_checkpoint(reviews, tmp_path):
     from pipelines.trainer import train
+
+    with pytest.raises(UserError, match="lr_decay"):
+        train(ToyTask(), ToyConfig(lr_decay=1.5), run_dir=tmp_path / "decay")
 
     with pytest.raises(UserError, match="has no checkpoint"):
         train(ToyTask(), ToyConfig(), run_dir=tmp_path, resume=True)
