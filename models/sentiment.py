@@ -137,7 +137,7 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                 embedding_dim: int = 64, units: int = 64, layers: int = 1,
                 dense_units: int = 64, dropout: float = 0.0, recurrent_dropout: float = 0.0,
                 max_length: int = 200, keep: str = "first", pooling: str = "last",
-                seed: int | None = None) -> keras.Model:
+                train_embedding: bool = True, seed: int | None = None) -> keras.Model:
     """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> probability.
 
     Args:
@@ -154,6 +154,8 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         pooling: what of the last layer reaches the dense layers: `last`, the final state of
             each direction; `max`, each output feature's maximum over the valid steps (a
             telling phrase anywhere in a long review counts as much as the ending).
+        train_embedding: whether training updates the embedding; False keeps it as set (e.g.
+            to pre-trained word vectors, so it cannot memorise the training reviews' rare words).
         seed: seed of the dropout masks.
     """
     if layers < 1:
@@ -163,7 +165,7 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
     text = keras.Input(shape=(), dtype="string", name="text")
     tokens = TruncateTokens(max_length, keep, name=f"{keep}_tokens")(vectorizer(text))
     x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
-                               name="embedding")(tokens)
+                               trainable=train_embedding, name="embedding")(tokens)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(layers):

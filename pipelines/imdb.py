@@ -151,6 +151,21 @@ def load_test(max_examples: int | None = None) -> tf.data.Dataset:
     return data.take(max_examples) if max_examples is not None else data
 
 
+def unlabelled_texts(max_examples: int | None = None) -> tf.data.Dataset:
+    """The 50k unlabelled reviews (TFDS split `unsupervised`) in batches of strings.
+
+    Args:
+        max_examples: keep only the first this many; None for all.
+    """
+    import tensorflow as tf
+
+    data = prepare().as_dataset(split="unsupervised", shuffle_files=False)
+    texts = data.map(lambda example: example["text"], num_parallel_calls=tf.data.AUTOTUNE)
+    if max_examples is not None:
+        texts = texts.take(max_examples)
+    return texts.batch(512).prefetch(tf.data.AUTOTUNE)
+
+
 def word_count(text: tf.Tensor) -> tf.Tensor:
     """Whitespace-separated words of a review, the length used to bucket batches."""
     import tensorflow as tf

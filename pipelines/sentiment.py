@@ -45,6 +45,9 @@ class SentimentConfig(TrainConfig):
         dropout: dropout on embeddings, recurrent inputs and the dense layer.
         recurrent_dropout: dropout on the recurrent state.
         pooling: `last` (final states of the last layer) or `max` (maximum over time).
+        word_vectors: how the embedding starts: `random`, or `ppmi_svd`, word vectors learned
+            from the training reviews and IMDB's 50k unlabelled reviews (pipelines.word_vectors).
+        train_embedding: whether training updates the embedding.
     """
 
     cell: str = "lstm"
@@ -58,6 +61,11 @@ class SentimentConfig(TrainConfig):
     dropout: float = 0.2
     recurrent_dropout: float = 0.0
     pooling: str = "last"
+    word_vectors: str = "random"
+    train_embedding: bool = True
+
+
+WORD_VECTORS = ("random", "ppmi_svd")
 
 
 @dataclasses.dataclass
@@ -236,13 +244,31 @@ class SentimentTask(_ReviewSentiment):
         if config.pooling not in POOLINGS:
             raise UserError(f"pooling={config.pooling!r} is not a pooling",
                             f"use --set pooling= with one of {list(POOLINGS)}")
+        if config.word_vectors not in WORD_VECTORS:
+            raise UserError(f"word_vectors={config.word_vectors!r} is not a way to start the "
+                            "embedding", f"use --set word_vectors= with one of {WORD_VECTORS}")
+        if config.word_vectors != "random" and config.embedding_dim >= config.max_tokens:
+            raise UserError(f"embedding_dim={config.embedding_dim} leaves no room for word "
+                            f"vectors of a {config.max_tokens}-word vocabulary",
+                            "use a smaller --set embedding_dim= or a larger max_tokens")
 
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.sentiment import make_vectorizer
 
         self._check(config)
-        return self.model_on(make_vectorizer(self._train_texts(config), config.max_tokens),
-                             config)
+        vectorizer = make_vectorizer(self._train_texts(config), config.max_tokens)
+        model = self.model_on(vectorizer, config)
+        if config.word_vectors == "ppmi_svd":
+            from pipelines import word_vectors
+
+            # Never the test reviews: the unlabelled split is a third, separate set.
+            texts = [self._train_texts(config), imdb.unlabelled_texts(config.max_train_examples)]
+            vectors = word_vectors.ppmi_svd(texts, vectorizer, config.embedding_dim,
+                                            seed=config.seed)
+            replaced = word_vectors.apply_to_embedding(model.get_layer("embedding"), vectors)
+            log.info("embedding starts from PPMI-SVD word vectors for %d of %d words",
+                     replaced, vectorizer.vocabulary_size())
+        return model
 
     def model_on(self, vectorizer: keras.layers.TextVectorization, config: TrainConfig,
                  ) -> keras.Model:
@@ -260,7 +286,8 @@ class SentimentTask(_ReviewSentiment):
                            dense_units=config.dense_units, dropout=config.dropout,
                            recurrent_dropout=config.recurrent_dropout,
                            max_length=config.max_length, keep=config.keep,
-                           pooling=config.pooling, seed=config.seed)
+                           pooling=config.pooling, train_embedding=config.train_embedding,
+                           seed=config.seed)
 
 
 class SentimentBowTask(_ReviewSentiment):
