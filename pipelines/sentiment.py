@@ -259,13 +259,14 @@ class SentimentTask(_ReviewSentiment):
         from models.sentiment import make_vectorizer
 
         self._check(config)
-        vectorizer = make_vectorizer(self._train_texts(config), config.max_tokens)
+        train_texts = self._train_texts(config)
+        vectorizer = make_vectorizer(train_texts, config.max_tokens)
         model = self.model_on(vectorizer, config)
         if config.word_vectors == "ppmi_svd":
             from pipelines import word_vectors
 
             # Never the test reviews: the unlabelled split is a third, separate set.
-            texts = [self._train_texts(config), imdb.unlabelled_texts(config.max_train_examples)]
+            texts = [train_texts, imdb.unlabelled_texts(config.max_train_examples)]
             vectors = word_vectors.ppmi_svd(texts, vectorizer, config.embedding_dim,
                                             seed=config.seed)
             replaced = word_vectors.apply_to_embedding(model.get_layer("embedding"), vectors)

@@ -147,7 +147,8 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
                         "early stopping and best checkpoints must monitor a val_ metric")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        # A function of the epoch alone, so a resumed run picks up the schedule where it was.
+        # A function of the epoch alone, so a resumed run picks up the schedule where it was;
+        # the config is the authority, so a resume may also change the learning rate.
         # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
         keras.callbacks.LearningRateScheduler(
             lambda epoch, _: config.learning_rate * config.lr_decay ** epoch),
@@ -272,8 +273,6 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
         distribute.prepare_fit(model, train_data)
         if resume_state:
             store.restore_optimizer(model, "last")
-            # The config is the authority: a resumed run may change the learning rate.
-            model.optimizer.learning_rate.assign(config.learning_rate)
 
     initial_epoch = resume_state["epoch"] if resume_state else 0
     history: dict[str, list[float]] = {}
