@@ -66,3 +66,34 @@ def binary_report(labels: np.ndarray, probabilities: np.ndarray,
         # rows: true negative/positive; columns: predicted negative/positive
         "confusion_matrix": [[tn, fp], [fn, tp]],
     }
+
+
+def best_threshold(labels: np.ndarray, probabilities: np.ndarray, smoothing: float = 0.05,
+                   candidates: np.ndarray | None = None) -> float:
+    """The decision threshold of highest accuracy, for choosing one on a validation split.
+
+    Each candidate's accuracy is averaged with its neighbours within `smoothing`, so the choice
+    lands on a broad plateau rather than a spike a few lucky examples make; among equal
+    candidates the one nearest 0.5 wins.
+
+    Args:
+        labels: 0/1 true labels.
+        probabilities: predicted probability of class 1.
+        smoothing: half-width of the averaging window, in probability.
+        candidates: thresholds to try; default 0.05, 0.06, ..., 0.95.
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    if labels.shape != probabilities.shape:
+        raise ValueError(f"{labels.size} labels but {probabilities.size} probabilities")
+    if labels.size == 0:
+        raise ValueError("no examples to choose a threshold on")
+    if candidates is None:
+        candidates = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    candidates = np.asarray(candidates, dtype=np.float64)
+    correct = (probabilities[None, :] >= candidates[:, None]) == labels[None, :]
+    accuracy = correct.mean(axis=1)
+    near = np.abs(candidates[:, None] - candidates[None, :]) <= smoothing + 1e-9
+    smoothed = (near * accuracy[None, :]).sum(axis=1) / near.sum(axis=1)
+    best = np.flatnonzero(smoothed >= smoothed.max() - 1e-12)
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])

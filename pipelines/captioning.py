@@ -331,7 +331,8 @@ class CaptioningTask(Task):
             "gallery": str(gallery),
         }
 
-    def serving_signatures(self, model: keras.Model, config: CaptioningConfig) -> dict[str, Any]:
+    def serving_signatures(self, model: keras.Model, config: CaptioningConfig,
+                           run_dir: Path | None = None) -> dict[str, Any]:
         """serving_default: image_bytes (JPEG/PNG strings [None]) -> caption (strings [None])."""
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def serving_default(image_bytes):

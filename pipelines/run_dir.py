@@ -10,6 +10,7 @@ Layout of one run (every file is written atomically, so a reader never sees half
     metrics.json       the training summary written when training ends
     curves.png         training curves drawn from history.json
     evaluation.json    test-split metrics written by `rnnkit evaluate`
+    threshold.json     a classifier's decision threshold, chosen on validation (sentiment)
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ log = logging.getLogger("pipelines.sentiment")
 
 EVAL_BATCH_SIZE = 256
 
+# The decision threshold chosen on the validation split, kept beside the checkpoints so that
+# `evaluate` and `export` apply the same one.
+THRESHOLD_FILE = "threshold.json"
+
 # Warm-up requests a server replays before reporting ready: short reviews of both kinds.
 WARMUP_REVIEWS = (
     "One of the best films I have seen in years. The cast is superb and the story moved me.",
@@ -30,8 +34,20 @@ WARMUP_REVIEWS = (
 
 
 @dataclasses.dataclass
-class SentimentConfig(TrainConfig):
-    """Settings of the bidirectional RNN sentiment model.
+class ReviewConfig(TrainConfig):
+    """Settings both IMDB tasks share.
+
+    Args:
+        tune_threshold: call a review positive above the probability threshold of best
+            validation accuracy (written to threshold.json) rather than above 0.5.
+    """
+
+    tune_threshold: bool = True
+
+
+@dataclasses.dataclass
+class SentimentConfig(ReviewConfig):
+    """Settings of the bidirectional RNN sentiment model (and those of ReviewConfig).
 
     Args:
         cell: recurrent cell, `rnn`, `lstm` or `gru`.
@@ -69,8 +85,8 @@ WORD_VECTORS = ("random", "ppmi_svd")
 
 
 @dataclasses.dataclass
-class SentimentBowConfig(TrainConfig):
-    """Settings of the bag-of-words control model.
+class SentimentBowConfig(ReviewConfig):
+    """Settings of the bag-of-words control model (and those of ReviewConfig).
 
     Args:
         cell: recurrent cell run for one step, `rnn`, `lstm` or `gru`.
@@ -140,6 +156,22 @@ class _ReviewSentiment(Task):
 
         return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
 
+    def _predict(self, model: keras.Model, config: TrainConfig, data: tf.data.Dataset,
+                 ) -> tuple[Any, Any]:
+        """Labels and predicted probabilities of a (text, label) dataset of single examples."""
+        import numpy as np
+        import tensorflow as tf
+
+        # No Python control flow here: autograph would only add conversion warnings.
+        predict = tf.function(lambda text: model(text, training=False),
+                              input_signature=[tf.TensorSpec([None], tf.string)],
+                              autograph=False)
+        labels, probabilities = [], []
+        for text, label in imdb.batches(data, EVAL_BATCH_SIZE, self._max_length(config)):
+            probabilities.append(predict(text).numpy().ravel())
+            labels.append(label.numpy().ravel())
+        return np.concatenate(labels), np.concatenate(probabilities)
+
     def predict_test(self, model: keras.Model, config: TrainConfig,
                      ) -> tuple[Any, Any]:
         """Labels and predicted probabilities on the test split (max_eval_examples of it).
@@ -148,29 +180,61 @@ class _ReviewSentiment(Task):
             model: the trained model (raw strings in, probability out).
             config: the run's config.
         """
-        import numpy as np
-        import tensorflow as tf
+        return self._predict(model, config, imdb.load_test(config.max_eval_examples))
 
-        # No Python control flow here: autograph would only add conversion warnings.
-        predict = tf.function(lambda text: model(text, training=False),
-                              input_signature=[tf.TensorSpec([None], tf.string)],
-                              autograph=False)
-        data = imdb.batches(imdb.load_test(config.max_eval_examples), EVAL_BATCH_SIZE,
-                            self._max_length(config))
-        labels, probabilities = [], []
-        for text, label in data:
-            probabilities.append(predict(text).numpy().ravel())
-            labels.append(label.numpy().ravel())
-        return np.concatenate(labels), np.concatenate(probabilities)
+    def decision_threshold(self, model: keras.Model, config: TrainConfig,
+                           run_dir: Path | None) -> float:
+        """The probability at or above which a review is called positive.
+
+        With `tune_threshold`, the threshold of best validation accuracy (never the test
+        split's), computed once per best checkpoint and kept in the run's threshold.json;
+        otherwise, or for a model without a run directory, 0.5.
+
+        Args:
+            model: the run's best model.
+            config: the run's config.
+            run_dir: the run directory, or None.
+        """
+        if run_dir is None or not config.tune_threshold:
+            return 0.5
+        from pipelines.binary_metrics import best_threshold, binary_report
+        from pipelines.checkpoints import CheckpointStore
+        from pipelines.run_dir import read_json, write_json
+
+        epoch = (CheckpointStore(run_dir).state() or {}).get("best_epoch")
+        saved = read_json(Path(run_dir) / THRESHOLD_FILE)
+        if saved is not None and saved.get("epoch") == epoch and "threshold" in saved:
+            return float(saved["threshold"])
+        _, validation = imdb.train_validation(config.validation_fraction, config.seed,
+                                              config.max_train_examples)
+        labels, probabilities = self._predict(model, config, validation)
+        threshold = best_threshold(labels, probabilities)
+        chosen = binary_report(labels, probabilities, threshold)
+        write_json(Path(run_dir) / THRESHOLD_FILE, {
+            "threshold": threshold, "epoch": epoch, "n_examples": chosen["n_examples"],
+            "validation_accuracy": chosen["accuracy"],
+            "validation_accuracy_at_0.5": binary_report(labels, probabilities)["accuracy"],
+            "validation_positive_rate": float(labels.mean()),
+            "predicted_positive_rate_at_0.5": float((probabilities >= 0.5).mean())})
+        log.info("decision threshold %.2f: validation accuracy %.4f (%.4f at 0.5)", threshold,
+                 chosen["accuracy"], binary_report(labels, probabilities)["accuracy"])
+        return threshold
 
     def evaluate(self, model: keras.Model, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         from pipelines.binary_metrics import binary_report
 
+        threshold = self.decision_threshold(model, config, run_dir)
         labels, probabilities = self.predict_test(model, config)
-        return binary_report(labels, probabilities)
+        report = binary_report(labels, probabilities, threshold)
+        # What the untuned threshold gives, so the tuning's effect stays visible.
+        report["accuracy_at_0.5"] = binary_report(labels, probabilities)["accuracy"]
+        return report
 
-    def serving_signatures(self, model: keras.Model, config: TrainConfig) -> dict[str, Any]:
+    def serving_signatures(self, model: keras.Model, config: TrainConfig,
+                           run_dir: Path | None = None) -> dict[str, Any]:
         import tensorflow as tf
+
+        threshold = self.decision_threshold(model, config, run_dir)
 
         def probability(text: tf.Tensor) -> tf.Tensor:
             return tf.reshape(model(text, training=False), [-1])
@@ -179,7 +243,7 @@ class _ReviewSentiment(Task):
                      autograph=False)
         def serving_default(text: tf.Tensor) -> dict[str, tf.Tensor]:
             p = probability(text)
-            label = tf.where(p >= 0.5, imdb.LABELS[1], imdb.LABELS[0])
+            label = tf.where(p >= threshold, imdb.LABELS[1], imdb.LABELS[0])
             return {"probability": p, "label": label}
 
         # TF Serving's Classify API feeds serialized tf.Examples as `inputs` and reads

@@ -67,8 +67,16 @@ class Task(abc.ABC):
         """Test-split metrics as a JSON-able dict; may also write plots into run_dir."""
 
     @abc.abstractmethod
-    def serving_signatures(self, model: keras.Model, config: TrainConfig) -> dict[str, Any]:
-        """tf.function signatures for the SavedModel, keyed by signature name."""
+    def serving_signatures(self, model: keras.Model, config: TrainConfig,
+                           run_dir: Path | None = None) -> dict[str, Any]:
+        """tf.function signatures for the SavedModel, keyed by signature name.
+
+        Args:
+            model: the model to export (the run's best).
+            config: the run's config.
+            run_dir: the run directory, for what evaluation decided beyond the weights (the
+                sentiment decision threshold); None for a model without a run.
+        """
 
     def signature_methods(self) -> dict[str, str]:
         """Signature name -> TF Serving method for signatures that are not Predict.

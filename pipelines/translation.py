@@ -377,8 +377,8 @@ class TranslationTask(Task):
         plot_attention(items, path)
         return path
 
-    def serving_signatures(self, model: keras.Model, config: TranslationConfig
-                           ) -> dict[str, Any]:
+    def serving_signatures(self, model: keras.Model, config: TranslationConfig,
+                           run_dir: Path | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
         search = (config.beam_width, config.max_output_length, config.length_penalty)

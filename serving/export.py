@@ -189,7 +189,7 @@ def export_run(task: Task, run_dir: Path, base_path: Path | str) -> Path:
     config = load_config(run_dir, task.config_class)
     store = CheckpointStore(run_dir)
     model = store.load_model("best")
-    signatures = task.serving_signatures(model, config)
+    signatures = task.serving_signatures(model, config, run_dir)
     provenance = {"task": task.name, "run_dir": str(Path(run_dir).resolve()),
                   "epoch": (store.state() or {}).get("best_epoch")}
     assets = {PROVENANCE_FILE: json.dumps(provenance, indent=2).encode()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ from models.sentiment import (
     standardize_review,
 )
 from pipelines import imdb
-from pipelines.binary_metrics import binary_report, roc_auc
+from pipelines.binary_metrics import best_threshold, binary_report, roc_auc
+from pipelines.checkpoints import CheckpointStore
+from pipelines.sentiment import THRESHOLD_FILE
 from pipelines.tasks import get_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,6 +138,32 @@ def test_binary_report_counts():
     assert report["roc_auc"] == pytest.approx(4 / 6)  # 4 of 6 positive/negative pairs ordered
 
 
+def test_best_threshold_finds_a_shifted_boundary():
+    rng = np.random.default_rng(1)
+    # Negatives spread over [0, 0.7), positives over [0.7, 1]: only 0.7 separates them all.
+    labels = np.r_[np.zeros(400), np.ones(400)]
+    probabilities = np.r_[rng.uniform(0.0, 0.7, 400), rng.uniform(0.7, 1.0, 400)]
+    assert best_threshold(labels, probabilities, smoothing=0.0) == pytest.approx(0.7)
+    assert binary_report(labels, probabilities, 0.7)["accuracy"] == 1.0
+    # A bias the same for every example moves the chosen threshold with it.
+    assert best_threshold(labels, probabilities - 0.2, smoothing=0.0) == pytest.approx(0.5)
+
+
+def test_best_threshold_prefers_a_plateau_and_then_one_half():
+    # Accuracy is flat for every threshold between the classes: the tie goes to 0.5.
+    labels = np.array([0, 0, 1, 1])
+    assert best_threshold(labels, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(0.5)
+    # Accuracy is 43/45 for thresholds 0.06-0.16 (a narrow peak: three positives at 0.16 are
+    # right, two negatives at 0.30 wrong), 40/45 for 0.17-0.30 and 42/45 for 0.31-0.95.
+    labels = np.r_[np.zeros(20), np.ones(20), np.ones(3), np.zeros(2)]
+    probabilities = np.r_[np.full(20, 0.05), np.full(20, 0.96), np.full(3, 0.16), 0.3, 0.3]
+    assert best_threshold(labels, probabilities, smoothing=0.0) == pytest.approx(0.16)
+    # Averaged over +-0.1 the peak sinks below the broad plateau, whose middle is 0.5.
+    assert best_threshold(labels, probabilities, smoothing=0.1) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        best_threshold(np.array([1]), np.array([0.2, 0.3]))
+
+
 def test_many_to_one_learns(sequence_run):
     task, config, result = sequence_run
     report = task.evaluate(result.model, config, result.run_dir)
@@ -142,6 +171,21 @@ def test_many_to_one_learns(sequence_run):
     assert sum(map(sum, report["confusion_matrix"])) == 600
     assert report["accuracy"] > 0.62, report
     assert report["roc_auc"] > 0.7, report
+    # The threshold was chosen on validation, recorded for the best epoch, and applied to test.
+    chosen = json.loads((result.run_dir / THRESHOLD_FILE).read_text())
+    assert chosen["epoch"] == CheckpointStore(result.run_dir).state()["best_epoch"]
+    _, validation = imdb.train_validation(config.validation_fraction, config.seed,
+                                          config.max_train_examples)
+    assert chosen["n_examples"] == sum(1 for _ in validation)  # about 10% of 2000 reviews
+    assert 0.05 <= chosen["threshold"] <= 0.95
+    assert report["threshold"] == chosen["threshold"]
+    _, probabilities = task.predict_test(result.model, config)
+    assert report["confusion_matrix"][0][1] + report["confusion_matrix"][1][1] == np.sum(
+        probabilities >= chosen["threshold"])
+    assert "accuracy_at_0.5" in report
+    untuned = task.evaluate(result.model, config.replace(tune_threshold=False), result.run_dir)
+    assert untuned["threshold"] == 0.5
+    assert untuned["accuracy"] == report["accuracy_at_0.5"]
     bidirectional = [layer for layer in result.model.layers
                      if isinstance(layer, ours.Bidirectional)]
     assert len(bidirectional) == 1
@@ -194,10 +238,16 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
     from serving.export import CLASSIFY_METHOD, export_run
 
     task, _, result = sequence_run
-    path = export_run(task, result.run_dir, tmp_path)
-    assert path == tmp_path / "sentiment" / "1"
     texts = tf.constant([t for t, _ in imdb.load_test(24).as_numpy_iterator()])
     expected = result.model(texts, training=False).numpy().ravel()
+    # A recorded threshold splitting these reviews in half must decide the exported labels.
+    run_dir = tmp_path / "run"
+    shutil.copytree(result.run_dir, run_dir)
+    threshold = float(np.median(expected))
+    (run_dir / THRESHOLD_FILE).write_text(json.dumps(
+        {"threshold": threshold, "epoch": CheckpointStore(run_dir).state()["best_epoch"]}))
+    path = export_run(task, run_dir, tmp_path)
+    assert path == tmp_path / "sentiment" / "1"
 
     loaded = tf.saved_model.load(str(path))
     predict = loaded.signatures["serving_default"]
@@ -205,7 +255,8 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
     out = predict(text=texts)
     np.testing.assert_allclose(out["probability"].numpy(), expected, atol=1e-5)
     labels = [b.decode() for b in out["label"].numpy()]
-    assert labels == ["positive" if p >= 0.5 else "negative" for p in expected]
+    assert labels == ["positive" if p >= threshold else "negative" for p in expected]
+    assert labels.count("positive") == 12
 
     examples = [tf.train.Example(features=tf.train.Features(feature={
         "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t]))})).SerializeToString()
@@ -224,4 +275,4 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
         replies = predict(text=tf.constant(tf.make_ndarray(request.inputs["text"])))
         assert replies["probability"].shape[0] >= 1
     provenance = json.loads((path / "assets.extra" / "rnnkit_export.json").read_text())
-    assert provenance["run_dir"] == str(result.run_dir.resolve())
+    assert provenance["run_dir"] == str(run_dir.resolve())

@@ -139,7 +139,7 @@ class EchoTask(Task):
     def evaluate(self, model, config, run_dir):
         return {}
 
-    def serving_signatures(self, model, config):
+    def serving_signatures(self, model, config, run_dir=None):
         return {}
 
 

@@ -80,7 +80,7 @@ class ToyTask(Task):
             hits += int(np.sum(predicted == (label.numpy() >= 0.5)))
         return {"accuracy": hits / HELD_OUT}
 
-    def serving_signatures(self, model, config):
+    def serving_signatures(self, model, config, run_dir=None):
         return {}
 
 
