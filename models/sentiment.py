@@ -113,7 +113,7 @@ class MaskedMaxPooling(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
-POOLINGS = ("last", "max")
+POOLINGS = ("last", "max", "max_mean")
 
 
 def make_vectorizer(texts: tf.data.Dataset, max_tokens: int, output_mode: str = "int",
@@ -137,7 +137,8 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                 embedding_dim: int = 64, units: int = 64, layers: int = 1,
                 dense_units: int = 64, dropout: float = 0.0, recurrent_dropout: float = 0.0,
                 max_length: int = 200, keep: str = "first", pooling: str = "last",
-                train_embedding: bool = True, seed: int | None = None) -> keras.Model:
+                train_embedding: bool = True, word_dropout: float = 0.0,
+                seed: int | None = None) -> keras.Model:
     """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> probability.
 
     Args:
@@ -153,9 +154,12 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         keep: which tokens of a longer review: `first` or `last`.
         pooling: what of the last layer reaches the dense layers: `last`, the final state of
             each direction; `max`, each output feature's maximum over the valid steps (a
-            telling phrase anywhere in a long review counts as much as the ending).
+            telling phrase anywhere in a long review counts as much as the ending);
+            `max_mean`, the maximum and the mean over the valid steps side by side.
         train_embedding: whether training updates the embedding; False keeps it as set (e.g.
             to pre-trained word vectors, so it cannot memorise the training reviews' rare words).
+        word_dropout: share of whole tokens whose embedding is zeroed in training, so the
+            model cannot hang its verdict on one word.
         seed: seed of the dropout masks.
     """
     if layers < 1:
@@ -166,6 +170,10 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
     tokens = TruncateTokens(max_length, keep, name=f"{keep}_tokens")(vectorizer(text))
     x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
                                trainable=train_embedding, name="embedding")(tokens)
+    if word_dropout:
+        # One draw per token, shared by all its features: the word is dropped, not a feature.
+        x = keras.layers.Dropout(word_dropout, noise_shape=(None, None, 1), seed=seed,
+                                 name="word_dropout")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(layers):
@@ -176,6 +184,11 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                           name=f"bidirectional_{i + 1}")(x)
     if pooling == "max":
         x = MaskedMaxPooling(name="max_over_time")(x)
+    elif pooling == "max_mean":
+        # GlobalAveragePooling1D honours the mask, so padding does not dilute the mean.
+        x = keras.layers.Concatenate(name="max_and_mean")([
+            MaskedMaxPooling(name="max_over_time")(x),
+            keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x)])
     if dense_units:
         x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
         if dropout:

@@ -42,7 +42,9 @@ class ReviewConfig(TrainConfig):
             validation accuracy (written to threshold.json) rather than above 0.5.
     """
 
-    tune_threshold: bool = True
+    # Off by default: over five full runs the tuned threshold moved test accuracy by -0.06 to
+    # +0.26 points (mean +0.05), within run-to-run noise.
+    tune_threshold: bool = False
 
 
 @dataclasses.dataclass
@@ -60,7 +62,9 @@ class SentimentConfig(ReviewConfig):
         dense_units: units of the dense layer before the output; 0 for none.
         dropout: dropout on embeddings, recurrent inputs and the dense layer.
         recurrent_dropout: dropout on the recurrent state.
-        pooling: `last` (final states of the last layer) or `max` (maximum over time).
+        pooling: `last` (final states of the last layer), `max` (maximum over time) or
+            `max_mean` (maximum and mean over time).
+        word_dropout: share of whole tokens dropped from each training review.
         word_vectors: how the embedding starts: `random`, or `ppmi_svd`, word vectors learned
             from the training reviews and IMDB's 50k unlabelled reviews (pipelines.word_vectors).
         train_embedding: whether training updates the embedding.
@@ -77,6 +81,7 @@ class SentimentConfig(ReviewConfig):
     dropout: float = 0.2
     recurrent_dropout: float = 0.0
     pooling: str = "last"
+    word_dropout: float = 0.0
     word_vectors: str = "random"
     train_embedding: bool = True
 
@@ -303,6 +308,10 @@ class SentimentTask(_ReviewSentiment):
             if getattr(config, field) < 1:
                 raise UserError(f"{field}={getattr(config, field)} must be at least 1",
                                 f"pass e.g. --set {field}=2")
+        for field in ("dropout", "recurrent_dropout", "word_dropout"):
+            if not 0 <= getattr(config, field) < 1:
+                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
+                                f"pass a value in [0, 1), e.g. --set {field}=0.2")
         from models.sentiment import POOLINGS, TRUNCATIONS
 
         if config.keep not in TRUNCATIONS:
@@ -355,7 +364,7 @@ class SentimentTask(_ReviewSentiment):
                            recurrent_dropout=config.recurrent_dropout,
                            max_length=config.max_length, keep=config.keep,
                            pooling=config.pooling, train_embedding=config.train_embedding,
-                           seed=config.seed)
+                           word_dropout=config.word_dropout, seed=config.seed)
 
 
 class SentimentBowTask(_ReviewSentiment):

@@ -48,7 +48,7 @@ def sequence_run(reviews, tmp_path_factory):
 
     task = get_task("sentiment")
     config = task.config("quick", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
-                                   "dense_units=16", "max_length=120"])
+                                   "dense_units=16", "max_length=120", "tune_threshold=true"])
     return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "seq")
 
 
@@ -99,13 +99,16 @@ def test_masked_max_pooling_ignores_padding():
     np.testing.assert_array_equal(MaskedMaxPooling()(sequences).numpy()[0], [0.0, 0.0])
 
 
-def test_max_pooled_many_to_one_reads_only_the_valid_steps(tmp_path):
+@pytest.mark.parametrize("pooling", ["max", "max_mean"])
+def test_pooled_many_to_one_reads_only_the_valid_steps(tmp_path, pooling):
     texts = tf.data.Dataset.from_tensor_slices(["good film", "bad film here"]).batch(2)
     from models.sentiment import make_vectorizer
 
     model = many_to_one(make_vectorizer(texts, 50), cell="gru", embedding_dim=4, units=3,
-                        dense_units=0, pooling="max", seed=1)
+                        dense_units=0, pooling=pooling, seed=1)
     assert any(isinstance(layer, MaskedMaxPooling) for layer in model.layers)
+    # max_mean puts the max and the mean of the 6 BiGRU features side by side.
+    assert model.get_layer("probability").input.shape[-1] == (6 if pooling == "max" else 12)
     # Padding a review's batch with a longer one must not change its probability.
     alone = model(tf.constant(["good film"])).numpy()
     padded = model(tf.constant(["good film", "bad film here good bad"])).numpy()[:1]
@@ -117,6 +120,24 @@ def test_max_pooled_many_to_one_reads_only_the_valid_steps(tmp_path):
     np.testing.assert_allclose(reloaded(tf.constant(["good film"])).numpy(), alone, atol=1e-6)
     with pytest.raises(ValueError, match="pooling"):
         many_to_one(make_vectorizer(texts, 50), pooling="mean")
+
+
+def test_word_dropout_drops_whole_tokens_in_training_only():
+    texts = tf.data.Dataset.from_tensor_slices(["good film", "bad film here"]).batch(2)
+    from models.sentiment import make_vectorizer
+
+    model = many_to_one(make_vectorizer(texts, 50), embedding_dim=8, units=3, dense_units=0,
+                        word_dropout=0.5, seed=3)
+    dropped = model.get_layer("word_dropout")(tf.ones([4, 50, 8]), training=True).numpy()
+    kept = dropped[:, :, 0] != 0
+    # Each token is kept or dropped with all its features, and about half are dropped.
+    np.testing.assert_array_equal(dropped != 0, np.repeat(kept[:, :, None], 8, axis=2))
+    assert 0.35 < kept.mean() < 0.65
+    review = tf.constant(["good film here"])
+    np.testing.assert_array_equal(model(review).numpy(), model(review).numpy())
+    with pytest.raises(UserError, match="word_dropout"):
+        get_task("sentiment").model_on(None, get_task("sentiment").config(
+            "quick", ["word_dropout=1.0"]))
 
 
 def test_roc_auc_matches_counting_pairs():
