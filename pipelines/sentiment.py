@@ -215,14 +215,15 @@ class _ReviewSentiment(Task):
         labels, probabilities = self._predict(model, config, validation)
         threshold = best_threshold(labels, probabilities)
         chosen = binary_report(labels, probabilities, threshold)
+        at_half = binary_report(labels, probabilities)
         write_json(Path(run_dir) / THRESHOLD_FILE, {
             "threshold": threshold, "epoch": epoch, "n_examples": chosen["n_examples"],
             "validation_accuracy": chosen["accuracy"],
-            "validation_accuracy_at_0.5": binary_report(labels, probabilities)["accuracy"],
+            "validation_accuracy_at_0.5": at_half["accuracy"],
             "validation_positive_rate": float(labels.mean()),
             "predicted_positive_rate_at_0.5": float((probabilities >= 0.5).mean())})
         log.info("decision threshold %.2f: validation accuracy %.4f (%.4f at 0.5)", threshold,
-                 chosen["accuracy"], binary_report(labels, probabilities)["accuracy"])
+                 chosen["accuracy"], at_half["accuracy"])
         return threshold
 
     def evaluate(self, model: keras.Model, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
