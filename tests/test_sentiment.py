@@ -250,6 +250,9 @@ def test_bad_settings_are_user_errors(reviews):
     task = get_task("sentiment")
     with pytest.raises(UserError, match="cell"):
         task.build_model(task.config("quick", ["cell=transformer"]))
+    bow = get_task("sentiment_bow")
+    with pytest.raises(UserError, match=r"dropout=1\.0 is not a dropout rate"):
+        bow.build_model(bow.config("quick", ["dropout=1.0"]))
     with pytest.raises(UserError, match="output_mode"):
         get_task("sentiment_bow").datasets(get_task("sentiment_bow").config(
             "quick", ["output_mode=int"]))
