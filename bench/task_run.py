@@ -82,12 +82,14 @@ class TimedRun:
         ]
 
 
-def timed_run(task_name: str, args: argparse.Namespace) -> TimedRun:
+def timed_run(task_name: str, args: argparse.Namespace, run_name: str | None = None,
+              ) -> TimedRun:
     """Prepare the task's data, train a profile through the shared trainer and evaluate it.
 
     Args:
         task_name: a registered task.
         args: parsed task_parser flags (profile, overrides, runs_dir).
+        run_name: the run directory's name under the runs dir; default `<task>-<profile>`.
     """
     from pipelines.datasets import prepare_dataset
     from pipelines.evaluation import evaluate_run
@@ -101,7 +103,7 @@ def timed_run(task_name: str, args: argparse.Namespace) -> TimedRun:
     prepared = time.monotonic()
     config = task.config(args.profile, args.overrides)
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
-    result = train(task, config, runs_dir / f"{task_name}-{args.profile}")
+    result = train(task, config, runs_dir / (run_name or f"{task_name}-{args.profile}"))
     trained, cpu_trained = time.monotonic(), cpu_seconds()
     evaluation = evaluate_run(task, result.run_dir)
     done = time.monotonic()

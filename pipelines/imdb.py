@@ -29,6 +29,7 @@ ARCHIVE = "aclImdb_v1.tar.gz"
 MIRROR_FOLDER = "imdb"
 LABELS = ("negative", "positive")  # index = TFDS label (0 neg, 1 pos)
 _HASH_BUCKETS = 10_000
+SHUFFLE_BUFFER = 100_000
 
 
 def archive_path() -> Path | None:
@@ -188,7 +189,9 @@ def batches(data: tf.data.Dataset, batch_size: int, max_length: int | None = Non
 
     data = data.cache()
     if shuffle_seed is not None:
-        data = data.shuffle(25_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+        # Holds every review (75k with self-training's unlabelled ones; about 100 MB of text), so
+        # the order is random however the data was put together.
+        data = data.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
     top = max_length or 800
     # Batches of similar length waste little padding; the model truncates at max_length.
     boundaries = sorted({max(2, int(top * f)) for f in (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)})

@@ -300,3 +300,58 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
         assert replies["probability"].shape[0] >= 1
     provenance = json.loads((path / "assets.extra" / "rnnkit_export.json").read_text())
     assert provenance["run_dir"] == str(run_dir.resolve())
+
+
+def test_self_training_adds_the_teachers_answers(sequence_run, bow_run):
+    from pipelines import self_training
+
+    task = get_task("sentiment")
+    teachers = [sequence_run[2].run_dir, bow_run[2].run_dir]
+    distill = task.config("quick", [*SMALL, f"teachers={teachers[0]}, {teachers[1]}"])
+    config = distill.replace(pseudo_label_confidence=0.7, soft_labels=False)
+    # The teachers' mean answer computed here directly, in split order and unbucketed.
+    texts = [t for t in imdb.unlabelled_texts(2000).unbatch().as_numpy_iterator()]
+    mean = np.mean([CheckpointStore(run).load_model("best")(tf.constant(texts), training=False)
+                    .numpy().ravel() for run in teachers], axis=0)
+    confident = (mean >= 0.7) | (mean <= 0.3)
+    assert 0 < confident.sum() < len(texts)  # some reviews are kept, some are not
+
+    pseudo = list(self_training.pseudo_labelled(config).as_numpy_iterator())
+    assert [text for text, _ in pseudo] == [t for t, keep in zip(texts, confident, strict=True)
+                                            if keep]
+    labels = np.array([label[0] for _, label in pseudo])
+    np.testing.assert_array_equal(labels, (mean[confident] >= 0.5).astype(np.float32))
+    # By default (distillation) every review, labelled with the teachers' mean probability.
+    soft = list(self_training.pseudo_labelled(distill).as_numpy_iterator())
+    assert [text for text, _ in soft] == texts
+    np.testing.assert_allclose([label[0] for _, label in soft], mean, atol=1e-5)
+
+    # The student trains on its labelled reviews and the pseudo-labelled ones, and validates on
+    # labelled reviews only.
+    train, validation = task.datasets(config)
+    labelled, held_out = imdb.train_validation(config.validation_fraction, config.seed, 2000)
+    assert sum(int(x.shape[0]) for x, _ in train) == sum(1 for _ in labelled) + len(pseudo)
+    assert sum(int(x.shape[0]) for x, _ in validation) == sum(1 for _ in held_out)
+
+
+def test_self_training_refuses_unusable_teachers(sequence_run, tmp_path):
+    task = get_task("sentiment")
+    with pytest.raises(UserError, match="is not a trained IMDB run"):
+        task.datasets(task.config("quick", [*SMALL, f"teachers={tmp_path / 'missing'}"]))
+    # A teacher that held out other validation reviews has learned from this run's.
+    with pytest.raises(UserError, match="held out other validation reviews"):
+        task.datasets(task.config("quick", [*SMALL, "seed=7",
+                                            f"teachers={sequence_run[2].run_dir}"]))
+    with pytest.raises(UserError, match=r"pseudo_label_confidence=1\.0 is not a confidence"):
+        task.datasets(task.config("quick", ["pseudo_label_confidence=1.0"]))
+
+
+def test_training_metrics_count_soft_labels_by_their_side_of_one_half():
+    task = get_task("sentiment")
+    accuracy, auc = task.metrics(task.config("quick"))
+    labels = tf.constant([[0.7], [0.2], [0.55], [0.4]])  # teachers' probabilities
+    predictions = tf.constant([[0.9], [0.1], [0.3], [0.6]])
+    accuracy.update_state(labels, predictions)
+    assert float(accuracy.result()) == 0.5
+    auc.update_state(labels, predictions)
+    assert float(auc.result()) == pytest.approx(0.75)  # 3 of 4 positive-negative pairs in order

@@ -19,8 +19,10 @@ EXAMPLES = """examples:
   rnnkit train sentiment_bow --set epochs=5 --set max_tokens=40000
   rnnkit train sentiment --run-dir runs/sentiment/mine
   rnnkit train sentiment --run-dir runs/sentiment/mine --resume --set epochs=6
+  rnnkit train sentiment --profile full --set teachers=runs/sentiment/A,runs/sentiment_bow/B
+      # self-training: also learn the teachers' answers on IMDB's 50k unlabelled reviews
   TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
-              "task": {"type": "worker", "index": 0}}' \
+              "task": {"type": "worker", "index": 0}}' \\
       rnnkit train sentiment --strategy multi_worker --run-dir /shared/runs/sentiment/mw
 Runs land in runs/<task>/<timestamp>/ (RNNKIT_RUNS_DIR) unless --run-dir is given; the command
 prints the run's training summary as JSON. `rnnkit runs` lists runs.
