@@ -188,16 +188,16 @@ class _ReviewSentiment(Task):
 
         # Self-training's soft labels are probabilities: both metrics count a review by the side
         # of 0.5 its label falls on, as they count the true 0/1 labels.
-        def hard(y_true: Any) -> Any:
-            return keras.ops.cast(y_true >= 0.5, "float32")
-
-        class Accuracy(keras.metrics.BinaryAccuracy):
+        class HardLabels:
             def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-                return super().update_state(hard(y_true), y_pred, sample_weight)
+                hard = keras.ops.cast(y_true >= 0.5, "float32")
+                return super().update_state(hard, y_pred, sample_weight)
 
-        class AUC(keras.metrics.AUC):
-            def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-                return super().update_state(hard(y_true), y_pred, sample_weight)
+        class Accuracy(HardLabels, keras.metrics.BinaryAccuracy):
+            pass
+
+        class AUC(HardLabels, keras.metrics.AUC):
+            pass
 
         return [Accuracy(name="accuracy"), AUC(name="auc")]
 
