@@ -18,6 +18,9 @@ EXAMPLES = """examples:
   rnnkit train sentiment --profile full --cell gru
   rnnkit train sentiment_bow --set epochs=5 --set max_tokens=40000
   rnnkit train sentiment --run-dir runs/sentiment/mine
+  rnnkit train classify --data train.csv --text-column text --label-column label
+  rnnkit train classify --data trec --profile full       # a data set rnnkit knows by name
+  rnnkit train tag --data train.conllu --validation-data dev.conllu --test-data test.conllu
   rnnkit train sentiment --run-dir runs/sentiment/mine --resume --set epochs=6
   rnnkit train sentiment --profile full --set teachers=runs/sentiment/A,runs/sentiment_bow/B
       # self-training: also learn the teachers' answers on IMDB's 50k unlabelled reviews
@@ -35,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
+    from app.commands.data_flags import add_data_arguments
     from pipelines.distribute import STRATEGIES
     from pipelines.tasks import task_names
 
@@ -54,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from its last checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one setting; repeatable")
+    add_data_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,12 +67,13 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
+    from app.commands.data_flags import data_overrides
     from pipelines.run_dir import list_runs
     from pipelines.tasks import get_task
     from pipelines.trainer import resume_config, train
 
     task = get_task(args.task)
-    overrides = list(args.overrides)
+    overrides = data_overrides(args, task) + list(args.overrides)
     if args.cell:
         if "cell" not in {f.name for f in dataclasses.fields(task.config_class)}:
             raise UserError(f"task {task.name} has no recurrent cell to choose",
