@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipelines.self_training")
 
-TEACHER_TASKS = ("sentiment", "sentiment_bow")
+
+
+def teacher_tasks() -> list[str]:
+    """The tasks whose runs can teach: the registry's IMDB classifiers."""
+    from pipelines.tasks import REGISTRY
+
+    return [info.name for info in REGISTRY if info.kind == "classify" and info.dataset == "imdb"]
 
 
 def teacher_runs(config: ReviewConfig) -> list[Path]:
@@ -39,10 +45,10 @@ def teacher_runs(config: ReviewConfig) -> list[Path]:
             if part.strip()]
     for run in runs:
         task_name = run_task(run) if run.is_dir() else None
-        if task_name not in TEACHER_TASKS:
+        if task_name not in teacher_tasks():
             raise UserError(f"teacher {run} is not a trained IMDB run",
                             "pass --set teachers= with the --run-dir of finished `rnnkit train "
-                            "sentiment` or `sentiment_bow` runs, separated by commas")
+                            f"{' or '.join(teacher_tasks())}` runs, separated by commas")
         from pipelines.tasks import get_task
 
         teacher = load_config(run, get_task(task_name).config_class)

@@ -29,7 +29,9 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = "tf_serving_warmup_requests"
-PROVENANCE_FILE = "rnnkit_export.json"  # which run a version came from; servers ignore it
+# The export's metadata (which task, kind and run it came from, plus the task's extras such as
+# class names; docs/app.md "Model metadata"); servers ignore it.
+PROVENANCE_FILE = "rnnkit_export.json"
 ASSETS_EXTRA = "assets.extra"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -173,13 +175,16 @@ def warmup_file(logs: list[prediction_log_pb2.PredictionLog]) -> bytes:
         return Path(path).read_bytes()
 
 
-def export_run(task: Task, run_dir: Path, base_path: Path | str) -> Path:
+def export_run(task: Task, run_dir: Path, base_path: Path | str,
+               model_name: str | None = None) -> Path:
     """Export a trained run's best model with its task's signatures and warm-up requests.
 
     Args:
         task: the run's task (signatures, method names, warm-up requests, model name).
         run_dir: the trained run directory.
         base_path: the exports folder.
+        model_name: the served model's name; None for `task.default_export_name` (the data
+            file's stem, or the task's export name).
     """
     import json
 
@@ -187,21 +192,30 @@ def export_run(task: Task, run_dir: Path, base_path: Path | str) -> Path:
     from pipelines.run_dir import load_config
 
     config = load_config(run_dir, task.config_class)
+    name = model_name or task.default_export_name(config)
+    if not _NAME.match(name):
+        raise UserError(f"model name {name!r} is not usable as a served model's name",
+                        "pass --model-name with letters, digits, '_', '-' or '.', starting "
+                        "with a letter or digit")
     store = CheckpointStore(run_dir)
     model = store.load_model("best")
     signatures = task.serving_signatures(model, config, run_dir)
-    provenance = {"task": task.name, "run_dir": str(Path(run_dir).resolve()),
-                  "epoch": (store.state() or {}).get("best_epoch")}
-    assets = {PROVENANCE_FILE: json.dumps(provenance, indent=2).encode()}
+    info = task.info
+    metadata = {"task": task.name, "kind": info.kind if info else None,
+                "preset_of": info.preset_of if info else None, "model_name": name,
+                "run_dir": str(Path(run_dir).resolve()),
+                "epoch": (store.state() or {}).get("best_epoch"),
+                **task.export_metadata(config, run_dir)}
+    assets = {PROVENANCE_FILE: json.dumps(metadata, indent=2, ensure_ascii=False).encode()}
     requests = task.warmup_requests()
     if requests:
         assets[WARMUP_FILE] = warmup_file(requests)
-    return export_saved_model(model, signatures, base_path, task.export_name,
+    return export_saved_model(model, signatures, base_path, name,
                               assets_extra=assets, method_names=task.signature_methods())
 
 
 def export_provenance(version_dir: Path) -> dict[str, Any] | None:
-    """The run an exported version came from (written by `export_run`), or None.
+    """An exported version's metadata, with the run it came from (written by `export_run`), or None.
 
     Args:
         version_dir: `<base>/<name>/<version>`.

@@ -10,8 +10,10 @@ HELP = "export a trained run as <base-path>/<model>/<version>/ for TF Serving or
 EXAMPLES = """examples:
   rnnkit export sentiment --run-dir runs/sentiment/20250101-120000 --base-path exports
   rnnkit export sentiment_bow                  # newest run, into ./exports
+  rnnkit export seq2seq --run-dir runs/seq2seq/mine --model-name normaliser
 Each export is a new integer version; existing versions are never overwritten. Prints JSON with
-the version's path.
+the version's path. The model's name defaults to the training data file's stem (`--data
+reviews.csv` -> reviews), else the task's own name (sentiment, translator, ...).
 """
 
 
@@ -28,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the trained run (default: the task's newest trained run)")
     parser.add_argument("--base-path", type=Path, default=Path("exports"), metavar="DIR",
                         help="the exports folder (default: %(default)s)")
+    parser.add_argument("--model-name", default=None, metavar="NAME",
+                        help="the served model's name (default: the data file's stem or the "
+                             "task's export name)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     run_dir = find_run(task.name, args.run_dir)
-    path = export_run(task, run_dir, args.base_path)
-    print(json.dumps({"model_name": task.export_name, "version": int(path.name),
+    path = export_run(task, run_dir, args.base_path, args.model_name)
+    print(json.dumps({"model_name": path.parent.name, "version": int(path.name),
                       "path": str(path), "run_dir": str(run_dir)}))
     return 0

@@ -23,19 +23,9 @@ EXAMPLES = """examples:
   rnnkit run --retrain             # train new runs even where finished ones exist
   rnnkit run --base-path /srv/models --port 9500 --rest-port 9501 --app-port 9080
 A finished run of the same profile is reused, and so are its evaluation and export. A task whose
-data set cannot be prepared (no mirror, no internet) is skipped with the reason.
+data set cannot be prepared (no mirror, no internet) is skipped with the reason. The tasks, their
+order and their headline metrics come from the task registry (pipelines/tasks.py).
 """
-
-# In the order they run: the cheapest first, so the first served model is there soonest.
-TASKS = ("sentiment", "sentiment_bow", "translation", "captioning")
-
-# task -> the evaluation keys the summary shows.
-HEADLINES: dict[str, tuple[str, ...]] = {
-    "sentiment": ("accuracy", "f1", "roc_auc"),
-    "sentiment_bow": ("accuracy", "f1", "roc_auc"),
-    "translation": ("bleu", "chrf"),
-    "captioning": ("bleu_1", "bleu_4"),
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
+    from pipelines.tasks import run_order, task_names
+
     parser.add_argument("--profile", default="quick", metavar="NAME",
                         help="training profile of every task (default: %(default)s)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
-                        metavar="TASK", help=f"tasks to run (default: all of {', '.join(TASKS)})")
+    parser.add_argument("--tasks", nargs="+", default=run_order(), choices=task_names(),
+                        metavar="TASK",
+                        help=f"tasks to run (default: all of {', '.join(run_order())})")
     parser.add_argument("--retrain", action="store_true",
                         help="train new runs even where finished ones exist")
     parser.add_argument("--base-path", type=Path, default=Path("exports"), metavar="DIR",
@@ -92,6 +85,22 @@ def _exported_version(task: Any, run_dir: Path, base_path: Path) -> Path | None:
     return None
 
 
+def plan(names: list[str]) -> list[str]:
+    """The tasks to run, each once, in the order given, checked to run on named data.
+
+    Args:
+        names: task names as given to --tasks.
+    """
+    from pipelines.tasks import task_info
+
+    chosen = list(dict.fromkeys(names))
+    for name in chosen:
+        if task_info(name).dataset is None:
+            raise UserError(f"task {name} trains on the data you give it, so `rnnkit run` "
+                            "cannot run it", f"train it yourself: rnnkit train {name} --data FILE")
+    return chosen
+
+
 def run_task(name: str, profile: str, retrain: bool, base_path: Path) -> dict[str, Any]:
     """Data, training (or a finished run reused), evaluation and export of one task.
 
@@ -104,7 +113,7 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path) -> dict[st
     Returns:
         The task's summary: run dir, whether it trained now, its headline metrics, the export.
     """
-    from pipelines.datasets import prepare_dataset
+    from pipelines.datasets import dataset_names, prepare_dataset
     from pipelines.evaluation import evaluate_run
     from pipelines.run_dir import EVALUATION_FILE, read_json
     from pipelines.tasks import get_task
@@ -112,8 +121,10 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path) -> dict[st
     from serving.export import export_run
 
     task = get_task(name)
-    data = prepare_dataset(task.dataset)
-    log.info("%s: data ready: %s", name, data["splits"])
+    # Named data sets without a TFDS builder are read straight from RNNKIT_DATA_DIR.
+    if task.info.dataset in dataset_names():
+        data = prepare_dataset(task.info.dataset)
+        log.info("%s: data ready: %s", name, data["splits"])
 
     run_dir = None if retrain else _reusable_run(task, profile)
     trained = run_dir is None
@@ -137,7 +148,7 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path) -> dict[st
         "model": task.export_name,
         "run_dir": str(run_dir),
         "trained_now": trained,
-        "test": {key: evaluation.get(key) for key in HEADLINES[name]},
+        "test": {key: evaluation.get(key) for key in task.info.headline},
         "export": str(export),
     }
 
@@ -206,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed command line.
     """
     results, skipped = [], {}
-    for name in dict.fromkeys(args.tasks):
+    for name in plan(args.tasks):
         try:
             results.append(run_task(name, args.profile, args.retrain, args.base_path))
         except DataUnavailable as err:
