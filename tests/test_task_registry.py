@@ -158,3 +158,59 @@ def test_default_export_name_is_the_data_files_stem() -> None:
     assert task.default_export_name(WithData()) == "My_Pairs"
     WithData.data = "spa_eng"  # a named data set: the preset's name
     assert task.default_export_name(WithData()) == "translator"
+
+
+class _Reply(dict):
+    """A Predict answer as serving.client returns it: outputs by name, plus the version."""
+
+    version = 3
+
+
+class _StandInServer:
+    """A serving client answering like a model server that serves only the stand-in's model."""
+
+    SIGNATURES: ClassVar[dict[str, Any]] = {"serving_default": {
+        "inputs": {"text": {"dtype": "DT_STRING"}},
+        "outputs": {"label": {"dtype": "DT_STRING"}, "probability": {"dtype": "DT_FLOAT"},
+                    "probabilities": {"dtype": "DT_FLOAT"}}}}
+
+    def _check(self, model: str) -> None:
+        from serving.client import ServerReplyError
+        from serving.status import Code
+
+        if model != "stand_in_model":
+            raise ServerReplyError(Code.NOT_FOUND, f"Servable not found: {model}")
+
+    def status(self, model: str) -> dict[str, Any]:
+        self._check(model)
+        return {"model_version_status": [{"version": "3", "state": "AVAILABLE",
+                                          "status": {"error_code": "OK"}}]}
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        self._check(model)
+        return {"metadata": {"signature_def": {"signature_def": self.SIGNATURES}}}
+
+    def predict(self, model: str, inputs: dict[str, Any], signature_name: str | None = None):
+        import numpy as np
+
+        self._check(model)
+        assert inputs == {"text": ["is x0 bigger?"]} and signature_name is None
+        return _Reply(label=np.array([b"x0 wins"]), probability=np.array([0.75]),
+                      probabilities=np.array([[0.25, 0.75]]))
+
+
+def test_the_web_api_finds_and_answers_a_registry_only_task(registered, tmp_path) -> None:
+    from app.web.api import WebApi
+
+    api = WebApi(_StandInServer, "fake:8500", tmp_path)
+    models = {m["name"]: m for m in api.models()["models"]}
+    assert set(models) >= {"stand_in_model", "sentiment", "translator"}
+    assert models["stand_in_model"]["kind"] == "classify"
+    assert models["stand_in_model"]["state"] == "AVAILABLE"
+    assert models["stand_in_model"]["versions"][0]["version"] == "3"
+    assert models["sentiment"]["state"] == "NOT_LOADED"
+    answer = api.predict({"model": "stand_in_model", "text": "is x0 bigger?"})
+    assert (answer["kind"], answer["label"], answer["probability"], answer["version"]) == (
+        "classify", "x0 wins", 0.75, "3")
+    assert answer["classes"] == [{"name": "class 1", "probability": 0.75},
+                                 {"name": "class 0", "probability": 0.25}]

@@ -86,8 +86,9 @@ def down_app(runs_dir: Path) -> Iterator[WebServer]:
 
 def test_server_down_gives_503_naming_the_address_and_the_fix(down_app: WebServer) -> None:
     address = down_app.api.server
-    for method, path, data in (("POST", "/api/sentiment", {"text": "a fine film"}),
-                               ("POST", "/api/translate", {"text": "hola"}),
+    for method, path, data in (("POST", "/api/predict", {"model": "sentiment",
+                                                          "text": "a fine film"}),
+                               ("POST", "/api/predict", {"model": "translator", "text": "hola"}),
                                ("GET", "/api/models", None),
                                ("GET", "/api/health", None)):
         status, body = _json(down_app, method, path, data)
@@ -190,22 +191,25 @@ def test_results_api_lists_training_and_lab_runs(down_app: WebServer) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "code"), [
-    ("POST", "/api/sentiment", b'{"text": "   "}', {"Content-Type": "application/json"},
-     400, "bad_request"),
-    ("POST", "/api/sentiment", b'{"text": "ok", "model": "../x"}',
+    ("POST", "/api/predict", b'{"model": "sentiment", "text": "   "}',
      {"Content-Type": "application/json"}, 400, "bad_request"),
-    ("POST", "/api/sentiment", b"{not json", {"Content-Type": "application/json"},
+    ("POST", "/api/predict", b'{"text": "ok"}', {"Content-Type": "application/json"},
      400, "bad_request"),
-    ("POST", "/api/sentiment", b'["text"]', {"Content-Type": "application/json"},
+    ("POST", "/api/predict", b'{"text": "ok", "model": "../x"}',
+     {"Content-Type": "application/json"}, 400, "bad_request"),
+    ("POST", "/api/predict", b"{not json", {"Content-Type": "application/json"},
      400, "bad_request"),
-    ("POST", "/api/sentiment", b"text=hi", {"Content-Type": "application/x-www-form-urlencoded"},
+    ("POST", "/api/predict", b'["text"]', {"Content-Type": "application/json"},
+     400, "bad_request"),
+    ("POST", "/api/predict", b"text=hi", {"Content-Type": "application/x-www-form-urlencoded"},
      415, "unsupported_type"),
-    ("POST", "/api/translate", b"x" * 300_000, {"Content-Type": "application/json"},
+    ("POST", "/api/predict", b"x" * 300_000, {"Content-Type": "application/json"},
      413, "too_large"),
     ("POST", "/api/caption", b"GIF89a not a png", {"Content-Type": "image/gif"},
      415, "unsupported_image"),
+    ("POST", "/api/caption?model=../x", PNG, {"Content-Type": "image/png"}, 400, "bad_request"),
     ("POST", "/api/caption", b"", {"Content-Type": "image/png"}, 400, "bad_request"),
-    ("GET", "/api/sentiment", None, {}, 405, "method_not_allowed"),
+    ("GET", "/api/predict", None, {}, 405, "method_not_allowed"),
     ("GET", "/api/nothing", None, {}, 404, "not_found"),
     ("POST", "/api/nothing", b"{}", {"Content-Type": "application/json"}, 404, "not_found"),
 ])
@@ -220,16 +224,21 @@ def test_bad_requests_get_4xx_with_a_message(down_app: WebServer, method: str, p
 
 def test_pages_share_one_layout_and_link_each_other(down_app: WebServer) -> None:
     status, headers, _ = _request(down_app, "GET", "/")
-    assert status == 302 and headers["Location"] == "/sentiment"
-    for slug in ("sentiment", "translate", "caption", "models", "results"):
+    assert status == 302 and headers["Location"] == "/try"
+    for slug in ("try", "models", "results"):
         status, headers, raw = _request(down_app, "GET", f"/{slug}")
         page = raw.decode()
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert f'<script src="/static/{slug}.js">' in page
-        assert all(f'href="/{other}"' in page for other in ("sentiment", "models", "results"))
+        assert all(f'href="/{other}"' in page for other in ("try", "models", "results"))
         assert f'href="/{slug}" class="active"' in page
         status, _, _ = _request(down_app, "GET", f"/static/{slug}.js")
         assert status == 200
+    # The try page loads one view script per model kind, before its own.
+    page = _request(down_app, "GET", "/try")[2].decode()
+    for kind in ("classify", "tag", "seq2seq", "caption"):
+        assert page.index(f"/static/{kind}.js") < page.index("/static/try.js")
+        assert _request(down_app, "GET", f"/static/{kind}.js")[0] == 200
     status, headers, _ = _request(down_app, "GET", "/static/style.css")
     assert status == 200 and headers["Content-Type"] == "text/css; charset=utf-8"
 

@@ -15,6 +15,7 @@ HELP = "start the web app: try the served models in a browser, browse training r
 EXAMPLES = """examples:
   rnnkit app --server localhost:8500
   rnnkit app --server localhost:8500 --port 8080 --runs-dir runs
+  rnnkit app --server localhost:8500 --base-path exports   # also list every model exported there
   rnnkit app --server model-server:8500 --host 0.0.0.0   # reachable from other machines
 """
 
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default=None, metavar="DIR",
                         help="run directories for the results page "
                              "(default: $RNNKIT_RUNS_DIR or ./runs)")
+    parser.add_argument("--base-path", default=None, metavar="DIR",
+                        help="an exports folder: its models are listed besides the task "
+                             "registry's (TF Serving cannot list the models it serves)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                         help="how long to wait for the model server per call "
                              "(default: %(default)s)")
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import runs_dir
 
     server = make_server(args.server, args.host, args.port,
-                         args.runs_dir if args.runs_dir else runs_dir(), args.timeout)
+                         args.runs_dir if args.runs_dir else runs_dir(), args.timeout,
+                         args.base_path)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this machine can use the app "
                     "(it has no authentication)", args.host)

@@ -184,7 +184,8 @@ def _serve(args: argparse.Namespace) -> None:
         model_config_file=str(config_file), model_config_file_poll_wait_seconds=60))
     server.start()
     try:
-        web = make_server(f"{args.host}:{args.port}", args.host, args.app_port, runs_dir())
+        web = make_server(f"{args.host}:{args.port}", args.host, args.app_port, runs_dir(),
+                          base_path=base_path)
     except BaseException:
         server.stop()
         raise

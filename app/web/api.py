@@ -1,29 +1,53 @@
-"""The web app's JSON API: each call checks its input, asks the model server, shapes the answer."""
+"""The web app's JSON API: each call checks its input, asks the model server, shapes the answer.
+
+Models are found, not named: every task's served model name in the task registry, plus every
+model exported under the app's --base-path, is asked for; each one's kind (classifier, tagger,
+text-to-text, captioner) is read from its signatures (app.model_kinds), and the answer is shaped
+for that kind's view.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from app import model_kinds
 from app.errors import UserError
 from app.web import runs as run_dirs
 from app.web.errors import ApiError, bad_request, unreachable, upstream_error
 
 log = logging.getLogger("app.web.api")
 
-SENTIMENT_MODELS = ("sentiment", "sentiment_bow")
-TRANSLATOR_MODEL = "translator"
-CAPTIONER_MODEL = "captioner"
-# What the models page asks the server about.
-KNOWN_MODELS = (*SENTIMENT_MODELS, TRANSLATOR_MODEL, CAPTIONER_MODEL)
-
 MAX_TEXT_CHARS = 20_000
 # JPEG, PNG: what the captioner's decode_image accepts and what the page offers.
 IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# What TF Serving and serving.export accept as a model name.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The kinds the page has a view for; a model of another kind is listed without one.
+VIEWS = ("classify", "tag", "seq2seq", "caption")
+
+
+def known_model_names(base_path: Path | None) -> list[str]:
+    """The model names to ask the server about: the registry's, then those exported.
+
+    TF Serving's APIs cannot list models, so the app asks for these names.
+
+    Args:
+        base_path: an exports folder in TF Serving's layout (`<base>/<name>/<version>/`), or
+            None for the registry's names only.
+    """
+    from pipelines.tasks import served_model_names
+    from serving.models_config import exported_models
+
+    names = served_model_names()
+    if base_path is not None:
+        names += sorted(exported_models(base_path))
+    return list(dict.fromkeys(names))
 
 
 class WebApi:
@@ -34,14 +58,22 @@ class WebApi:
             TensorFlow Serving protos, so the web server starts without waiting for that).
         server: the model server's address as the user gave it, for messages.
         runs_dir: where the run dirs are, for the results page.
+        base_path: the exports folder whose models are listed besides the registry's; None
+            for the registry's only.
     """
 
-    def __init__(self, client_factory: Callable[[], Any], server: str, runs_dir: Path) -> None:
+    def __init__(self, client_factory: Callable[[], Any], server: str, runs_dir: Path,
+                 base_path: Path | None = None) -> None:
         self._client_factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
         self.server = server
         self.runs_dir = runs_dir
+        self.base_path = base_path
+
+    def model_names(self) -> list[str]:
+        """The models the app asks the server about (read again on every call)."""
+        return known_model_names(self.base_path)
 
     def client(self) -> Any:
         """The serving client, built once."""
@@ -81,101 +113,207 @@ class WebApi:
 
     def health(self) -> dict[str, Any]:
         """Whether the model server answers; raises the unreachable error when it does not."""
+        name = self.model_names()[0]
         try:
-            self._call(KNOWN_MODELS[0], "status", KNOWN_MODELS[0])
+            self._call(name, "status", name)
         except ApiError as err:
             if err.code == "server_unreachable":
                 raise
         return {"server": self.server, "reachable": True}
 
     def models(self) -> dict[str, Any]:
-        """The known models with their versions, states and signatures.
-
-        TF Serving's gRPC API has no call listing models, so each known name is asked for.
-        """
-        return {"server": self.server, "models": [self._model_status(n) for n in KNOWN_MODELS]}
+        """Every known model with its versions, states, signatures and kind."""
+        return {"server": self.server, "views": list(VIEWS),
+                "models": [self._model_status(n) for n in self.model_names()]}
 
     def _model_status(self, name: str) -> dict[str, Any]:
-        """One model's versions and state; NOT_LOADED when the server does not know it."""
+        """One model's versions, state and kind; NOT_LOADED when the server does not know it."""
         try:
             status = self._call(name, "status", name)
         except ApiError as err:
             if err.code != "model_not_loaded":
                 raise
             return {"name": name, "state": "NOT_LOADED", "versions": [], "signatures": [],
-                    "message": "not served: export it and add it to the model config"}
+                    "kind": None, "message": "not served: export it and add it to the model "
+                                             "config"}
         versions = _versions(status)
         state = "AVAILABLE" if any(v["state"] == "AVAILABLE" for v in versions) else (
             versions[0]["state"] if versions else "UNKNOWN")
-        signatures: list[str] = []
+        signatures: dict[str, Any] = {}
         if state == "AVAILABLE":
             try:
-                signatures = _signature_names(self._call(name, "metadata", name))
+                signatures = self._signatures(name)
             except ApiError as err:
+                if err.code == "server_unreachable":
+                    raise
                 log.debug("no metadata for %s: %s", name, err.message)
-        return {"name": name, "state": state, "versions": versions, "signatures": signatures,
-                "message": ""}
+        kind = model_kinds.model_kind(signatures)
+        message = "" if kind or state != "AVAILABLE" else (
+            "its signatures match no view; call it with `rnnkit predict`")
+        return {"name": name, "state": state, "versions": versions,
+                "signatures": sorted(signatures), "kind": kind, "message": message}
 
-    def sentiment(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A review's probability of being positive and its label.
+    def _signatures(self, model: str) -> dict[str, Any]:
+        """The served version's signatures (inputs and outputs by name)."""
+        return model_kinds.signature_defs(self._call(model, "metadata", model))
 
-        Args:
-            body: `{"text": review, "model": one of SENTIMENT_MODELS (default sentiment)}`.
-        """
-        text = _text_field(body, "review")
-        model = body.get("model") or SENTIMENT_MODELS[0]
-        if model not in SENTIMENT_MODELS:
-            raise bad_request(f"unknown sentiment model {model!r}",
-                              f"use one of {', '.join(SENTIMENT_MODELS)}")
-        outputs, elapsed = self._predict(model, {"text": [text]})
-        probability = round(float(_first(outputs, "probability", model)), 6)
-        label = _first(outputs, "label", model)
-        return {"model": model, "probability": probability, "label": _as_text(label),
-                "elapsed_ms": elapsed, "version": _version(outputs)}
+    def _kind(self, model: str) -> tuple[str | None, dict[str, Any]]:
+        """A served model's kind and signatures."""
+        signatures = self._signatures(model)
+        return model_kinds.model_kind(signatures), signatures
 
-    def translate(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """An English translation of a Spanish sentence, with its attention weights.
+    def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Run a text model and answer in its kind's shape.
 
         Args:
-            body: `{"text": Spanish sentence}`.
+            body: `{"model": name, "text": the input text}`.
+
+        Returns:
+            `model`, `kind`, `version`, `elapsed_ms` and, by kind: classify: `label`,
+            `probability`, `classes` ([{"name", "probability"}], most likely first); tag:
+            `tokens`, `tags`; seq2seq: `output_text`, `attention` (or None and
+            `attention_note`).
         """
-        text = _text_field(body, "sentence")
-        outputs, elapsed = self._predict(TRANSLATOR_MODEL, {"text": [text]})
-        result = {"model": TRANSLATOR_MODEL, "elapsed_ms": elapsed, "version": _version(outputs),
-                  "translation": _as_text(_first(outputs, "translation", TRANSLATOR_MODEL)),
-                  "attention": None, "attention_note": None}
+        model = _model_field(body)
+        text = _text_field(body, "text")
+        kind, signatures = self._kind(model)
+        if kind == "caption":
+            raise bad_request(f"model '{model}' captions images",
+                              f"send the image's bytes to /api/caption?model={model}")
+        if kind not in VIEWS:
+            raise bad_request(f"model '{model}' is not a classifier, tagger or text-to-text "
+                              "model the page knows", "call it with `rnnkit predict`")
+        started = time.perf_counter()
+        outputs, _ = self._predict(model, {model_kinds.TEXT_INPUT: [text]})
+        result: dict[str, Any] = {"model": model, "kind": kind, "version": _version(outputs)}
+        if kind == "classify":
+            result.update(self._classes(model, text, outputs, signatures))
+        elif kind == "tag":
+            result.update(_tagged(outputs))
+        else:
+            name = model_kinds.text_output(outputs, kind) or model_kinds.TEXT_OUTPUTS[0]
+            result.update(output_text=_as_text(_first(outputs, name, model)),
+                          **self._attention(model, text, signatures))
+        result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    def _classes(self, model: str, text: str, outputs: Mapping[str, Any],
+                 signatures: Mapping[str, Any]) -> dict[str, Any]:
+        """A classifier's label, its probability and every class with its probability.
+
+        The class names come from the `classify` signature (TF Serving's Classify API shape)
+        when the model has one, else from a `classes` output beside `probabilities`.
+        """
+        names: list[str] = []
+        scores: list[float] = []
+        if model_kinds.CLASSIFY_SIGNATURE in signatures:
+            answer, _ = self._predict(model, {"inputs": [_text_example(text)]},
+                                      model_kinds.CLASSIFY_SIGNATURE)
+            names = [_as_text(n) for n in _to_list(_output(answer, "classes", model))[0]]
+            scores = _to_list(_output(answer, "scores", model))[0]
+        elif "probabilities" in outputs:
+            scores = _to_list(outputs["probabilities"])[0]
+            names = ([_as_text(n) for n in _to_list(outputs["classes"])[0]]
+                     if "classes" in outputs else [f"class {i}" for i in range(len(scores))])
+        classes = sorted(({"name": n, "probability": round(float(p), 6)}
+                          for n, p in zip(names, scores, strict=True)),
+                         key=lambda c: -c["probability"])
+        if "label" in outputs:
+            label = _as_text(_first(outputs, "label", model))
+        elif classes:
+            label = classes[0]["name"]
+        else:
+            raise ApiError(502, "unexpected_output", f"model '{model}' returned no label",
+                           "serve a model exported by `rnnkit export`")
+        if "probability" in outputs:
+            probability = float(_first(outputs, "probability", model))
+        else:
+            probability = next((c["probability"] for c in classes if c["name"] == label), 0.0)
+        return {"label": label, "probability": round(probability, 6), "classes": classes}
+
+    def _attention(self, model: str, text: str, signatures: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+        """A text-to-text model's attention weights, when it exports them."""
+        if model_kinds.ATTENTION_SIGNATURE not in signatures:
+            return {"attention": None,
+                    "attention_note": "this model exports no attention weights"}
         try:
-            attention, _ = self._predict(TRANSLATOR_MODEL, {"text": [text]}, ATTENTION_SIGNATURE)
-            result["attention"] = _attention(attention)
+            answer, _ = self._predict(model, {model_kinds.TEXT_INPUT: [text]},
+                                      model_kinds.ATTENTION_SIGNATURE)
+            return {"attention": _attention(answer), "attention_note": None}
         except ApiError as err:
             if err.code == "server_unreachable":
                 raise
-            result["attention_note"] = f"no attention heat map: {err.message}"
-        return result
+            return {"attention": None, "attention_note": f"no attention heat map: {err.message}"}
 
-    def caption(self, image: bytes) -> dict[str, Any]:
-        """A caption for an image, sent to the captioner as its raw bytes.
+    def caption(self, image: bytes, model: str | None = None) -> dict[str, Any]:
+        """A caption for an image, sent to a captioner as its raw bytes.
 
         Args:
             image: the JPEG or PNG file's contents.
+            model: the captioner's name; None for the registry's captioner.
         """
+        if model is None:
+            from pipelines.tasks import REGISTRY
+
+            model = next(i.export_name for i in REGISTRY if i.kind == "caption")
+        model = _model_field({"model": model})
         if not image:
             raise bad_request("the request holds no image", "choose a JPEG or PNG file")
         if not any(image.startswith(magic) for magic in IMAGE_SIGNATURES):
             raise ApiError(415, "unsupported_image", "the file is not a JPEG or PNG image",
                            "choose a .jpg or .png file")
-        outputs, elapsed = self._predict(CAPTIONER_MODEL, {"image_bytes": [image]})
-        return {"model": CAPTIONER_MODEL, "elapsed_ms": elapsed, "version": _version(outputs),
-                "caption": _as_text(_first(outputs, "caption", CAPTIONER_MODEL))}
+        outputs, elapsed = self._predict(model, {model_kinds.IMAGE_INPUT: [image]})
+        name = model_kinds.text_output(outputs, "caption") or "caption"
+        text = _as_text(_first(outputs, name, model))
+        return {"model": model, "kind": "caption", "elapsed_ms": elapsed,
+                "version": _version(outputs), "caption": text, "output_text": text}
 
     def runs(self) -> dict[str, Any]:
         """Every run dir's summaries and plots, for the results page."""
         return {"runs_dir": str(self.runs_dir), "runs": run_dirs.list_runs(self.runs_dir)}
 
 
-# The translator's second signature (pipelines/translation.py): text [1] in; translation [1],
-# source_tokens [1, source_len], output_tokens [1, out_len], attention [1, out_len, source_len] out.
-ATTENTION_SIGNATURE = "translate_with_attention"
+def _model_field(body: Mapping[str, Any]) -> str:
+    """The request's model name, checked to be one (it goes into the server's paths)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("no model given", 'name one, e.g. {"model": "sentiment", ...}; '
+                          "GET /api/models lists them")
+    if not MODEL_NAME.match(model):
+        raise bad_request(f"{model!r} is not a model name",
+                          "use a name from GET /api/models")
+    return model
+
+
+def _text_example(text: str) -> bytes:
+    """A serialized tf.Example holding `text`, what a Classify signature takes as `inputs`."""
+    from tensorflow.core.example import example_pb2  # loaded with the serving client already
+
+    example = example_pb2.Example()
+    example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+    return example.SerializeToString()
+
+
+def _tagged(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A tagger's tokens and tags for its one sentence, without the padding."""
+    for name in model_kinds.TAG_OUTPUTS:
+        if name not in outputs:
+            raise ApiError(502, "unexpected_output", f"the tagger returned no '{name}' output",
+                           "serve a tagger exported by `rnnkit export tag`")
+    tokens = _to_list(outputs["tokens"])[0]
+    tags = _to_list(outputs["tags"])[0]
+    pairs = [(t, g) for t, g in zip(tokens, tags, strict=False) if t != ""]
+    return {"tokens": [t for t, _ in pairs], "tags": [g for _, g in pairs]}
+
+
+def _output(outputs: Mapping[str, Any], name: str, model: str) -> Any:
+    """One named output, or a clear error when the model lacks it."""
+    if name not in outputs:
+        raise ApiError(502, "unexpected_output",
+                       f"model '{model}' returned no '{name}' output (it has {sorted(outputs)})",
+                       "serve a model exported by `rnnkit export`")
+    return outputs[name]
 
 
 def _text_field(body: Mapping[str, Any], what: str) -> str:
@@ -191,11 +329,7 @@ def _text_field(body: Mapping[str, Any], what: str) -> str:
 
 def _first(outputs: Mapping[str, Any], name: str, model: str) -> Any:
     """The first element of a batch output (the page always sends a batch of one)."""
-    if name not in outputs:
-        raise ApiError(502, "unexpected_output",
-                       f"model '{model}' returned no '{name}' output (it has {sorted(outputs)})",
-                       "serve a model exported by `rnnkit export`")
-    value = outputs[name]
+    value = _output(outputs, name, model)
     while hasattr(value, "__len__") and not isinstance(value, str | bytes):
         value = value[0]
     return value.item() if hasattr(value, "item") else value
@@ -220,8 +354,8 @@ def _attention(outputs: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("attention", "source_tokens", "output_tokens"):
         if name not in outputs:
             raise ApiError(502, "unexpected_output",
-                           f"the {ATTENTION_SIGNATURE} signature returned no '{name}' output",
-                           "serve a translator exported by `rnnkit export translation`")
+                           f"the {model_kinds.ATTENTION_SIGNATURE} signature returned no "
+                           f"'{name}' output", "serve a model exported by `rnnkit export seq2seq`")
     return {"weights": _to_list(outputs["attention"])[0],
             "source_tokens": _to_list(outputs["source_tokens"])[0],
             "output_tokens": _to_list(outputs["output_tokens"])[0]}
@@ -246,12 +380,3 @@ def _versions(status: Any) -> list[dict[str, Any]]:
                      "state": str(entry.get("state", "UNKNOWN")), "message": message})
     rows.sort(key=lambda r: int(r["version"]) if r["version"].isdigit() else -1, reverse=True)
     return rows
-
-
-def _signature_names(metadata: Any) -> list[str]:
-    """Signature names from a GetModelMetadata answer (TF Serving's REST JSON shape)."""
-    if not isinstance(metadata, Mapping):
-        return []
-    defs = metadata.get("metadata", {}).get("signature_def", {})
-    defs = defs.get("signature_def", defs) if isinstance(defs, Mapping) else {}
-    return sorted(name for name in defs if not name.startswith("__"))

@@ -20,21 +20,24 @@ class Page:
         nav: its name in the navigation bar.
         title: the heading and window title.
         lead: one sentence under the heading.
+        scripts: more scripts from static/ loaded before the page's own (the model views).
     """
 
     slug: str
     nav: str
     title: str
     lead: str
+    scripts: tuple[str, ...] = ()
+
+
+# One script per model kind: each adds its view to VIEWS (common.js), keyed by the kind.
+VIEW_SCRIPTS = ("classify.js", "tag.js", "seq2seq.js", "caption.js")
 
 
 PAGES = (
-    Page("sentiment", "Sentiment", "Sentiment",
-         "Type a movie review; the IMDB model says how likely it is to be positive."),
-    Page("translate", "Translation", "Translation",
-         "Spanish in, English out, with the attention the decoder paid to each source word."),
-    Page("caption", "Captioning", "Image captioning",
-         "Upload a photo; the Flickr8k model describes it in one sentence."),
+    Page("try", "Try", "Try the models",
+         "Every served model with the view its kind needs: classifiers, taggers, text-to-text "
+         "models and captioners, yours included.", VIEW_SCRIPTS),
     Page("models", "Models", "Served models",
          "What the model server has loaded: every model, its versions and their state."),
     Page("results", "Results", "Training results",
@@ -62,7 +65,10 @@ def render_page(slug: str, server: str) -> bytes:
     page = PAGE_BY_SLUG[slug]
     layout = Template((TEMPLATES / "layout.html").read_text(encoding="utf-8"))
     content = (TEMPLATES / f"{slug}.html").read_text(encoding="utf-8")
+    scripts = "".join(f'  <script src="/static/{html.escape(name)}"></script>\n'
+                      for name in page.scripts)
     text = layout.substitute(
         title=html.escape(page.title), lead=html.escape(page.lead), page=page.slug,
-        nav=_nav(page.slug), content=content.rstrip("\n"), server=html.escape(server))
+        nav=_nav(page.slug), content=content.rstrip("\n"), server=html.escape(server),
+        scripts=scripts)
     return text.encode("utf-8")

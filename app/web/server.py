@@ -9,7 +9,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.errors import UserError
 from app.web import runs as run_dirs
@@ -174,19 +174,16 @@ class WebHandler(BaseHTTPRequestHandler):
             self._send_error(ApiError(500, "internal", "the web app failed on this request",
                                       "see the app's log (run it with -v for more)"))
 
-    def _post_sentiment(self) -> dict[str, Any]:
-        return self.server.api.sentiment(self._read_json())
-
-    def _post_translate(self) -> dict[str, Any]:
-        return self.server.api.translate(self._read_json())
+    def _post_predict(self) -> dict[str, Any]:
+        return self.server.api.predict(self._read_json())
 
     def _post_caption(self) -> dict[str, Any]:
-        return self.server.api.caption(self._read_body(MAX_IMAGE_BYTES))
+        model = parse_qs(urlsplit(self.path).query).get("model", [None])[0]
+        return self.server.api.caption(self._read_body(MAX_IMAGE_BYTES), model)
 
 
 POST_ROUTES = {
-    "/api/sentiment": WebHandler._post_sentiment,
-    "/api/translate": WebHandler._post_translate,
+    "/api/predict": WebHandler._post_predict,
     "/api/caption": WebHandler._post_caption,
 }
 
@@ -235,7 +232,8 @@ def parse_server(address: str) -> tuple[str, int]:
 
 
 def make_server(server: str, host: str = "127.0.0.1", port: int = 8080,
-                runs_dir: Path | str = "runs", timeout: float = 10.0) -> WebServer:
+                runs_dir: Path | str = "runs", timeout: float = 10.0,
+                base_path: Path | str | None = None) -> WebServer:
     """Build the web app, bound and ready for serve_forever().
 
     Args:
@@ -244,6 +242,7 @@ def make_server(server: str, host: str = "127.0.0.1", port: int = 8080,
         port: the port to listen on; 0 picks a free one.
         runs_dir: where the run dirs are, for the results page.
         timeout: seconds to wait for the model server on each call.
+        base_path: an exports folder whose models the app lists besides the registry's.
     """
     grpc_host, grpc_port = parse_server(server)
 
@@ -253,7 +252,8 @@ def make_server(server: str, host: str = "127.0.0.1", port: int = 8080,
         # No REST port: the app speaks gRPC only, as it would to tensorflow/serving.
         return ServingClient(host=grpc_host, grpc_port=grpc_port, rest_port=None, timeout=timeout)
 
-    api = WebApi(client_factory, server, Path(runs_dir))
+    api = WebApi(client_factory, server, Path(runs_dir),
+                 Path(base_path) if base_path is not None else None)
     try:
         return WebServer((host, port), api)
     except OSError as err:

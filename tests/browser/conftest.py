@@ -27,7 +27,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SERVED = ("sentiment", "translator", "captioner")
+SERVED = ("sentiment", "translator", "captioner", "questions", "pos_tagger")
 # Longest any helper process may live; the whole browser suite takes well under a minute.
 PROCESS_LIFETIME_S = 300
 
@@ -75,7 +75,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """STAND-IN exports of sentiment, translator and captioner (see standin_models.py)."""
+    """STAND-IN exports of every kind of model (see standin_models.py)."""
     from standin_models import export_standins
 
     return export_standins(tmp_path_factory.mktemp("exports"))
@@ -201,15 +201,15 @@ def _wait_until_healthy(url: str, log: Path, deadline: float) -> None:
 
 @pytest.fixture(scope="module")
 def web_app(server_ports: tuple[int, int], runs_dir: Path, artifacts: Path,
-            request: pytest.FixtureRequest) -> Iterator[str]:
+            model_config: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """`rnnkit app` in its own process, talking gRPC to the model server; yields its URL.
 
     It starts before the model server, as a user might start them (and so the two start-ups
-    overlap).
+    overlap). It is given the exports folder, where it finds the models no registry names.
     """
     command = ["timeout", str(PROCESS_LIFETIME_S), sys.executable, "-m", "app.cli", "app",
                "--server", f"127.0.0.1:{server_ports[0]}", "--port", "0",
-               "--runs-dir", str(runs_dir)]
+               "--runs-dir", str(runs_dir), "--base-path", str(model_config.parent)]
     log = artifacts / "web-app.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,

@@ -6,17 +6,20 @@ shapes), so the app, the serving client and the model server are exercised exact
 trained exports, in seconds. Their answers are simple and predictable so tests can check them:
 
 - sentiment: counts words from a small lexicon; "loved ... wonderful" is positive, "dull ...
-  worst" negative.
+  worst" negative; with the real preset's `classify` signature (classes and scores).
 - translator: word-by-word from a small dictionary; its attention looks at the aligned word.
 - captioner: describes the decoded image's size and brightest colour channel, which proves the
   uploaded bytes reached the model intact.
+- questions: stands for a classifier a user trained on their own CSV (a name no code knows,
+  found in the exports folder): three classes by the question's first word.
+- pos_tagger: a tagger: DET for "the"/"a", PUNCT for punctuation, NOUN for the rest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from app.web.api import ATTENTION_SIGNATURE  # the real translator's second signature
+from app.model_kinds import ATTENTION_SIGNATURE  # the real translator's second signature
 
 POSITIVE = ("wonderful", "superb", "loved", "great", "moving", "brilliant", "worth")
 NEGATIVE = ("dull", "worst", "predictable", "boring", "awful", "thin", "long")
@@ -48,12 +51,70 @@ def _sentiment_module():
     module.lexicon = _table(list(POSITIVE + NEGATIVE),
                             [1.0] * len(POSITIVE) + [-1.0] * len(NEGATIVE), 0.0)
 
+    def positive(text):
+        return tf.sigmoid(1.5 * tf.reduce_sum(module.lexicon.lookup(_tokens(text)), axis=1))
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
-        score = tf.reduce_sum(module.lexicon.lookup(_tokens(text)), axis=1)
-        probability = tf.sigmoid(1.5 * score)
+        probability = positive(text)
         label = tf.where(probability >= 0.5, "positive", "negative")
         return {"probability": probability, "label": label}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(inputs):
+        text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+        probability = positive(text)
+        classes = tf.tile(tf.constant([["negative", "positive"]]), [tf.shape(probability)[0], 1])
+        return {"classes": classes, "scores": tf.stack([1 - probability, probability], axis=1)}
+
+    return module, {"serving_default": serving_default, "classify": classify}
+
+
+QUESTION_CLASSES = ("LOC", "HUM", "NUM")
+
+
+def _questions_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.first_words = _table(["where", "who", "how"], [0, 1, 2], 2)
+
+    def probabilities(text):
+        first = _tokens(text)[:, :1].to_tensor(default_value="")[:, 0]
+        return tf.nn.softmax(3.0 * tf.one_hot(module.first_words.lookup(first),
+                                              len(QUESTION_CLASSES)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        p = probabilities(text)
+        label = tf.gather(tf.constant(QUESTION_CLASSES), tf.argmax(p, axis=1))
+        return {"label": label, "probability": tf.reduce_max(p, axis=1), "probabilities": p}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(inputs):
+        text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+        p = probabilities(text)
+        return {"classes": tf.tile(tf.constant([QUESTION_CLASSES]), [tf.shape(p)[0], 1]),
+                "scores": p}
+
+    return module, {"serving_default": serving_default, "classify": classify}
+
+
+def _tagger_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+
+    def tag(tokens):
+        punctuation = tf.strings.regex_full_match(tokens, r"[^\pL\pN]+")
+        determiner = (tokens == "the") | (tokens == "a")
+        return tf.where(punctuation, "PUNCT", tf.where(determiner, "DET", "NOUN"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        tokens = _tokens(text)
+        return {"tokens": tokens.to_tensor(default_value=""),
+                "tags": tf.ragged.map_flat_values(tag, tokens).to_tensor(default_value="")}
 
     return module, {"serving_default": serving_default}
 
@@ -115,7 +176,8 @@ def _captioner_module():
 
 
 STANDINS = {"sentiment": _sentiment_module, "translator": _translator_module,
-            "captioner": _captioner_module}
+            "captioner": _captioner_module, "questions": _questions_module,
+            "pos_tagger": _tagger_module}
 
 
 def export_standins(base_path: Path) -> Path:

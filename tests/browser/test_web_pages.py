@@ -29,47 +29,91 @@ def _upload(tmp_path: Path, name: str, size: tuple[int, int], colour: tuple[int,
     return path
 
 
-def test_sentiment_page_scores_a_typed_review(page, web_app: str, artifacts: Path) -> None:
-    page.goto(f"{web_app}/sentiment")
-    page.fill("#review", "A wonderful, moving film with superb acting. I loved every minute.")
-    page.click("#analyse")
-    page.wait_for_selector("#result:not([hidden])")
+def _open(page, web_app: str, model: str, kind: str) -> None:
+    """Open the try page on one model and wait for its view."""
+    page.goto(f"{web_app}/try#{model}")
+    page.wait_for_selector(f"#view[data-model='{model}'][data-kind='{kind}']:not([hidden])")
+
+
+def _run(page, text: str) -> None:
+    """Type into the view's text field, submit, wait for the result or an error."""
+    page.fill("#view-text", text)
+    page.click("#view-submit")
+    page.wait_for_selector("#result:not([hidden]), #error:not([hidden])")
+    assert page.is_hidden("#error"), page.text_content("#error")
+
+
+def test_try_page_lists_every_served_model_by_kind(page, web_app: str, artifacts: Path) -> None:
+    page.goto(f"{web_app}/try")
+    page.wait_for_selector("#model-list:not([hidden])")
+    listed = dict(page.eval_on_selector_all(
+        "#model-list button",
+        "bs => bs.map(b => [b.dataset.model, b.querySelector('.tag').textContent])"))
+    # Registry models the server serves, and `questions`, found only in the exports folder.
+    assert listed == {"sentiment": "classify", "translator": "seq2seq", "captioner": "caption",
+                      "questions": "classify", "pos_tagger": "tag"}
+    assert "sentiment_bow (NOT_LOADED)" in page.text_content("#other-models")
+    # The first model is shown at once; a click switches the view and the address.
+    page.wait_for_selector("#view[data-model='sentiment']:not([hidden])")
+    page.click("#model-list button[data-model='pos_tagger']")
+    page.wait_for_selector("#view[data-kind='tag']")
+    assert page.url.endswith("#pos_tagger")
+    assert page.get_attribute("#model-list button.active", "data-model") == "pos_tagger"
+
+
+def test_classifier_view_shows_every_class(page, web_app: str, artifacts: Path) -> None:
+    _open(page, web_app, "sentiment", "classify")
+    _run(page, "A wonderful, moving film with superb acting. I loved every minute.")
     assert page.text_content("#label") == "positive"
     assert float(page.text_content("#probability")) > 0.9
+    classes = page.eval_on_selector_all(
+        "#classes li", "rows => rows.map(r => [r.dataset.class, +r.dataset.probability])")
+    assert [name for name, _ in classes] == ["positive", "negative"]
+    assert abs(sum(p for _, p in classes) - 1) < 1e-4 and classes[0][1] > 0.9
     assert page.get_attribute("#server-status", "class") == "server-status up"
     assert re.fullmatch(r"served by sentiment version 1 in [\d.]+ ms",
                         page.text_content("#served-by"))
-    page.screenshot(path=artifacts / "web-sentiment.png")
+    page.screenshot(path=artifacts / "web-classify.png")
 
-    page.fill("#review", "Dull and predictable: the worst film of the year.")
-    page.click("#analyse")
-    page.wait_for_function("() => document.querySelector('#label').textContent === 'negative'")
+    page.fill("#view-text", "Dull and predictable: the worst film of the year.")
+    page.keyboard.press("Control+Enter")  # Ctrl+Enter submits as the button does
+    page.wait_for_function("() => document.querySelector('#label')?.textContent === 'negative'")
     assert float(page.text_content("#probability")) < 0.1
 
 
-def test_sentiment_page_says_which_model_is_not_loaded(page, web_app: str,
-                                                       artifacts: Path) -> None:
-    page.goto(f"{web_app}/sentiment")
-    page.click("text=a rave")  # an example button fills the review
-    assert "wonderful" in page.input_value("#review")
-    page.select_option("#model", "sentiment_bow")  # not served by this model server
-    page.click("#analyse")
-    error = page.wait_for_selector("#error:not([hidden])")
-    assert error.text_content().startswith("model 'sentiment_bow' is not loaded")
-    assert page.is_hidden("#result")
-    page.screenshot(path=artifacts / "web-model-not-loaded.png")
+def test_a_users_own_classifier_appears_with_no_code(page, web_app: str,
+                                                      artifacts: Path) -> None:
+    _open(page, web_app, "questions", "classify")
+    _run(page, "Who wrote Hamlet?")
+    assert page.text_content("#label") == "HUM"
+    classes = page.eval_on_selector_all(
+        "#classes li", "rows => rows.map(r => [r.dataset.class, +r.dataset.probability])")
+    assert [name for name, _ in classes] == ["HUM", "LOC", "NUM"]
+    assert classes[0][1] > 0.8 and abs(sum(p for _, p in classes) - 1) < 1e-4
+    page.screenshot(path=artifacts / "web-classify-user-model.png")
 
 
-def test_translation_page_draws_the_attention_heat_map(page, web_app: str,
-                                                       artifacts: Path) -> None:
-    page.goto(f"{web_app}/translate")
-    page.fill("#source", "¿Dónde está la biblioteca?")
-    page.click("#translate")
-    page.wait_for_selector("#attention:not([hidden]), #attention-note:not([hidden]), "
-                           "#error:not([hidden])")
-    assert page.is_visible("#attention"), [page.text_content(s) for s in ("#attention-note",
-                                                                         "#error")]
-    assert page.text_content("#translation") == "where is the library ?"
+def test_tagger_view_colours_tokens_by_tag(page, web_app: str, artifacts: Path) -> None:
+    _open(page, web_app, "pos_tagger", "tag")
+    _run(page, "The cat saw a dog.")
+    tokens = page.eval_on_selector_all(
+        "#tagged .token", "ts => ts.map(t => [t.querySelector('.token-text').textContent, "
+                          "t.dataset.tag, getComputedStyle(t).backgroundColor])")
+    assert [(word, tag) for word, tag, _ in tokens] == [
+        ("the", "DET"), ("cat", "NOUN"), ("saw", "NOUN"), ("a", "DET"), ("dog", "NOUN"),
+        (".", "PUNCT")]
+    colours = {tag: colour for _, tag, colour in tokens}
+    assert len(set(colours.values())) == 3  # one colour per tag, the same on every token
+    assert all(colours[tag] == colour for _, tag, colour in tokens)
+    page.screenshot(path=artifacts / "web-tag.png")
+
+
+def test_seq2seq_view_draws_the_attention_heat_map(page, web_app: str,
+                                                   artifacts: Path) -> None:
+    _open(page, web_app, "translator", "seq2seq")
+    _run(page, "¿Dónde está la biblioteca?")
+    assert page.is_visible("#attention"), page.text_content("#result")
+    assert page.text_content("#output-text") == "where is the library ?"
     columns = page.locator("#heatmap thead th").all_text_contents()[1:]
     rows = page.locator("#heatmap tbody th").all_text_contents()
     assert columns == ["¿", "dónde", "está", "la", "biblioteca", "?"]
@@ -79,12 +123,12 @@ def test_translation_page_draws_the_attention_heat_map(page, web_app: str,
         "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.dataset.weight))")]
     # The stand-in aligns each English word with its Spanish source word.
     assert [row.index(max(row)) for row in weights] == [1, 2, 3, 4, 5, 5]
-    page.screenshot(path=artifacts / "web-translate.png", full_page=True)
+    page.screenshot(path=artifacts / "web-seq2seq.png", full_page=True)
 
 
-def test_caption_page_sends_the_uploaded_image(page, web_app: str, artifacts: Path,
+def test_caption_view_sends_the_uploaded_image(page, web_app: str, artifacts: Path,
                                                tmp_path: Path) -> None:
-    page.goto(f"{web_app}/caption")
+    _open(page, web_app, "captioner", "caption")
     uploads = (("red.png", (64, 48), (220, 30, 30), "PNG", "a mostly red picture, 64 by 48 pixels"),
                ("sky.jpg", (120, 90), (40, 90, 230), "JPEG",
                 "a mostly blue picture, 120 by 90 pixels"))
@@ -104,11 +148,15 @@ def test_models_page_lists_versions_and_states(page, web_app: str, artifacts: Pa
     page.wait_for_selector("#models-card:not([hidden])")
     table = {row[0]: row[1:] for row in page.eval_on_selector_all(
         "#models tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")}
-    assert table["sentiment"][:3] == ["1", "AVAILABLE", "serving_default"]
-    assert table["translator"][:3] == ["1", "AVAILABLE",
+    assert table["sentiment"][:4] == ["classify", "1", "AVAILABLE", "classify, serving_default"]
+    assert table["translator"][:4] == ["seq2seq", "1", "AVAILABLE",
                                        "serving_default, translate_with_attention"]
-    assert table["captioner"][:2] == ["1", "AVAILABLE"]
-    assert table["sentiment_bow"][1] == "NOT_LOADED"
+    assert table["captioner"][:3] == ["caption", "1", "AVAILABLE"]
+    assert table["pos_tagger"][:3] == ["tag", "1", "AVAILABLE"]
+    assert table["questions"][:3] == ["classify", "1", "AVAILABLE"]
+    assert table["sentiment_bow"][2] == "NOT_LOADED"
+    page.click("#models a[href='/try#questions']")
+    page.wait_for_selector("#view[data-model='questions']:not([hidden])")
     page.screenshot(path=artifacts / "web-models.png")
 
 
@@ -152,9 +200,7 @@ def down_app(runs_dir: Path) -> Iterator[WebServer]:
 def test_pages_say_when_the_model_server_is_down(page, down_app: WebServer,
                                                  artifacts: Path) -> None:
     address = down_app.api.server
-    page.goto(f"{down_app.url}/sentiment")
-    page.fill("#review", "A fine film.")
-    page.click("#analyse")
+    page.goto(f"{down_app.url}/try")
     error = page.wait_for_selector("#error:not([hidden])")
     assert error.text_content().startswith(f"model server not reachable at {address}")
     assert page.text_content("#error code").startswith("rnnkit serve")

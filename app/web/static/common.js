@@ -108,14 +108,61 @@ function servedBy(result) {
   return `served by ${result.model}${version} in ${result.elapsed_ms} ms`;
 }
 
-// Example buttons fill the page's main input.
-function wireExamples(input) {
-  document.querySelectorAll(".example").forEach((button) => {
-    button.addEventListener("click", () => {
-      input.value = button.dataset.text;
-      input.focus();
-    });
+// The model views, by kind (classify, tag, seq2seq, caption): each view's script adds
+// VIEWS[kind] = (box, model) => { ... }, which builds its form and result inside `box` for
+// `model` (an entry of GET /api/models).
+const VIEWS = {};
+
+// A form with one text field and a submit button, appended to `box`. `onSubmit(text)` runs on
+// submit (and on Ctrl+Enter in a textarea) with the button disabled; its errors are shown.
+function textForm(box, options, onSubmit) {
+  const form = el("form", null, "card");
+  form.id = "view-form";
+  const label = el("label", options.label);
+  label.htmlFor = "view-text";
+  const field = el(options.multiline ? "textarea" : "input");
+  field.id = "view-text";
+  field.required = true;
+  field.maxLength = 20000;
+  if (options.multiline) field.rows = 5; else field.type = "text";
+  field.placeholder = options.placeholder || "";
+  const row = el("div", null, "row");
+  const button = el("button", options.button, "primary");
+  button.id = "view-submit";
+  button.type = "submit";
+  row.appendChild(button);
+  form.append(label, field, row);
+  field.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearError();
+    try {
+      await busy(button, options.busyLabel || "Working…", () => onSubmit(field.value));
+      markServer(true);
+    } catch (err) {
+      showError(err);
+    }
+  });
+  box.appendChild(form);
+  return field;
+}
+
+// An empty, hidden result card with an id, appended to `box`.
+function resultCard(box, id = "result") {
+  const section = el("section", null, "card result");
+  section.id = id;
+  section.hidden = true;
+  box.appendChild(section);
+  return section;
+}
+
+// The "served by ... in ... ms" line of a result.
+function servedByLine(result) {
+  const line = el("p", servedBy(result), "muted small");
+  line.id = "served-by";
+  return line;
 }
 
 document.addEventListener("DOMContentLoaded", checkServer);

@@ -3,11 +3,12 @@
 
 function modelRows(model) {
   const signatures = (model.signatures || []).join(", ");
+  const kind = model.kind || "—";
   if (!model.versions.length) {
-    return [[model.name, "—", model.state, signatures, model.message || ""]];
+    return [[model.name, kind, "—", model.state, signatures, model.message || ""]];
   }
   return model.versions.map((v) =>
-    [model.name, v.version, v.state, signatures, v.message || ""]);
+    [model.name, kind, v.version, v.state, signatures, v.message || model.message || ""]);
 }
 
 async function loadModels() {
@@ -18,11 +19,16 @@ async function loadModels() {
     const body = document.querySelector("#models tbody");
     body.replaceChildren();
     result.models.forEach((model) => {
-      modelRows(model).forEach(([name, version, state, signatures, message]) => {
+      modelRows(model).forEach(([name, kind, version, state, signatures, message]) => {
         const tr = el("tr");
         tr.dataset.model = name;
-        tr.append(el("td", name), el("td", version, "num"), el("td", state, `state ${state}`),
+        const link = el("a", name);
+        link.href = `/try#${encodeURIComponent(name)}`;
+        tr.append(el("td"), el("td", kind), el("td", version, "num"),
+          el("td", state, `state ${state}`),
           el("td", signatures, "small"), el("td", message, "small muted"));
+        if (model.state === "AVAILABLE" && model.kind) tr.cells[0].appendChild(link);
+        else tr.cells[0].textContent = name;
         body.appendChild(tr);
       });
     });
