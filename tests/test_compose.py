@@ -65,6 +65,9 @@ def test_app_service_runs_the_web_page_against_the_model_server(compose):
     assert parsed.server == "model-server:8500"
     assert parsed.host == "0.0.0.0"
     assert f"{parsed.port}:{parsed.port}" in app["ports"]
+    # It lists every model exported under the mounted exports folder, not only the registry's.
+    assert parsed.base_path == "/models"
+    assert ["./exports", "/models", "ro"] in [defaults(v).split(":") for v in app["volumes"]]
 
 
 def test_embedded_profile_runs_our_server_with_the_same_flags(compose):
