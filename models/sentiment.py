@@ -1,4 +1,7 @@
-"""Sentiment models taking raw review strings: many-to-one (sequence) and one-to-one (no sequence).
+"""Text classifiers taking raw strings: many-to-one (sequence) and one-to-one (no sequence).
+
+The sentiment presets are their binary case (one sigmoid probability); the generic `classify`
+task uses N softmax probabilities (pipelines.classify).
 
 Text handling lives inside the model (TextVectorization with `standardize_review`), so an exported
 model takes raw strings and needs no client-side preprocessing.
@@ -138,8 +141,9 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                 dense_units: int = 64, dropout: float = 0.0, recurrent_dropout: float = 0.0,
                 max_length: int = 200, keep: str = "first", pooling: str = "last",
                 train_embedding: bool = True, word_dropout: float = 0.0,
-                seed: int | None = None) -> keras.Model:
-    """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> probability.
+                seed: int | None = None, classes: int = 1, name: str | None = None,
+                ) -> keras.Model:
+    """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> class scores.
 
     Args:
         vectorizer: adapted TextVectorization with output_mode `int`.
@@ -161,6 +165,9 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         word_dropout: share of whole tokens whose embedding is zeroed in training, so the
             model cannot hang its verdict on one word.
         seed: seed of the dropout masks.
+        classes: 1 for a binary classifier's probability of class 1 (sigmoid, the sentiment
+            presets), N >= 2 for the probabilities of N classes (softmax).
+        name: the model's name; default `sentiment_bi<cell>`.
     """
     if layers < 1:
         raise ValueError(f"layers must be at least 1, got {layers}.")
@@ -193,13 +200,13 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, seed=seed, name="dense_dropout")(x)
-    probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.Model(text, probability, name=f"sentiment_bi{cell}")
+    return keras.Model(text, class_scores(x, classes), name=name or f"sentiment_bi{cell}")
 
 
 def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm", units: int = 64,
-               dropout: float = 0.0, seed: int | None = None) -> keras.Model:
-    """Raw text -> one bag-of-words vector -> one recurrent step -> probability (no sequence).
+               dropout: float = 0.0, seed: int | None = None, classes: int = 1,
+               name: str | None = None) -> keras.Model:
+    """Raw text -> one bag-of-words vector -> one recurrent step -> class scores (no sequence).
 
     Args:
         vectorizer: adapted TextVectorization with a bag-of-words output_mode.
@@ -207,6 +214,8 @@ def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm"
         units: units of the recurrent cell.
         dropout: dropout on the bag-of-words vector and the cell's output.
         seed: seed of the dropout masks.
+        classes: 1 for a binary probability (sigmoid), N >= 2 for N probabilities (softmax).
+        name: the model's name; default `sentiment_bow_<cell>`.
     """
     text = keras.Input(shape=(), dtype="string", name="text")
     # multi_hot and count come out as int64 at run time, whatever the symbolic dtype says.
@@ -218,5 +227,18 @@ def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm"
     x = recurrent_layer(cell, units, name=cell)(step)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="output_dropout")(x)
-    probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.Model(text, probability, name=f"sentiment_bow_{cell}")
+    return keras.Model(text, class_scores(x, classes), name=name or f"sentiment_bow_{cell}")
+
+
+def class_scores(features: keras.KerasTensor, classes: int) -> keras.KerasTensor:
+    """The output layer: one sigmoid probability (classes=1) or N softmax probabilities.
+
+    Args:
+        features: the last hidden features [batch, features].
+        classes: 1 (binary, the probability of class 1) or the number of classes N >= 2.
+    """
+    if classes < 1:
+        raise ValueError(f"classes must be at least 1, got {classes}.")
+    if classes == 1:
+        return keras.layers.Dense(1, activation="sigmoid", name="probability")(features)
+    return keras.layers.Dense(classes, activation="softmax", name="probabilities")(features)

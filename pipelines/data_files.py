@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import hashlib
 import importlib
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -346,6 +347,8 @@ class NamedDataset:
         splits: the splits it has, e.g. ("train", "test") or ("train", "validation", "test").
         rows: (split, columns) -> (line, row) pairs, like `iter_table` / `iter_tagged`.
         description: one line for help texts.
+        images: for a data set that carries its own images (flickr8k), split -> {image id in
+            the rows: encoded image bytes}; None when rows name files.
     """
 
     name: str
@@ -354,13 +357,16 @@ class NamedDataset:
     splits: tuple[str, ...]
     rows: Callable[[str, Sequence[str]], Iterator[tuple[int, Row]]]
     description: str = ""
+    images: Callable[[str], dict[str, bytes]] | None = None
 
 
 # name -> "module:function" returning its NamedDataset; imported only when used. A new data set
 # is one line here plus its module.
 NAMED_DATASETS: dict[str, str] = {
+    "imdb": "pipelines.imdb:named_dataset",
     "trec": "pipelines.trec:named_dataset",
     "ud_en_ewt": "pipelines.ud_english:named_dataset",
+    "flickr8k": "pipelines.flickr8k:named_dataset",
 }
 
 
@@ -408,3 +414,106 @@ def source_label(source: str, split: str = "train") -> str:
         split: the split, for named data sets.
     """
     return f"{source} ({split})" if source in NAMED_DATASETS else str(source)
+
+
+# --- training, validation and test parts of a task's sources ------------------------------------
+
+PARTS = ("train", "validation", "test")
+
+
+def in_validation(key: str, fraction: float, seed: int) -> bool:
+    """Whether a row belongs to the held-out validation part: a keyed hash of its text, so the
+    same seed always holds out the same rows, wherever they sit in the file.
+
+    Args:
+        key: the row's text (for tagged sentences, its tokens joined by spaces).
+        fraction: share of rows held out.
+        seed: the hash key.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8,
+                             key=seed.to_bytes(8, "little", signed=True)).digest()
+    return int.from_bytes(digest, "little") < fraction * 2**64
+
+
+def part_source(config: Any, part: str) -> tuple[str, str, bool | None]:
+    """Where a part's rows come from: (source, split, hold-out), from the config's `data`,
+    `validation_data`, `test_data`, `validation_fraction`.
+
+    hold-out is None to take every row, True for only the held-out validation rows of the
+    training source, False for every row but those.
+
+    Args:
+        config: a task config with those fields.
+        part: `train`, `validation` or `test`.
+    """
+    named = named_dataset(config.data) if config.data else None
+    validation_split = named is not None and "validation" in named.splits
+    holding_out = not config.validation_data and not validation_split
+    if holding_out and not 0 < config.validation_fraction < 1:
+        raise UserError(f"validation_fraction={config.validation_fraction} must be between 0 "
+                        "and 1", "use e.g. --set validation_fraction=0.1, or pass "
+                        "--validation-data FILE")
+    if part == "train":
+        return config.data, "train", (False if holding_out else None)
+    if part == "validation":
+        if config.validation_data:
+            return config.validation_data, "validation", None
+        return config.data, ("validation" if validation_split else "train"), \
+            (True if holding_out else None)
+    if part == "test":
+        if config.test_data:
+            return config.test_data, "test", None
+        if named is not None and "test" in named.splits:
+            return config.data, "test", None
+        raise UserError("this run has no test data",
+                        "score a labelled file with: rnnkit evaluate TASK --run-dir DIR "
+                        "--data test.csv (or train with --test-data FILE)")
+    raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+
+
+def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]:
+    """The column names a source is read with: a named data set's own, else the config's.
+
+    Args:
+        source: a data set name or a file path.
+        config: the task config, holding e.g. `text_column` and `label_column`.
+        fields: the config fields naming the columns, e.g. ("text_column", "label_column").
+    """
+    named = named_dataset(source)
+    if named is not None:
+        return [named.columns.get(f, getattr(config, f)) for f in fields]
+    return [getattr(config, f) for f in fields]
+
+
+def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row], str],
+              tagged: bool = False) -> Iterator[tuple[int, Row]]:
+    """(line, row) of one part of a task's data (see `part_source`).
+
+    Args:
+        config: the task config (data, validation_data, test_data, validation_fraction, seed
+            and the column fields).
+        part: `train`, `validation` or `test`.
+        fields: the config fields naming the columns to read.
+        key: the row's hashing key for the held-out split (its text).
+        tagged: read files as tagged sentences rather than tables.
+    """
+    source, split, held_out = part_source(config, part)
+    rows = iter_source(source, source_columns(source, config, fields), split, tagged)
+    if held_out is None:
+        yield from rows
+        return
+    for line, row in rows:
+        if in_validation(key(row), config.validation_fraction, config.seed) == held_out:
+            yield line, row
+
+
+def part_label(config: Any, part: str) -> str:
+    """How messages name a part's source: `train.csv`, `trec (test)`, `train.csv (held out)`.
+
+    Args:
+        config: the task config.
+        part: `train`, `validation` or `test`.
+    """
+    source, split, held_out = part_source(config, part)
+    label = source_label(source, split)
+    return f"{label} (held-out {config.validation_fraction:g})" if held_out else label

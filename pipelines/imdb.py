@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.errors import DataUnavailable, UserError
 from pipelines.config import data_dir, tfds_dir
@@ -214,3 +214,25 @@ def training_texts(train: tf.data.Dataset) -> tf.data.Dataset:
     import tensorflow as tf
 
     return train.map(lambda text, _: text).batch(512).prefetch(tf.data.AUTOTUNE)
+
+
+def named_dataset() -> Any:
+    """The `imdb` entry of pipelines.data_files.NAMED_DATASETS: `classify --data imdb` reads the
+    reviews as {"text", "label"} rows (label `negative` or `positive`), like a user's CSV."""
+    from pipelines.data_files import NamedDataset
+
+    def rows(split: str, columns: Any = ("text", "label")) -> Any:
+        unknown = [c for c in columns if c not in ("text", "label")]
+        if unknown:
+            raise UserError(f"data set imdb has no column {unknown[0]!r}; its columns are "
+                            "'text', 'label'", "drop --text-column/--label-column for imdb")
+        data = prepare().as_dataset(split=split, shuffle_files=False)
+        for number, example in enumerate(data.as_numpy_iterator(), start=1):
+            row = {"text": example["text"].decode("utf-8"),
+                   "label": LABELS[int(example["label"])]}
+            yield number, {c: row[c] for c in columns}
+
+    return NamedDataset(name="imdb", kind="classify",
+                        columns={"text_column": "text", "label_column": "label"},
+                        splits=("train", "test"), rows=rows,
+                        description="IMDB movie reviews (25k / 25k), negative or positive")

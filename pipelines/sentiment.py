@@ -296,7 +296,9 @@ class _ReviewSentiment(Task):
         def serving_default(text: tf.Tensor) -> dict[str, tf.Tensor]:
             p = probability(text)
             label = tf.where(p >= threshold, imdb.LABELS[1], imdb.LABELS[0])
-            return {"probability": p, "label": label}
+            # `probabilities` in imdb.LABELS order, as the generic classify task's export has.
+            return {"probability": p, "label": label,
+                    "probabilities": tf.stack([1.0 - p, p], axis=1)}
 
         # TF Serving's Classify API feeds serialized tf.Examples as `inputs` and reads
         # `classes` and `scores` ([batch, classes]).
@@ -310,6 +312,9 @@ class _ReviewSentiment(Task):
             return {"classes": classes, "scores": scores}
 
         return {"serving_default": serving_default, "classify": classify}
+
+    def export_metadata(self, config: TrainConfig, run_dir: Path | None) -> dict[str, Any]:
+        return {"classes": list(imdb.LABELS)}
 
     def signature_methods(self) -> dict[str, str]:
         from serving.export import CLASSIFY_METHOD

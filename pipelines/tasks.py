@@ -187,17 +187,24 @@ class TaskInfo:
 # first, so the first served model is up soonest.
 REGISTRY: tuple[TaskInfo, ...] = (
     TaskInfo("sentiment", "pipelines.sentiment:SentimentTask", "classify", "sentiment",
-             ("accuracy", "f1", "roc_auc"), dataset="imdb", run_order=10, anchors=(
+             ("accuracy", "f1", "roc_auc"), preset_of="classify", dataset="imdb", run_order=10,
+             anchors=(
                  Anchor("accuracy", 0.843, "keras.io bidirectional LSTM example"),
                  Anchor("accuracy", 0.86, "TensorFlow RNN text-classification tutorial"))),
     TaskInfo("sentiment_bow", "pipelines.sentiment:SentimentBowTask", "classify",
-             "sentiment_bow", ("accuracy", "f1", "roc_auc"), dataset="imdb", run_order=20),
+             "sentiment_bow", ("accuracy", "f1", "roc_auc"), preset_of="classify",
+             dataset="imdb", run_order=20),
+    TaskInfo("classify", "pipelines.classify:ClassifyTask", "classify", "classifier",
+             ("accuracy", "macro_f1")),
     TaskInfo("translation", "pipelines.translation:TranslationTask", "seq2seq", "translator",
              ("bleu", "chrf"), dataset="spa_eng", run_order=30, anchors=(
                  Anchor("bleu", 5.0, "GRU seq2seq lab without attention "
                                      "(sentence BLEU-4 0.05)"),)),
+    TaskInfo("caption", "pipelines.captioning:CaptionTask", "caption", "captioner",
+             ("bleu_1", "bleu_4", "cider_d")),
     TaskInfo("captioning", "pipelines.captioning:CaptioningTask", "caption", "captioner",
-             ("bleu_1", "bleu_4"), dataset="flickr8k", run_order=40, anchors=(
+             ("bleu_1", "bleu_4", "cider_d"), preset_of="caption", dataset="flickr8k",
+             run_order=40, anchors=(
                  Anchor("bleu_1", 0.670, "Xu et al. 2015, soft attention"),
                  Anchor("bleu_4", 0.195, "Xu et al. 2015, soft attention"),
                  Anchor("bleu_4", 0.213, "Xu et al. 2015, hard attention"))),

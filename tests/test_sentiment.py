@@ -278,6 +278,8 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
     assert set(predict.structured_input_signature[1]) == {"text"}
     out = predict(text=texts)
     np.testing.assert_allclose(out["probability"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy(),
+                               np.stack([1 - expected, expected], axis=1), atol=1e-5)
     labels = [b.decode() for b in out["label"].numpy()]
     assert labels == ["positive" if p >= threshold else "negative" for p in expected]
     assert labels.count("positive") == 12
