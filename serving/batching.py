@@ -105,6 +105,9 @@ class BatchScheduler:
         self.params = params
         self.metrics = metrics
         self._timeout = params.batch_timeout_micros / 1e6
+        # Rows per model run; requests up to max_batch_size rows are split to fit when
+        # enable_large_batch_splitting is on (TF's max_execution_batch_size).
+        self._limit = params.execution_batch_size
         self._cond = threading.Condition()
         self._queues: dict[Hashable, deque[_Batch]] = {}
         self._closed = False
@@ -125,8 +128,9 @@ class BatchScheduler:
                 the first request's `run` of a batch is the one called.
 
         Raises:
-            ValueError: inputs without a shared batch dimension, more rows than max_batch_size,
-                or outputs that do not keep the batch dimension.
+            ValueError: inputs without a shared batch dimension, more rows than max_batch_size
+                (split into several runs when enable_large_batch_splitting is on), or outputs
+                that do not keep the batch dimension.
             QueueFullError: max_enqueued_batches batches already wait for this key.
             SchedulerClosedError: the scheduler is closed.
             Exception: whatever `run` raised, for every request of that batch.
@@ -136,34 +140,49 @@ class BatchScheduler:
         if size == 0:
             return run(arrays)
         signature = self._signature(arrays)
-        task = _Task(arrays, size)
+        limit = self._limit
+        if size <= limit:
+            tasks = [_Task(arrays, size)]
+        else:  # enable_large_batch_splitting: one request spreads over several model runs
+            tasks = [_Task({name: array[start:start + limit] for name, array in arrays.items()},
+                           min(limit, size - start)) for start in range(0, size, limit)]
         with self._cond:
             if self._closed:
                 raise SchedulerClosedError("the batch scheduler is closed; the server is stopping")
-            queue = self._queues.setdefault(key, deque())
-            batch = next((b for b in queue if b.signature == signature and not b.closed), None)
-            if batch is not None and batch.size + size > self.params.max_batch_size:
-                batch.closed = True
-                batch = None
-            if batch is None:
-                if len(queue) >= self.params.max_enqueued_batches:
-                    raise QueueFullError(
-                        "The batch scheduling queue to which this task was submitted is full "
-                        f"({len(queue)} batches wait for {_model_name(key)!r}, "
-                        f"max_enqueued_batches {self.params.max_enqueued_batches}); retry "
-                        "later, or raise max_enqueued_batches or num_batch_threads")
-                batch = _Batch(key, signature, run)
-                queue.append(batch)
-                self._cond.notify()
-            batch.tasks.append(task)
-            batch.size += size
-            if batch.size >= self.params.max_batch_size:
-                self._cond.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.result is not None
-        return task.result
+            for task in tasks:
+                self._enqueue(key, signature, run, task)
+        for task in tasks:
+            task.done.wait()
+        for task in tasks:
+            if task.error is not None:
+                raise task.error
+        if len(tasks) == 1:
+            assert tasks[0].result is not None
+            return tasks[0].result
+        return {name: np.concatenate([task.result[name] for task in tasks])  # type: ignore[index]
+                for name in tasks[0].result or {}}
+
+    def _enqueue(self, key: Hashable, signature: tuple, run: RunFn, task: _Task) -> None:
+        """Put a task into an open batch of its key, or a new one (holding the lock)."""
+        queue = self._queues.setdefault(key, deque())
+        batch = next((b for b in queue if b.signature == signature and not b.closed), None)
+        if batch is not None and batch.size + task.size > self._limit:
+            batch.closed = True
+            batch = None
+        if batch is None:
+            if len(queue) >= self.params.max_enqueued_batches:
+                raise QueueFullError(
+                    "The batch scheduling queue to which this task was submitted is full "
+                    f"({len(queue)} batches wait for {_model_name(key)!r}, "
+                    f"max_enqueued_batches {self.params.max_enqueued_batches}); retry "
+                    "later, or raise max_enqueued_batches or num_batch_threads")
+            batch = _Batch(key, signature, run)
+            queue.append(batch)
+            self._cond.notify()
+        batch.tasks.append(task)
+        batch.size += task.size
+        if batch.size >= self._limit:
+            self._cond.notify()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the threads; requests still queued fail with SchedulerClosedError.
@@ -226,7 +245,7 @@ class BatchScheduler:
         for key, queue in self._queues.items():
             for batch in queue:
                 deadline = batch.created + self._timeout
-                ready = batch.closed or batch.size >= self.params.max_batch_size or now >= deadline
+                ready = batch.closed or batch.size >= self._limit or now >= deadline
                 if ready:
                     if best is None or batch.created < best[1].created:
                         best = (key, batch)

@@ -1,10 +1,10 @@
-"""TF Serving's text-format config files: model server config, batching and monitoring parameters.
+"""TF Serving's text-format config files: models, batching, monitoring, TLS, session config.
 
 `tensorflow-serving-api` ships the ModelServerConfig proto but not BatchingParameters
-(session_bundle_config.proto) nor MonitoringConfig (monitoring_config.proto), so those two message
-types are declared here at run time with the same package, field names and field types, and every
-file is parsed by protobuf's own text_format parser: syntax errors and unknown fields are reported
-as TF Serving reports them, with the line and column.
+(session_bundle_config.proto), MonitoringConfig (monitoring_config.proto) nor SSLConfig
+(ssl_config.proto), so those message types are declared here at run time with the same package,
+field names and field types, and every file is parsed by protobuf's own text_format parser:
+syntax errors and unknown fields are reported as TF Serving reports them, with line and column.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ class BatchingParameters:
         pad_variable_length_inputs: pad inputs whose non-batch dimensions differ (with zeros or
             empty strings) so that they can share a batch.
         thread_pool_name: name of the batch thread pool (a metrics label).
+        enable_large_batch_splitting: requests may hold up to max_batch_size rows and are split
+            into batches of at most max_execution_batch_size rows.
+        max_execution_batch_size: most rows in one model run when splitting is on.
+        unused_fields: fields of TF's proto that parse but mean nothing to our batcher (the
+            low-priority queue, padding and scheduler policies), by name, for a log line.
     """
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -63,10 +68,21 @@ class BatchingParameters:
     allowed_batch_sizes: list[int] = dataclasses.field(default_factory=list)
     pad_variable_length_inputs: bool = False
     thread_pool_name: str = DEFAULT_THREAD_POOL_NAME
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    unused_fields: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one model run takes: max_execution_batch_size when splitting."""
+        if self.enable_large_batch_splitting:
+            return min(self.max_execution_batch_size, self.max_batch_size)
+        return self.max_batch_size
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting TF Serving would refuse."""
-        for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
+        for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads",
+                     "max_execution_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_timeout_micros < 0:
@@ -76,10 +92,13 @@ class BatchingParameters:
             if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
                 raise ValueError(
                     f"allowed_batch_sizes must be positive and increasing, got {sizes}")
-            if sizes[-1] != self.max_batch_size:
+            limit = self.execution_batch_size
+            name = ("max_execution_batch_size" if self.enable_large_batch_splitting
+                    else "max_batch_size")
+            if sizes[-1] != limit:
                 raise ValueError(
-                    f"the last allowed_batch_sizes entry ({sizes[-1]}) must equal max_batch_size "
-                    f"({self.max_batch_size})")
+                    f"the last allowed_batch_sizes entry ({sizes[-1]}) must equal {name} "
+                    f"({limit})")
 
 
 @dataclasses.dataclass
@@ -93,6 +112,21 @@ class MonitoringConfig:
 
     enable: bool = False
     path: str = DEFAULT_PROMETHEUS_PATH
+
+
+# BatchingParameters' wrapper-typed fields: (name, wrapper kind), as in TF Serving 2.21.
+BATCHING_WRAPPED_FIELDS = (
+    ("max_batch_size", "int"), ("batch_timeout_micros", "int"), ("max_enqueued_batches", "int"),
+    ("num_batch_threads", "int"), ("thread_pool_name", "str"),
+    ("enable_large_batch_splitting", "bool"), ("max_execution_batch_size", "int"),
+    ("low_priority_max_batch_size", "int"), ("low_priority_batch_timeout_micros", "int"),
+    ("low_priority_max_enqueued_batches", "int"),
+)
+# Fields that parse but have no meaning in our single-priority batcher.
+UNUSED_BATCHING_FIELDS = (
+    "low_priority_max_batch_size", "low_priority_batch_timeout_micros",
+    "low_priority_max_enqueued_batches", "low_priority_allowed_batch_sizes",
+    "mixed_priority_batching_policy", "batch_padding_policy")
 
 
 def _build_message_classes() -> dict[str, Any]:
@@ -111,15 +145,24 @@ def _build_message_classes() -> dict[str, Any]:
         if type_name:
             field.type_name = type_name
 
-    # tensorflow_serving/servables/tensorflow/session_bundle_config.proto, fields 1-7.
+    # tensorflow_serving/servables/tensorflow/session_bundle_config.proto. Text format goes by
+    # field names and types only, so the numbers here need not match TF's.
     batching = fdp.message_type.add(name="BatchingParameters")
-    for number, name in enumerate(
-            ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-             "num_batch_threads"), start=1):
-        add(batching, name, number, F.TYPE_MESSAGE, ".google.protobuf.Int64Value")
-    add(batching, "thread_pool_name", 5, F.TYPE_MESSAGE, ".google.protobuf.StringValue")
-    add(batching, "allowed_batch_sizes", 6, F.TYPE_INT64, repeated=True)
-    add(batching, "pad_variable_length_inputs", 7, F.TYPE_BOOL)
+    int64, string, boolean = (".google.protobuf.Int64Value", ".google.protobuf.StringValue",
+                              ".google.protobuf.BoolValue")
+    for number, (name, wrapper) in enumerate(BATCHING_WRAPPED_FIELDS, start=1):
+        add(batching, name, number, F.TYPE_MESSAGE, {"int": int64, "str": string,
+                                                     "bool": boolean}[wrapper])
+    add(batching, "allowed_batch_sizes", 50, F.TYPE_INT64, repeated=True)
+    add(batching, "low_priority_allowed_batch_sizes", 51, F.TYPE_INT64, repeated=True)
+    add(batching, "pad_variable_length_inputs", 52, F.TYPE_BOOL)
+    add(batching, "mixed_priority_batching_policy", 53, F.TYPE_STRING)
+    add(batching, "batch_padding_policy", 54, F.TYPE_STRING)
+    # tensorflow_serving/config/ssl_config.proto: PEM contents, not file names.
+    ssl = fdp.message_type.add(name="SSLConfig")
+    for number, name in enumerate(("server_key", "server_cert", "custom_ca"), start=1):
+        add(ssl, name, number, F.TYPE_STRING)
+    add(ssl, "client_verify", 4, F.TYPE_BOOL)
     # tensorflow_serving/config/monitoring_config.proto.
     prometheus = fdp.message_type.add(name="PrometheusConfig")
     add(prometheus, "enable", 1, F.TYPE_BOOL)
@@ -128,7 +171,8 @@ def _build_message_classes() -> dict[str, Any]:
     add(monitoring, "prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
     pool.Add(fdp)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(
-        f"tensorflow.serving.{name}")) for name in ("BatchingParameters", "MonitoringConfig")}
+        f"tensorflow.serving.{name}"))
+        for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig")}
 
 
 _MESSAGES = _build_message_classes()
@@ -186,11 +230,14 @@ def load_batching_parameters(path: str | os.PathLike | None) -> BatchingParamete
     proto = _parse_file(path, _MESSAGES["BatchingParameters"](), "batching parameters")
     params = BatchingParameters()
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-                 "num_batch_threads", "thread_pool_name"):
+                 "num_batch_threads", "thread_pool_name", "enable_large_batch_splitting",
+                 "max_execution_batch_size"):
         if proto.HasField(name):
             setattr(params, name, getattr(proto, name).value)
     params.allowed_batch_sizes = list(proto.allowed_batch_sizes)
     params.pad_variable_length_inputs = proto.pad_variable_length_inputs
+    params.unused_fields = [field.name for field, _ in proto.ListFields()
+                            if field.name in UNUSED_BATCHING_FIELDS]
     try:
         params.validate()
     except ValueError as err:
@@ -215,3 +262,49 @@ def load_monitoring_config(path: str | os.PathLike | None) -> MonitoringConfig:
         raise UserError(f"monitoring config file {path}: path {config.path!r} must start with /",
                         f"use for example path: \"{DEFAULT_PROMETHEUS_PATH}\"")
     return config
+
+
+@dataclasses.dataclass
+class SSLConfig:
+    """TLS settings, as TF Serving's `--ssl_config_file` (a text-format SSLConfig) holds them.
+
+    Args:
+        server_key: the server's private key, PEM.
+        server_cert: the server's certificate (chain), PEM.
+        custom_ca: CA certificates that sign client certificates, PEM; '' for none.
+        client_verify: require and verify a client certificate (mutual TLS).
+    """
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def load_ssl_config(path: str | os.PathLike) -> SSLConfig:
+    """Read an `--ssl_config_file` (text-format tensorflow.serving.SSLConfig).
+
+    Args:
+        path: the file.
+    """
+    proto = _parse_file(path, _MESSAGES["SSLConfig"](), "SSL config")
+    if not proto.server_key or not proto.server_cert:
+        raise UserError(f"SSL config file {path}: server_key and server_cert are required",
+                        "put the PEM text of the key and certificate in the file "
+                        "(server_key: \"-----BEGIN PRIVATE KEY-----\\n...\")")
+    if proto.client_verify and not proto.custom_ca:
+        raise UserError(f"SSL config file {path}: client_verify needs custom_ca",
+                        "add the PEM text of the CA that signs the client certificates")
+    return SSLConfig(server_key=proto.server_key, server_cert=proto.server_cert,
+                     custom_ca=proto.custom_ca, client_verify=proto.client_verify)
+
+
+def load_session_config(path: str | os.PathLike) -> Any:
+    """Read a `--tensorflow_session_config_file` (text-format tensorflow.ConfigProto).
+
+    Args:
+        path: the file.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
+    return _parse_file(path, config_pb2.ConfigProto(), "TensorFlow session config")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -35,7 +35,43 @@ log = logging.getLogger("serving.grpc_api")
 SIGNATURE_DEF_FIELD = "signature_def"
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
+# TF Serving's ToGRPCStatus cuts longer error messages to this many characters.
+ERROR_MESSAGE_LIMIT = 1024
 T = TypeVar("T")
+
+
+def grpc_message(message: str) -> str:
+    """An error message as TF Serving sends it over gRPC: cut after 1024 characters.
+
+    Args:
+        message: the full message.
+    """
+    if len(message) > ERROR_MESSAGE_LIMIT:
+        return message[:ERROR_MESSAGE_LIMIT] + "...TRUNCATED"
+    return message
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """Parse --grpc_channel_arguments: `key=value` pairs separated by commas.
+
+    As in TF Serving, a value that is a 32-bit integer is passed as one, anything else as a
+    string.
+
+    Args:
+        text: e.g. "grpc.max_connection_age_ms=2000,grpc.http2.max_pings_without_data=0".
+    """
+    options: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments entry {item!r} is not KEY=VALUE")
+        try:
+            number = int(value)
+        except ValueError:
+            options.append((key, value))
+        else:
+            options.append((key, number) if -2**31 <= number < 2**31 else (key, value))
+    return options
 
 
 def _answer(core: ServingCore, api: str, model: str, context: grpc.ServicerContext,
@@ -49,7 +85,7 @@ def _answer(core: ServingCore, api: str, model: str, context: grpc.ServicerConte
             return work()
     except Exception as err:
         error = as_serving_error(err)
-        context.abort(grpc.StatusCode[error.code.name], error.message)  # raises
+        context.abort(grpc.StatusCode[error.code.name], grpc_message(error.message))  # raises
         raise
 
 
@@ -165,7 +201,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             response.status.error_code = int(error.code)
             response.status.error_message = error.message
             context.set_code(grpc.StatusCode[error.code.name])
-            context.set_details(error.message)
+            context.set_details(grpc_message(error.message))
         return response
 
 
@@ -211,31 +247,57 @@ def default_grpc_threads() -> int:
 
 
 def create_grpc_server(core: ServingCore, host: str, port: int,
-                       max_workers: int | None = None) -> tuple[grpc.Server, HealthServicer]:
+                       max_workers: int | None = None, *,
+                       channel_arguments: Sequence[tuple[str, int | str]] = (),
+                       socket_path: str = "", credentials: grpc.ServerCredentials | None = None,
+                       ) -> tuple[grpc.Server, HealthServicer]:
     """Build (not start) the gRPC server with TF Serving's services and health checking.
 
     Args:
         core: the server core.
         host: the address to bind.
-        port: the port to bind.
+        port: the TCP port to bind; 0 for no TCP port (with `socket_path`).
         max_workers: RPC threads; None for 4 per CPU (at least 8).
+        channel_arguments: extra gRPC server options (--grpc_channel_arguments); they override
+            ours.
+        socket_path: also listen on this UNIX socket (--grpc_socket_path), if not ''.
+        credentials: TLS credentials (--ssl_config_file) for the TCP port, or None for plain.
     """
     workers = max_workers or default_grpc_threads()
-    server = grpc.server(
-        ThreadPoolExecutor(workers, thread_name_prefix="grpc-worker"),
-        # TF Serving accepts messages of any size; gRPC's default would cap them at 4 MB.
-        # Without so_reuseport 0, a second server on a busy port would start silently.
-        options=[("grpc.max_receive_message_length", -1),
-                 ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    # TF Serving accepts messages of any size; gRPC's default would cap them at 4 MB.
+    # Without so_reuseport 0, a second server on a busy port would start silently.
+    options = dict([("grpc.max_receive_message_length", -1),
+                    ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    options.update(dict(channel_arguments))
+    server = grpc.server(ThreadPoolExecutor(workers, thread_name_prefix="grpc-worker"),
+                         options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
     health_servicer = HealthServicer(core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:  # newer grpcio raises where older ones returned 0
-        bound = 0
-    if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {host}:{port} (is the port in use?)")
+    addresses = ([f"{host}:{port}"] if port else []) + (
+        [f"unix:{socket_path}"] if socket_path else [])
+    for address in addresses:
+        try:
+            if credentials is not None and not address.startswith("unix:"):
+                bound = server.add_secure_port(address, credentials)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:  # newer grpcio raises where older ones returned 0
+            bound = 0
+        if bound == 0:
+            raise OSError(f"cannot listen for gRPC on {address} (is it in use?)")
     return server, health_servicer
+
+
+def server_credentials(ssl_config: Any) -> grpc.ServerCredentials:
+    """gRPC TLS credentials from an SSLConfig, as TF Serving builds them.
+
+    Args:
+        ssl_config: a serving.config_files.SSLConfig.
+    """
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify)

@@ -1,21 +1,30 @@
-"""Server metrics under TF Serving's names, rendered in Prometheus text format 0.0.4.
+"""Server metrics under TF Serving's names and labels, rendered by prometheus_client.
 
 Names are TF Serving's monitoring names with "/" turned into ":" as its PrometheusExporter does
-(`/tensorflow/serving/request_count` -> `:tensorflow:serving:request_count`); latencies are in
-microseconds and histograms use TF's exponential buckets, so dashboards built for TF Serving work
-unchanged. One difference: a value equal to a bucket bound counts in that bucket (Prometheus'
-`le`, less or equal); TF's own histograms count it in the next one.
+(`/tensorflow/serving/request_count` -> `:tensorflow:serving:request_count`), with exactly TF's
+label names; latencies are in microseconds and histograms use TF's exponential buckets, so
+dashboards built for TF Serving work unchanged. The values are kept here (TF's samplers count in
+microseconds with their own buckets, which prometheus_client's seconds-based histograms cannot
+express) and handed to prometheus_client's text renderer through a collector. One difference: a
+value equal to a bucket bound counts in that bucket (Prometheus' `le`, less or equal); TF's own
+histograms count it in the next one.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
+EXAMPLE_COUNTS = ":tensorflow:serving:request_example_counts"
+EXAMPLE_COUNT_TOTAL = ":tensorflow:serving:request_example_count_total"
 BATCH_SIZE = ":tensorflow:serving:batching:batch_size"
 PROCESSED_BATCH_SIZE = ":tensorflow:serving:batching:processed_batch_size_v2"
 QUEUING_LATENCY = ":tensorflow:serving:batching_session:queuing_latency"
@@ -39,25 +48,6 @@ def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
     return [scale * growth**i for i in range(count)]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
 class _Counter:
     """A monotonically increasing value per label set."""
 
@@ -70,9 +60,12 @@ class _Counter:
     def add(self, labels: tuple[str, ...], amount: float = 1) -> None:
         self.values[labels] = self.values.get(labels, 0) + amount
 
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
-                for labels, value in self.values.items()]
+    def family(self) -> Metric:
+        metric = Metric(self.name, self.help, self.kind)
+        for labels, value in self.values.items():
+            # The sample keeps TF's exact name (prometheus_client would add _total).
+            metric.add_sample(self.name, dict(zip(self.label_names, labels, strict=True)), value)
+        return metric
 
 
 class _Histogram:
@@ -95,18 +88,17 @@ class _Histogram:
         entry[0][bisect.bisect_left(self.bounds, value)] += 1
         entry[1][0] += value
 
-    def samples(self) -> list[str]:
-        lines = []
+    def family(self) -> Metric:
+        metric = Metric(self.name, self.help, self.kind)
         for labels, (counts, total) in self.values.items():
+            named = dict(zip(self.label_names, labels, strict=True))
             cumulative = 0
             for bound, count in zip(self.bound_texts, counts, strict=True):
                 cumulative += count
-                le = _labels(self.label_names, labels, f'le="{bound}"')
-                lines.append(f"{self.name}_bucket{le} {cumulative}")
-            plain = _labels(self.label_names, labels)
-            lines.append(f"{self.name}_sum{plain} {_number(total[0])}")
-            lines.append(f"{self.name}_count{plain} {cumulative}")
-        return lines
+                metric.add_sample(f"{self.name}_bucket", {**named, "le": bound}, cumulative)
+            metric.add_sample(f"{self.name}_sum", named, total[0])
+            metric.add_sample(f"{self.name}_count", named, cumulative)
+        return metric
 
 
 class Metrics:
@@ -114,7 +106,10 @@ class Metrics:
 
     Exported (all latencies in microseconds):
         :tensorflow:serving:request_count{model_name,status}: requests by gRPC status code name.
-        :tensorflow:serving:request_latency{model_name,API,entrypoint,status}: histogram.
+        :tensorflow:serving:request_latency{model_name,API,entrypoint}: histogram.
+        :tensorflow:serving:runtime_latency{model_name,API,runtime}: model run time (histogram).
+        :tensorflow:serving:request_example_counts{model}: tf.Examples per classify/regress
+            request (histogram, buckets 1 * 2**i); ..._count_total{model} their sum (counter).
         :tensorflow:serving:batching:batch_size{model_name,op_name}: merged batch sizes
             before padding (histogram, TF's buckets 1 * 1.5**i).
         :tensorflow:serving:batching:processed_batch_size_v2{model_name,op_name,batch_size}:
@@ -135,7 +130,16 @@ class Metrics:
         self._request_latency = _Histogram(
             REQUEST_LATENCY,
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ("model_name", "API", "entrypoint", "status"), latency_buckets)
+            ("model_name", "API", "entrypoint"), latency_buckets)
+        self._runtime_latency = _Histogram(
+            RUNTIME_LATENCY,
+            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ("model_name", "API", "runtime"), latency_buckets)
+        self._example_counts = _Histogram(
+            EXAMPLE_COUNTS, "The number of tensorflow.Examples per request.", ("model",),
+            exponential_buckets(1, 2, 15))
+        self._example_count_total = _Counter(
+            EXAMPLE_COUNT_TOTAL, "The total number of tensorflow.Examples.", ("model",))
         self._batch_size = _Histogram(
             BATCH_SIZE, "Tracks the batch size distribution on the batch result by model_name.",
             ("model_name", "op_name"), exponential_buckets(1, 1.5, 20))
@@ -157,9 +161,12 @@ class Metrics:
             MODEL_WARMUP_LATENCY,
             "Distribution of wall time (in microseconds) for warming up the model.",
             ("model_path", "status"), latency_buckets)
-        self._all = (self._request_count, self._request_latency, self._batch_size,
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._all = (self._request_count, self._request_latency, self._runtime_latency,
+                     self._example_counts, self._example_count_total, self._batch_size,
                      self._processed_batch_size, self._queuing_latency, self._wrapped_run_count,
                      self._load_attempt_count, self._load_latency, self._warmup_latency)
+        self._registry.register(_MetricsCollector(self))
 
     def observe_request(self, model: str, api: str, entrypoint: str, status: str,
                         latency_seconds: float) -> None:
@@ -175,7 +182,30 @@ class Metrics:
         """
         with self._lock:
             self._request_count.add((model, status))
-            self._request_latency.add((model, api, entrypoint, status), latency_seconds * 1e6)
+            self._request_latency.add((model, api, entrypoint), latency_seconds * 1e6)
+
+    def observe_runtime(self, model: str, api: str, runtime: str, latency_seconds: float) -> None:
+        """Record one model run's wall time.
+
+        Args:
+            model: the model name.
+            api: "Predict", "Classify", "Regress" (the request's API).
+            runtime: TF's runtime label ("TF1": a SavedModel run as a TF graph).
+            latency_seconds: the run's wall time.
+        """
+        with self._lock:
+            self._runtime_latency.add((model, api, runtime), latency_seconds * 1e6)
+
+    def observe_examples(self, model: str, count: int) -> None:
+        """Count the tf.Examples of one classify or regress request.
+
+        Args:
+            model: the model name.
+            count: examples in the request.
+        """
+        with self._lock:
+            self._example_counts.add((model,), count)
+            self._example_count_total.add((model,), count)
 
     def observe_batch(self, model: str, size: int, padded_size: int | None = None) -> None:
         """Count one merged batch run.
@@ -229,17 +259,26 @@ class Metrics:
         with self._lock:
             self._warmup_latency.add((model_path, status), latency_seconds * 1e6)
 
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric that has samples (prometheus_client's Collector interface)."""
+        with self._lock:
+            families = [metric.family() for metric in self._all if metric.values]
+        yield from families
+
     def render_prometheus(self) -> str:
         """Return every metric with samples in Prometheus text exposition format 0.0.4."""
-        lines: list[str] = []
-        with self._lock:
-            for metric in self._all:
-                if not metric.values:
-                    continue
-                lines.append(f"# HELP {metric.name} {metric.help}")
-                lines.append(f"# TYPE {metric.name} {metric.kind}")
-                lines.extend(metric.samples())
-        return "\n".join(lines) + "\n" if lines else ""
+        return generate_latest(self._registry).decode("utf-8")
+
+
+class _MetricsCollector(Collector):
+    """Hands a Metrics' families to a prometheus_client registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the current families."""
+        return self.metrics.collect()
 
 
 # The Content-Type a metrics page is served with.

@@ -167,24 +167,40 @@ class ModelManager:
         warmup: runs a new version's warmup requests before it becomes AVAILABLE; raising
             fails the load.
         metrics: receives `observe_load(model, version, ok)`; None for no metrics.
-        load_threads: versions loaded at the same time.
+        load_threads: versions loaded at the same time (--num_load_threads; 0 means 1).
+        unload_threads: versions unloaded at the same time (--num_unload_threads; 0 means 1).
         unload_grace_seconds: how long a retired version waits for its in-flight requests.
+        max_load_retries: a failed load is tried again this many times (--max_num_load_retries);
+            the version stays LOADING meanwhile.
+        load_retry_interval_seconds: the wait between tries (--load_retry_interval_micros).
+        saved_model_tags: the MetaGraph tag set to load (--saved_model_tags).
+        allow_unavailable_labels: a new label may name a version that is not AVAILABLE yet
+            (--allow_version_labels_for_unavailable_models); moving a label still needs one.
     """
 
     def __init__(self, *, poll_wait_seconds: float = 1.0,
                  warmup: Callable[[Servable], None] | None = None, metrics: Any = None,
-                 load_threads: int = 2, unload_grace_seconds: float = 30.0) -> None:
+                 load_threads: int = 2, unload_threads: int = 2,
+                 unload_grace_seconds: float = 30.0, max_load_retries: int = 0,
+                 load_retry_interval_seconds: float = 60.0,
+                 saved_model_tags: tuple[str, ...] = ("serve",),
+                 allow_unavailable_labels: bool = False) -> None:
         self._poll_wait = poll_wait_seconds
         self._warmup = warmup
         self._metrics = metrics
         self._unload_grace = unload_grace_seconds
+        self._max_load_retries = max(0, max_load_retries)
+        self._retry_interval = max(0.0, load_retry_interval_seconds)
+        self._tags = saved_model_tags
+        self._allow_unavailable_labels = allow_unavailable_labels
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._poll_lock = threading.Lock()
         self._config_lock = threading.Lock()
         self._models: dict[str, _Model] = {}
-        self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="serving-load")
-        self._unloader = ThreadPoolExecutor(2, thread_name_prefix="serving-unload")
+        self._loader = ThreadPoolExecutor(max(1, load_threads), thread_name_prefix="serving-load")
+        self._unloader = ThreadPoolExecutor(max(1, unload_threads),
+                                            thread_name_prefix="serving-unload")
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -236,7 +252,8 @@ class ModelManager:
                     continue
                 labels = dict(model_config.version_labels)
                 bad = [(label, version) for label, version in sorted(labels.items())
-                       if getattr(model.versions.get(version), "state", None) != AVAILABLE]
+                       if getattr(model.versions.get(version), "state", None) != AVAILABLE
+                       and not (self._allow_unavailable_labels and label not in model.labels)]
                 if bad:
                     problems += [f"Request to assign label {label} to version {version} of model "
                                  f"{model.name}, which is not currently available for inference"
@@ -310,24 +327,29 @@ class ModelManager:
                 return
             slot.state = LOADING
             self._changed.notify_all()
-        servable = None
-        started = time.perf_counter()
-        try:
-            servable = load_servable(model.name, slot.version, slot.path)
-            if self._warmup is not None:
-                self._warmup(servable)
-        except Exception as err:
-            error = _load_error(err)
-            log.error("loading %s version %d from %s failed: %s", model.name, slot.version,
-                      slot.path, error.message)
-            if servable is not None:
-                servable.close()
-            with self._lock:
-                slot.state, slot.error = END, error
-                slot.fingerprint = _fingerprint(slot.path)
-                self._changed.notify_all()
-            self._observe_load(model.name, slot, ok=False)
-            return
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                servable = self._load_once(model, slot)
+                break
+            except Exception as err:
+                error = _load_error(err)
+                self._observe_load(model.name, slot, ok=False)
+                retry = attempt < self._max_load_retries
+                log.error("loading %s version %d from %s failed: %s%s", model.name, slot.version,
+                          slot.path, error.message,
+                          f"; retrying in {self._retry_interval:g} s ({attempt + 1} of "
+                          f"{self._max_load_retries} retries)" if retry else "")
+                attempt += 1
+                # A retry waits on the stop event so that shutting down is not delayed.
+                if retry and not self._stop.wait(self._retry_interval):
+                    continue
+                with self._lock:
+                    slot.state, slot.error = END, error
+                    slot.fingerprint = _fingerprint(slot.path)
+                    self._changed.notify_all()
+                return
         with self._lock:
             if self._models.get(model.name) is not model or self._stop.is_set():
                 servable.close()
@@ -338,6 +360,17 @@ class ModelManager:
             self._changed.notify_all()
             self._retire_unaspired(model)
         self._observe_load(model.name, slot, ok=True, seconds=time.perf_counter() - started)
+
+    def _load_once(self, model: _Model, slot: _Version) -> Servable:
+        """Load and warm up one version; the servable is closed again if warmup fails."""
+        servable = load_servable(model.name, slot.version, slot.path, self._tags)
+        if self._warmup is not None:
+            try:
+                self._warmup(servable)
+            except BaseException:
+                servable.close()
+                raise
+        return servable
 
     def _observe_load(self, name: str, slot: _Version, ok: bool,
                       seconds: float | None = None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -18,11 +20,20 @@ from serving.config_files import (
     load_batching_parameters,
     load_model_server_config,
     load_monitoring_config,
+    load_session_config,
+    load_ssl_config,
 )
-from serving.grpc_api import create_grpc_server, default_grpc_threads
+from serving.grpc_api import (
+    create_grpc_server,
+    default_grpc_threads,
+    parse_channel_arguments,
+    server_credentials,
+)
+from serving.http_server import ssl_context
 from serving.metrics import Metrics
 from serving.model_manager import ModelManager
 from serving.rest_api import RestServer
+from serving.servable import set_parallelism
 from serving.server import ServingCore
 from serving.status import ServingError
 from serving.warmup import run_warmup
@@ -51,6 +62,24 @@ class ServerOptions:
         enable_model_warmup: replay assets.extra/tf_serving_warmup_requests before serving.
         grpc_max_threads: gRPC worker threads; 0 for 4 per CPU.
         shutdown_grace_seconds: how long in-flight requests may finish after SIGTERM.
+        rest_api_num_threads: REST requests processed at once; 0 for 4 per CPU.
+        rest_api_enable_cors_support: TF's CORS headers and preflight answers on REST.
+        rest_api_ssl_config_file: text-format SSLConfig for HTTPS on the REST port.
+        grpc_socket_path: also serve gRPC on this UNIX socket.
+        grpc_channel_arguments: comma-separated KEY=VALUE gRPC server arguments.
+        ssl_config_file: text-format SSLConfig for TLS (mutual with client_verify) on gRPC.
+        saved_model_tags: comma-separated MetaGraph tag set to load.
+        num_load_threads: versions loaded at once (0 means 1).
+        num_unload_threads: versions unloaded at once (0 means 1).
+        max_num_load_retries: retries of a failed load.
+        load_retry_interval_micros: wait between load retries.
+        allow_version_labels_for_unavailable_models: new labels may name versions not loaded.
+        enable_signature_method_name_check: Classify/Regress need classify/regress signatures.
+        num_request_iterations_for_warmup: times each warmup request is replayed.
+        tensorflow_session_parallelism: both TF thread pools' size unless set one by one.
+        tensorflow_intra_op_parallelism: threads one op may use; 0 lets TF choose.
+        tensorflow_inter_op_parallelism: ops running at once; 0 lets TF choose.
+        tensorflow_session_config_file: text-format ConfigProto giving the two sizes.
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +98,24 @@ class ServerOptions:
     enable_model_warmup: bool = True
     grpc_max_threads: int = 0
     shutdown_grace_seconds: float = 10.0
+    rest_api_num_threads: int = 0
+    rest_api_enable_cors_support: bool = False
+    rest_api_ssl_config_file: str | None = None
+    grpc_socket_path: str = ""
+    grpc_channel_arguments: str = ""
+    ssl_config_file: str | None = None
+    saved_model_tags: str = "serve"
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    allow_version_labels_for_unavailable_models: bool = False
+    enable_signature_method_name_check: bool = False
+    num_request_iterations_for_warmup: int = 1
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_config_file: str | None = None
 
 
 def _absolute_base_paths(config: model_server_config_pb2.ModelServerConfig,
@@ -101,11 +148,33 @@ def model_server_config(options: ServerOptions) -> model_server_config_pb2.Model
         raise UserError("no model to serve",
                         "give --model_base_path (with --model_name) or --model_config_file")
     for model in config.model_config_list.config:
-        if not Path(model.base_path).is_dir():
+        path = Path(model.base_path)
+        # A missing base path is waited for (TF's behaviour) when the server polls for it.
+        waits = not path.exists() and options.file_system_poll_wait_seconds > 0
+        if not path.is_dir() and not waits:
             raise UserError(f"model {model.name!r}: base path {model.base_path} is not a folder",
                             "point it at the folder holding the numbered version folders "
                             "(e.g. exports/NAME, which contains 1/saved_model.pb)")
     return config
+
+
+def thread_pool_sizes(options: ServerOptions) -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) pool sizes from the flags, as TF Serving derives them.
+
+    The per-pool flags win, then --tensorflow_session_parallelism for both, then the session
+    config file's values; 0 lets TensorFlow choose.
+
+    Args:
+        options: the server options.
+    """
+    intra = inter = 0
+    if options.tensorflow_session_config_file:
+        config = load_session_config(options.tensorflow_session_config_file)
+        intra, inter = config.intra_op_parallelism_threads, config.inter_op_parallelism_threads
+    if options.tensorflow_session_parallelism > 0:
+        intra = inter = options.tensorflow_session_parallelism
+    return (options.tensorflow_intra_op_parallelism or intra,
+            options.tensorflow_inter_op_parallelism or inter)
 
 
 class ModelServer:
@@ -121,19 +190,39 @@ class ModelServer:
         monitoring = load_monitoring_config(options.monitoring_config_file)
         self.metrics = Metrics()
         batcher = None
-        # As in TF Serving, a batching file alone does not turn batching on; say so, since
-        # giving one suggests batching was wanted.
+        # TF Serving refuses to start with a batching file but batching off.
         if options.batching_parameters_file and not options.enable_batching:
-            log.warning("--batching_parameters_file %s is ignored without --enable_batching",
-                        options.batching_parameters_file)
+            raise UserError(f"--batching_parameters_file {options.batching_parameters_file} "
+                            "was given without --enable_batching",
+                            "add --enable_batching, or drop --batching_parameters_file")
         if options.enable_batching:
-            batcher = BatchScheduler(load_batching_parameters(options.batching_parameters_file),
-                                     self.metrics)
+            params = load_batching_parameters(options.batching_parameters_file or None)
+            if params.unused_fields:
+                log.warning("batching parameters %s have no effect here (one priority level, "
+                            "one padding policy)", ", ".join(params.unused_fields))
+            batcher = BatchScheduler(params, self.metrics)
+        self.ssl = load_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
+        self.rest_ssl = (load_ssl_config(options.rest_api_ssl_config_file)
+                         if options.rest_api_ssl_config_file else None)
+        try:
+            self.channel_arguments = parse_channel_arguments(options.grpc_channel_arguments)
+        except ValueError as err:
+            raise UserError(str(err), "write --grpc_channel_arguments=KEY=VALUE,KEY=VALUE "
+                                      "(e.g. grpc.max_connection_age_ms=2000)") from None
+        self.thread_pools = thread_pool_sizes(options)
+        retry = options.load_retry_interval_micros
         self.manager = ModelManager(
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             warmup=self._warmup if options.enable_model_warmup else None,
-            metrics=self.metrics)
-        self.core = ServingCore(self.manager, batcher, self.metrics)
+            metrics=self.metrics, load_threads=options.num_load_threads,
+            unload_threads=options.num_unload_threads,
+            max_load_retries=options.max_num_load_retries,
+            load_retry_interval_seconds=max(0, retry) / 1e6,
+            saved_model_tags=tuple(tag.strip() for tag in options.saved_model_tags.split(",")
+                                   if tag.strip()),
+            allow_unavailable_labels=options.allow_version_labels_for_unavailable_models)
+        self.core = ServingCore(self.manager, batcher, self.metrics,
+                                check_method_name=options.enable_signature_method_name_check)
         self.rest: RestServer | None = None
         self.grpc: Any = None
         self.health: Any = None
@@ -142,10 +231,48 @@ class ModelServer:
         self._config_poller: threading.Thread | None = None
 
     def _warmup(self, servable: Any) -> None:
-        run_warmup(self.core, servable)
+        run_warmup(self.core, servable, self.options.num_request_iterations_for_warmup)
 
-    def start(self) -> None:
-        """Load every model (failing if one cannot serve), then open the ports."""
+    def _wait_for_base_paths(self, stop: threading.Event | None) -> bool:
+        """Poll until every model's base path exists (TF waits for them); False if stopped."""
+        told: set[str] = set()
+        interval = self.options.file_system_poll_wait_seconds
+        while True:
+            missing = {model.name: model.base_path
+                       for model in self.config.model_config_list.config
+                       if not Path(model.base_path).is_dir()}
+            if not missing:
+                return True
+            for name, path in missing.items():
+                if name not in told:
+                    log.warning("model %s: base path %s does not exist yet; waiting for it "
+                                "(looking every %g s, --file_system_poll_wait_seconds)", name,
+                                path, interval)
+                    told.add(name)
+            if stop is not None and stop.wait(interval):
+                return False
+            if stop is None:
+                time.sleep(interval)
+
+    def start(self, stop: threading.Event | None = None) -> bool:
+        """Load every model (failing if one cannot serve), then open the ports.
+
+        Args:
+            stop: set to give up waiting for a missing base path.
+
+        Returns:
+            False when `stop` was set before the models could load.
+        """
+        intra, inter = self.thread_pools
+        if intra or inter:
+            try:
+                set_parallelism(intra, inter)
+                log.info("TensorFlow thread pools: intra-op %s, inter-op %s", intra or "auto",
+                         inter or "auto")
+            except RuntimeError as err:  # TF ran an op before (another server in this process)
+                log.warning("cannot size TensorFlow's thread pools: %s", err)
+        if not self._wait_for_base_paths(stop):
+            return False
         try:
             self.manager.apply_config(self.config)
         except ServingError as err:
@@ -158,19 +285,39 @@ class ModelServer:
                             "; ".join(f"{name}: {why}" for name, why in failed.items()),
                             "fix or remove the broken version folders")
         options = self.options
+        if options.rest_api_port and options.rest_api_port == options.port:
+            self.manager.stop()
+            raise UserError(f"--rest_api_port {options.rest_api_port} is the same as --port",
+                            "give the REST API its own port (TF Serving's default is 8501)")
         try:
-            if options.port:
+            if options.port or options.grpc_socket_path:
                 self.grpc, self.health = create_grpc_server(
-                    self.core, options.host, options.port, self._grpc_threads())
+                    self.core, options.host, options.port, self._grpc_threads(),
+                    channel_arguments=self.channel_arguments,
+                    socket_path=options.grpc_socket_path,
+                    credentials=server_credentials(self.ssl) if self.ssl else None)
             if options.rest_api_port:
-                self.rest = RestServer(self.core, options.host, options.rest_api_port,
-                                       timeout_ms=options.rest_api_timeout_in_ms,
-                                       max_body_bytes=options.rest_api_max_body_bytes,
-                                       monitoring_path=self._monitoring_path)
+                tls = (ssl_context(self.rest_ssl.server_key, self.rest_ssl.server_cert,
+                                   self.rest_ssl.custom_ca, self.rest_ssl.client_verify)
+                       if self.rest_ssl else None)
+                self.rest = RestServer(
+                    self.core, options.host, options.rest_api_port,
+                    timeout_ms=options.rest_api_timeout_in_ms,
+                    max_body_bytes=options.rest_api_max_body_bytes,
+                    monitoring_path=self._monitoring_path,
+                    num_threads=options.rest_api_num_threads or 4 * (os.cpu_count() or 1),
+                    cors=options.rest_api_enable_cors_support, ssl_context=tls)
         except OSError as err:
             self.manager.stop()
+            if self.grpc is not None:
+                self.grpc.stop(0)
             raise UserError(f"cannot listen on {options.host}: {err}",
                             "choose free ports with --port and --rest_api_port") from None
+        except ssl.SSLError as err:
+            self.manager.stop()
+            raise UserError(f"the REST SSL config cannot be used: {err}",
+                            "check that server_key and server_cert are a matching PEM key "
+                            "and certificate") from None
         if self.grpc is not None:
             self.grpc.start()
         if self.rest is not None:
@@ -180,9 +327,12 @@ class ModelServer:
             self._config_poller = threading.Thread(target=self._poll_config, daemon=True,
                                                    name="serving-config-poll")
             self._config_poller.start()
-        log.info("serving %s; gRPC %s, REST %s", ", ".join(self.manager.model_names()),
-                 f"on {options.host}:{options.port}" if self.grpc else "off",
-                 f"on http://{options.host}:{options.rest_api_port}" if self.rest else "off")
+        grpc_where = [f"{options.host}:{options.port}"] if options.port else []
+        grpc_where += [f"unix:{options.grpc_socket_path}"] if options.grpc_socket_path else []
+        log.info("serving %s; gRPC %s%s, REST %s", ", ".join(self.manager.model_names()),
+                 f"on {' and '.join(grpc_where)}" if self.grpc else "off",
+                 " (TLS)" if self.ssl else "", f"on {self.rest.url}" if self.rest else "off")
+        return True
 
     def _grpc_threads(self) -> int:
         """RPC threads: --grpc_max_threads, else the default, raised to fill batches.
@@ -247,7 +397,8 @@ def serve(options: ServerOptions) -> int:
                 for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         server = ModelServer(options)
-        server.start()
+        if not server.start(stop):
+            return 0
         while not stop.wait(1.0):
             pass
         server.stop()

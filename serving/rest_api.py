@@ -7,28 +7,28 @@ Routes, as TF Serving has them:
 Extensions: GET /v1/models (every model and its versions), GET /healthz (the process answers),
 GET /readyz (every configured model has an AVAILABLE version), and the Prometheus page at the
 monitoring config's path when monitoring is enabled.
+
+The HTTP work is serving.http_server's (uvicorn); this module is an ASGI app. Requests run on a
+pool of --rest_api_num_threads threads (TF's REST thread pool), so the model's work never blocks
+the event loop and at most that many run at once; a request still running after
+--rest_api_timeout_in_ms is answered 504 (its run finishes in the background).
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
+import asyncio
 import logging
 import re
-import socket
-import threading
-import time
-import zlib
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import ssl
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
+from starlette.requests import ClientDisconnect, Request
 from tensorflow_serving.apis import model_pb2
 
 from serving import rest_json
+from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
 from serving.server import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
 
@@ -48,11 +48,14 @@ STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([
                          r"(?:/(metadata))?", re.IGNORECASE)
 V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 JSON_TYPE = "application/json"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INT64_MAX = 2**63 - 1
-
-
-class BodyTooLarge(Exception):
-    """A request body exceeds the configured limit (HTTP 413)."""
+# TF Serving's CORS answers (--rest_api_enable_cors_support): every answer allows any origin; a
+# preflight (OPTIONS) from a web origin is told which methods and headers it may use.
+CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
+CORS_PREFLIGHT = (("Access-Control-Allow-Methods", "POST, GET"),
+                  ("Access-Control-Allow-Headers", "Content-Type"))
+_WEB_ORIGIN = re.compile(r"https?://")
 
 
 def model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
@@ -74,363 +77,132 @@ def model_spec(name: str, version: str | None, label: str | None) -> model_pb2.M
     return spec
 
 
-class Watchdog:
-    """One thread that fires callbacks for requests still running at their deadline."""
+class _Reply:
+    """One answer: status, body bytes, content type and extra headers."""
 
-    def __init__(self) -> None:
-        # Entries are [deadline, sequence, callback]; a cancelled entry's callback is None.
-        self._heap: list[list[Any]] = []
-        self._dead = 0
-        self._sequence = itertools.count()
-        self._cond = threading.Condition()
-        self._closed = False
-        threading.Thread(target=self._run, name="rest-deadlines", daemon=True).start()
+    __slots__ = ("body", "close", "content_type", "status")
 
-    def watch(self, deadline: float, on_expiry: Callable[[], None]) -> list[Any]:
-        """Call `on_expiry` at `deadline` (time.monotonic()) unless cancelled; returns a token.
-
-        Args:
-            deadline: when to fire.
-            on_expiry: what to call then.
-        """
-        entry = [deadline, next(self._sequence), on_expiry]
-        with self._cond:
-            heapq.heappush(self._heap, entry)
-            if self._heap[0] is entry:
-                self._cond.notify()
-        return entry
-
-    def cancel(self, token: list[Any]) -> None:
-        """Stop watching a request (it finished).
-
-        Args:
-            token: what `watch` returned.
-        """
-        with self._cond:
-            if token[2] is None:
-                return
-            token[2] = None
-            self._dead += 1
-            if self._dead > 1000 and self._dead * 2 > len(self._heap):
-                self._heap = [entry for entry in self._heap if entry[2] is not None]
-                heapq.heapify(self._heap)
-                self._dead = 0
-
-    def close(self) -> None:
-        """Stop the thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    while self._heap and self._heap[0][2] is None:
-                        heapq.heappop(self._heap)
-                        self._dead -= 1
-                    left = self._heap[0][0] - time.monotonic() if self._heap else None
-                    if left is not None and left <= 0:
-                        break
-                    self._cond.wait(left)
-                entry = heapq.heappop(self._heap)
-                on_expiry, entry[2] = entry[2], None
-            with contextlib.suppress(OSError):  # the client may be gone
-                on_expiry()
+    def __init__(self, status: int, body: bytes, content_type: str = JSON_TYPE,
+                 close: bool = False) -> None:
+        self.status, self.body, self.content_type, self.close = status, body, content_type, close
 
 
-class RestServer(ThreadingHTTPServer):
-    """The HTTP server: one thread per connection, HTTP/1.1 keep-alive.
+def _error(error: ServingError, status: int | None = None, close: bool = False) -> _Reply:
+    return _Reply(status or HTTP_STATUS.get(error.code, 500),
+                  rest_json.dumps({"error": error.message}), close=close)
+
+
+class RestApi:
+    """The REST API as an ASGI application.
 
     Args:
         core: the server core.
-        host: the address to bind.
-        port: the port to bind.
         timeout_ms: answer 504 when a request takes longer; 0 for no limit.
         max_body_bytes: answer 413 to bodies (after gzip decompression) larger than this.
         monitoring_path: the Prometheus page's path, or None when monitoring is off.
-        read_timeout_s: a request (line, headers and body) must arrive within this many seconds
-            of the connection opening or the previous answer; then the connection is closed.
+        num_threads: requests processed at the same time (--rest_api_num_threads).
+        cors: add TF Serving's CORS headers and answer preflights.
     """
 
-    daemon_threads = True
-    request_queue_size = 256
-
-    def __init__(self, core: ServingCore, host: str, port: int, *, timeout_ms: int = 30000,
+    def __init__(self, core: ServingCore, *, timeout_ms: int = 30000,
                  max_body_bytes: int = 64 << 20, monitoring_path: str | None = None,
-                 read_timeout_s: float = 120.0) -> None:
+                 num_threads: int = 8, cors: bool = False) -> None:
         self.core = core
         self.timeout_seconds = timeout_ms / 1000 if timeout_ms > 0 else None
-        self.read_timeout_seconds = read_timeout_s
         self.max_body_bytes = max_body_bytes
         self.monitoring_path = monitoring_path
-        self.stopping = False
-        self._in_flight = 0
-        self._idle = threading.Condition()
-        self.watchdog = Watchdog()  # request deadlines and read deadlines
-        self._thread: threading.Thread | None = None
-        super().__init__((host, port), RestHandler)
+        self.cors = cors
+        self.executor = ThreadPoolExecutor(max(1, num_threads), thread_name_prefix="rest")
 
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="rest-server",
-                                        daemon=True)
-        self._thread.start()
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Answer one HTTP request (the ASGI interface)."""
+        request = Request(scope, receive)
+        # TF matches the raw (still percent-encoded) path; names are unquoted afterwards.
+        path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or scope["path"]
+        reply = await self._answer(request, request.method, path)
+        headers = [(b"content-type", reply.content_type.encode()),
+                   (b"content-length", str(len(reply.body)).encode())]
+        if self.cors:
+            headers.append(tuple(h.lower().encode() for h in CORS_ORIGIN))
+            if request.method == "OPTIONS" and _WEB_ORIGIN.match(request.headers.get("origin",
+                                                                                     "")):
+                headers += [tuple(h.lower().encode() for h in pair) for pair in CORS_PREFLIGHT]
+        if reply.close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if request.method == "HEAD" else reply.body})
 
-    def stop(self, grace_seconds: float) -> bool:
-        """Stop accepting connections and wait for requests in progress to be answered.
-
-        Args:
-            grace_seconds: the longest wait for in-flight requests.
-
-        Returns:
-            True when every in-flight request was answered in time.
-        """
-        self.stopping = True
-        self.shutdown()
-        self.server_close()
-        deadline = time.monotonic() + grace_seconds
-        with self._idle:
-            while self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._idle.wait(left)
-            drained = self._in_flight == 0
-        self.watchdog.close()
-        return drained
-
-    def begin_request(self) -> None:
-        """Count a request being processed (for a graceful stop)."""
-        with self._idle:
-            self._in_flight += 1
-
-    def end_request(self) -> None:
-        """Count a request answered."""
-        with self._idle:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.notify_all()
-
-
-class RestHandler(BaseHTTPRequestHandler):
-    """Answers one connection's requests."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "rnnkit-model-server"
-    disable_nagle_algorithm = True
-    timeout = 120  # seconds a socket read may wait (the read deadline is usually shorter)
-    server: RestServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Route the access log to debug logging instead of stderr."""
-        log.debug("%s - %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        """Answer a GET."""
-        self._handle()
-
-    def do_POST(self) -> None:
-        """Answer a POST."""
-        self._handle()
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
-
-    # ---- plumbing ------------------------------------------------------------------------
-
-    def handle_one_request(self) -> None:
-        """Read and answer one request, which must arrive whole before the read deadline.
-
-        A client that goes quiet or trickles its headers or body (slowloris) would otherwise
-        hold this connection's thread; at the deadline its socket is shut down, which ends the
-        blocked read.
-        """
-        self._dropped = False
-        self._read_deadline = self.server.watchdog.watch(
-            time.monotonic() + self.server.read_timeout_seconds, self._drop_connection)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.watchdog.cancel(self._read_deadline)
-
-    def _drop_connection(self) -> None:
-        self._dropped = True
-        self.close_connection = True
-        log.info("closing a connection from %s: no whole request within %.0f s",
-                 self.address_string(), self.server.read_timeout_seconds)
-        self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _reply(self, status: int, body: bytes, content_type: str = JSON_TYPE) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection or self.server.stopping:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _reply_error(self, error: ServingError, status: int | None = None) -> None:
-        self._reply(status or HTTP_STATUS.get(error.code, 500),
-                    rest_json.dumps({"error": error.message}))
-
-    def _read_body(self) -> bytes:
-        limit = self.server.max_body_bytes
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = self._read_chunked(limit)
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise invalid_argument("Content-Length is not a number") from None
-            if length > limit:
-                raise BodyTooLarge(f"request body of {length} bytes")
-            body = self.rfile.read(length) if length > 0 else b""
-            if len(body) < length:
-                raise ConnectionResetError("the connection closed before the whole body came")
-        encoding = self.headers.get("Content-Encoding", "identity").lower()
-        if encoding == "gzip":
-            return self._gunzip(body, limit)
-        if encoding not in ("identity", ""):
-            raise invalid_argument(f"unsupported Content-Encoding: {encoding}; send gzip or none")
-        return body
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts, total = [], 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise invalid_argument("malformed chunked request body") from None
-            if size == 0:
-                while self.rfile.readline(1024).strip():
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                raise BodyTooLarge(f"chunked request body of more than {limit} bytes")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(8)
-
-    @staticmethod
-    def _gunzip(body: bytes, limit: int) -> bytes:
-        decompressor = zlib.decompressobj(wbits=31)
-        try:
-            data = decompressor.decompress(body, limit + 1)
-        except zlib.error as err:
-            raise invalid_argument(f"request body is not valid gzip data: {err}") from None
-        if len(data) > limit or decompressor.unconsumed_tail:
-            raise BodyTooLarge(f"request body of more than {limit} bytes once decompressed")
-        if not decompressor.eof:
-            raise invalid_argument("request body is truncated gzip data")
-        return data
-
-    def _finish(self) -> None:
-        """Count this request answered, once (the deadline and the work may both finish it)."""
-        with self._finish_lock:
-            if self._pending:
-                self._pending = False
-                self.server.end_request()
-
-    def _handle(self) -> None:
-        server = self.server
-        server.begin_request()
-        self._finish_lock = threading.Lock()
-        self._pending = True
-        try:
-            if server.stopping:
-                self.close_connection = True
-                self._reply_error(ServingError(Code.UNAVAILABLE, "the server is shutting down"))
-                return
-            path = urlsplit(self.path).path
-            try:
-                body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else b""
-                server.watchdog.cancel(self._read_deadline)  # the request is in: run it
-                if self._dropped:
-                    raise ConnectionResetError("the read deadline passed")
-            except BodyTooLarge as err:
-                self.close_connection = True  # the unread body must not be taken for a request
-                self._reply_error(ServingError(
-                    Code.RESOURCE_EXHAUSTED,
-                    f"{err} is larger than the limit of {server.max_body_bytes} bytes "
-                    "(--rest_api_max_body_bytes); send fewer instances per request"),
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-                return
-            except ServingError as err:
-                self.close_connection = True
-                self._reply_error(err)
-                return
-            self._route(path, body)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True
-        finally:
-            self._finish()
-
-    def _answer_v1(self, path: str, body: bytes) -> None:
-        """Answer a /v1 request, or 504 once --rest_api_timeout_in_ms passed without an answer."""
-        server = self.server
-        answered = threading.Lock()  # whoever takes it first (the work or the deadline) replies
-        token = None
-        if server.timeout_seconds:
-            def expire() -> None:
-                if answered.acquire(blocking=False):
-                    self.close_connection = True  # the late answer must not reach the client
-                    try:
-                        self._reply_error(ServingError(
-                            Code.DEADLINE_EXCEEDED,
-                            f"Deadline exceeded: the request took longer than "
-                            f"{server.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)"))
-                    finally:
-                        self._finish()  # a graceful stop need not wait for the abandoned run
-            token = server.watchdog.watch(time.monotonic() + server.timeout_seconds, expire)
-        try:
-            status, reply = 200, rest_json.dumps(self._v1(path, body))
-        except BaseException as err:
-            error = as_serving_error(err)
-            status, reply = HTTP_STATUS.get(error.code, 500), rest_json.dumps(
-                {"error": error.message})
-        finally:
-            if token is not None:
-                server.watchdog.cancel(token)
-        if answered.acquire(blocking=False):
-            self._reply(status, reply)
-
-    def _route(self, path: str, body: bytes) -> None:
-        server = self.server
+    async def _answer(self, request: Request, method: str, path: str) -> _Reply:
+        if self.cors and method == "OPTIONS":
+            return _Reply(200, b"", "text/plain")
         if V1_PATH.fullmatch(path):
-            self._answer_v1(path, body)
-        elif path == "/healthz" and self.command == "GET":
-            self._reply(200, rest_json.dumps({"status": "alive"}))
-        elif path == "/readyz" and self.command == "GET":
-            waiting = server.core.manager.not_ready()
-            document = {"ready": not waiting, "not_ready": waiting}
-            self._reply(200 if not waiting else 503, rest_json.dumps(document))
-        elif (server.monitoring_path and path == server.monitoring_path
-              and self.command == "GET" and server.core.metrics is not None):
-            page = server.core.metrics.render_prometheus().encode()
-            self._reply(200, page, "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._reply_error(ServingError(
-                Code.NOT_FOUND, f"Not found: {self.command} {path}; the API is under /v1/models"))
+            try:
+                body = (await read_body(request, self.max_body_bytes)
+                        if method in ("POST", "PUT", "PATCH") else b"")
+            except BodyTooLarge as err:
+                # The unread rest of the body must not be taken for a request: close.
+                return _error(ServingError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"{err} is larger than the limit of {self.max_body_bytes} bytes "
+                    "(--rest_api_max_body_bytes); send fewer instances per request"),
+                    413, close=True)
+            except BadBody as err:
+                return _error(invalid_argument(str(err)), close=True)
+            except ClientDisconnect:
+                raise
+            return await self._run_v1(method, path, body)
+        if path == "/healthz" and method == "GET":
+            return _Reply(200, rest_json.dumps({"status": "alive"}))
+        if path == "/readyz" and method == "GET":
+            waiting = self.core.manager.not_ready()
+            return _Reply(200 if not waiting else 503,
+                          rest_json.dumps({"ready": not waiting, "not_ready": waiting}))
+        if (self.monitoring_path and path == self.monitoring_path and method == "GET"
+                and self.core.metrics is not None):
+            page = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.core.metrics.render_prometheus)
+            return _Reply(200, page.encode(), PROMETHEUS_TYPE)
+        return _error(ServingError(
+            Code.NOT_FOUND, f"Not found: {method} {path}; the API is under /v1/models"))
+
+    async def _run_v1(self, method: str, path: str, body: bytes) -> _Reply:
+        """Run a /v1 request on the thread pool, or answer 504 once its time is up."""
+        work = asyncio.get_running_loop().run_in_executor(self.executor, self._v1_reply,
+                                                          method, path, body)
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), self.timeout_seconds)
+        except TimeoutError:
+            assert self.timeout_seconds is not None
+            return _error(ServingError(
+                Code.DEADLINE_EXCEEDED,
+                f"Deadline exceeded: the request took longer than "
+                f"{self.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)"), close=True)
+
+    def _v1_reply(self, method: str, path: str, body: bytes) -> _Reply:
+        try:
+            return _Reply(200, rest_json.dumps(self._v1(method, path, body)))
+        except BaseException as err:
+            return _error(as_serving_error(err))
+
+    def close(self) -> None:
+        """Stop the thread pool (requests still running finish in the background)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- the v1 API ------------------------------------------------------------------------
 
-    def _v1(self, path: str, body: bytes) -> Any:
-        core = self.server.core
-        match = PREDICTION_PATH.fullmatch(path) if self.command == "POST" else None
+    def _v1(self, http_method: str, path: str, body: bytes) -> Any:
+        core = self.core
+        match = PREDICTION_PATH.fullmatch(path) if http_method == "POST" else None
         if match:
             name, version, label, method = match.groups()
             spec = model_spec(name, version, label)
-            api = method.lower()
             handler = {"predict": self._predict, "classify": self._classify,
-                       "regress": self._regress}[api]
-            with core.track(api.capitalize(), "REST", spec.name):
+                       "regress": self._regress}[method.lower()]
+            # TF's REST entry point labels latency with the method as the URL spells it.
+            with core.track(method, "REST", spec.name):
                 return handler(spec, body)
-        match = STATUS_PATH.fullmatch(path) if self.command == "GET" else None
+        match = STATUS_PATH.fullmatch(path) if http_method == "GET" else None
         if match:
             name, version, label, metadata = match.groups()
             if name is None:
@@ -443,10 +215,10 @@ class RestHandler(BaseHTTPRequestHandler):
                     return self._metadata(spec)
             with core.track("GetModelStatus", "REST", spec.name):
                 return rest_json.proto_json(core.model_status(spec))
-        raise invalid_argument(f"Malformed request: {self.command} {path}")
+        raise invalid_argument(f"Malformed request: {http_method} {path}")
 
     def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
-        core = self.server.core
+        core = self.core
         document = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(document)
         with core.acquire(spec) as servable:
@@ -461,7 +233,7 @@ class RestHandler(BaseHTTPRequestHandler):
         return rest_json.predict_response(outputs, request_format)
 
     def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
-        core = self.server.core
+        core = self.core
         document = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(document)
         request_input = rest_json.examples_input(document, "classify")
@@ -470,7 +242,7 @@ class RestHandler(BaseHTTPRequestHandler):
         return rest_json.classify_response(result)
 
     def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
-        core = self.server.core
+        core = self.core
         document = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(document)
         request_input = rest_json.examples_input(document, "regress")
@@ -479,7 +251,7 @@ class RestHandler(BaseHTTPRequestHandler):
         return rest_json.regress_response(result)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> Any:
-        core = self.server.core
+        core = self.core
         with core.acquire(spec) as servable:
             return {
                 "model_spec": rest_json.proto_json(core.response_spec(servable, None)),
@@ -488,7 +260,7 @@ class RestHandler(BaseHTTPRequestHandler):
             }
 
     def _list_models(self) -> Any:
-        core = self.server.core
+        core = self.core
         models = []
         for name in core.manager.model_names():
             try:
@@ -497,3 +269,37 @@ class RestHandler(BaseHTTPRequestHandler):
                 status = {"model_version_status": []}
             models.append({"name": name, **status})
         return {"models": models}
+
+
+class RestServer(HttpServer):
+    """The REST API on its port.
+
+    Args:
+        core: the server core.
+        host: the address to bind.
+        port: the port to bind; 0 picks a free one.
+        timeout_ms: answer 504 when a request takes longer; 0 for no limit.
+        max_body_bytes: answer 413 to bodies (after gzip decompression) larger than this.
+        monitoring_path: the Prometheus page's path, or None when monitoring is off.
+        read_timeout_s: a whole request must arrive within this many seconds of the connection
+            opening or of the previous answer; then the connection is closed.
+        num_threads: requests processed at the same time (--rest_api_num_threads).
+        cors: TF Serving's CORS support (--rest_api_enable_cors_support).
+        ssl_context: serve HTTPS with this context, or None.
+    """
+
+    def __init__(self, core: ServingCore, host: str, port: int, *, timeout_ms: int = 30000,
+                 max_body_bytes: int = 64 << 20, monitoring_path: str | None = None,
+                 read_timeout_s: float = 120.0, num_threads: int = 8, cors: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.api = RestApi(core, timeout_ms=timeout_ms, max_body_bytes=max_body_bytes,
+                           monitoring_path=monitoring_path, num_threads=num_threads, cors=cors)
+        super().__init__(self.api, host, port, read_timeout_s=read_timeout_s,
+                         ssl_context=ssl_context, server_name="rnnkit-model-server")
+
+    def stop(self, grace_seconds: float) -> bool:
+        """See `HttpServer.stop`; also ends the request thread pool."""
+        try:
+            return super().stop(grace_seconds)
+        finally:
+            self.api.close()

@@ -28,11 +28,34 @@ SERVE_TAG = "serve"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
-def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
-    """Read the MetaGraphDef tagged 'serve' from a SavedModel directory.
+# Thread pools of the Sessions TF1-style models run in (set_parallelism changes them).
+_session_config = config_pb2.ConfigProto()
+
+
+def set_parallelism(intra_op: int, inter_op: int) -> None:
+    """Size TensorFlow's thread pools, as TF Serving's --tensorflow_*_parallelism flags do.
+
+    Must run before TensorFlow runs its first op; 0 leaves a pool's size to TensorFlow.
+
+    Args:
+        intra_op: threads one op may use.
+        inter_op: ops that may run at the same time.
+    """
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        _session_config.intra_op_parallelism_threads = intra_op
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        _session_config.inter_op_parallelism_threads = inter_op
+
+
+def read_meta_graph(path: Path, tags: Sequence[str] = (SERVE_TAG,),
+                    ) -> meta_graph_pb2.MetaGraphDef:
+    """Read the MetaGraphDef with exactly the given tag set from a SavedModel directory.
 
     Args:
         path: the version directory holding saved_model.pb (or saved_model.pbtxt).
+        tags: the tag set (--saved_model_tags), by default {'serve'}.
     """
     binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
     saved_model = saved_model_pb2.SavedModel()
@@ -50,15 +73,16 @@ def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
             Code.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
     found = []
+    wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
-        tags = list(meta_graph.meta_info_def.tags)
-        if SERVE_TAG in tags:
+        have = list(meta_graph.meta_info_def.tags)
+        if set(have) == wanted:
             return meta_graph
-        found.append(tags)
+        found.append(have)
     raise ServingError(
         Code.NOT_FOUND,
-        f"SavedModel at {path} has no MetaGraph tagged '{SERVE_TAG}' (tag sets found: {found}); "
-        "export it with the 'serve' tag")
+        f"SavedModel at {path} has no MetaGraph with tags {sorted(wanted)} (tag sets found: "
+        f"{found}); pass its tags with --saved_model_tags, or export it with the 'serve' tag")
 
 
 class Servable(abc.ABC):
@@ -150,13 +174,15 @@ class FunctionServable(Servable):
         name: the model's name.
         version: the version number.
         path: the version directory.
-        meta_graph: its 'serve' MetaGraphDef.
+        meta_graph: its MetaGraphDef with `tags`.
+        tags: the MetaGraph's tag set.
     """
 
     def __init__(self, name: str, version: int, path: Path,
-                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+                 meta_graph: meta_graph_pb2.MetaGraphDef,
+                 tags: Sequence[str] = (SERVE_TAG,)) -> None:
         super().__init__(name, version, path, meta_graph)
-        self._loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+        self._loaded = tf.saved_model.load(str(path), tags=list(tags))
         self._functions = dict(self._loaded.signatures)
 
     def input_dtypes(self, signature_name: str) -> dict[str, int]:
@@ -192,16 +218,18 @@ class SessionServable(Servable):
         name: the model's name.
         version: the version number.
         path: the version directory.
-        meta_graph: its 'serve' MetaGraphDef.
+        meta_graph: its MetaGraphDef with `tags`.
+        tags: the MetaGraph's tag set.
     """
 
     def __init__(self, name: str, version: int, path: Path,
-                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+                 meta_graph: meta_graph_pb2.MetaGraphDef,
+                 tags: Sequence[str] = (SERVE_TAG,)) -> None:
         super().__init__(name, version, path, meta_graph)
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config)
         with self._graph.as_default():
-            tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
+            tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(path))
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
         self._callables_lock = threading.Lock()
         self._input_dtypes: dict[str, dict[str, int]] = {}
@@ -259,20 +287,22 @@ class SessionServable(Servable):
         self._session.close()
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
+def load_servable(name: str, version: int, path: Path,
+                  tags: Sequence[str] = (SERVE_TAG,)) -> Servable:
     """Load one version directory, choosing the TF2 or the Session path by its contents.
 
     Args:
         name: the model's name.
         version: the version number.
         path: the version directory.
+        tags: the MetaGraph's tag set (--saved_model_tags).
     """
-    meta_graph = read_meta_graph(path)
+    meta_graph = read_meta_graph(path, tags)
     started = time.perf_counter()
     if meta_graph.object_graph_def.nodes:
-        servable: Servable = FunctionServable(name, version, path, meta_graph)
+        servable: Servable = FunctionServable(name, version, path, meta_graph, tags)
     else:
-        servable = SessionServable(name, version, path, meta_graph)
+        servable = SessionServable(name, version, path, meta_graph, tags)
     log.info("loaded %s version %d from %s in %.2f s (%s)", name, version, path,
              time.perf_counter() - started, type(servable).__name__)
     return servable

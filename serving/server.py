@@ -35,8 +35,8 @@ from serving.tensors import datatype_of, dtype_name
 log = logging.getLogger("serving.server")
 
 DEFAULT_SIGNATURE = "serving_default"
-# Classify and regress signatures take serialized tf.Examples under this input alias.
-EXAMPLES_INPUT = "inputs"
+# The runtime label of TF's runtime_latency metric for SavedModels run as TF graphs.
+RUNTIME = "TF1"
 CLASSES_OUTPUT, SCORES_OUTPUT, REGRESS_OUTPUT = "classes", "scores", "outputs"
 
 
@@ -86,12 +86,17 @@ class ServingCore:
         manager: the loaded models.
         batcher: a serving.batching.BatchScheduler merging concurrent runs, or None.
         metrics: a serving.metrics.Metrics receiving one observation per request, or None.
+        check_method_name: refuse classify/regress on signatures whose method_name is not
+            classify/regress (TF's --enable_signature_method_name_check, off by default so that
+            native TF2 exports, whose signatures all say predict, answer Classify and Regress).
     """
 
-    def __init__(self, manager: ModelManager, batcher: Any = None, metrics: Any = None) -> None:
+    def __init__(self, manager: ModelManager, batcher: Any = None, metrics: Any = None, *,
+                 check_method_name: bool = False) -> None:
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
+        self.check_method_name = check_method_name
 
     # ---- requests around the model ---------------------------------------------------------
 
@@ -144,15 +149,23 @@ class ServingCore:
         return spec
 
     def _run(self, servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-             output_keys: Sequence[str]) -> dict[str, np.ndarray]:
+             output_keys: Sequence[str], api: str = "Predict") -> dict[str, np.ndarray]:
+        def run(merged: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            started = time.perf_counter()
+            try:
+                return servable.run(signature_name, merged, output_keys)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.observe_runtime(servable.name, api, RUNTIME,
+                                                 time.perf_counter() - started)
+
         if self.batcher is None:
-            return servable.run(signature_name, inputs, output_keys)
+            return run(inputs)
         key = (servable.name, servable.version, signature_name, tuple(output_keys))
         try:
-            return self.batcher.submit(
-                key, dict(inputs), lambda merged: servable.run(signature_name, merged, output_keys))
-        except QueueFullError as err:
-            raise ServingError(Code.RESOURCE_EXHAUSTED, str(err)) from None
+            return self.batcher.submit(key, dict(inputs), run)
+        except QueueFullError as err:  # TF's batching queue answers UNAVAILABLE too
+            raise ServingError(Code.UNAVAILABLE, str(err)) from None
         except SchedulerClosedError as err:
             raise ServingError(Code.UNAVAILABLE, str(err)) from None
         except ValueError as err:
@@ -222,30 +235,34 @@ class ServingCore:
 
     # ---- classify and regress -------------------------------------------------------------
 
-    @staticmethod
-    def _example_signature(servable: Servable, signature_name: str, method: str,
-                           outputs: tuple[str, ...]) -> tuple[str, meta_graph_pb2.SignatureDef]:
+    def _example_signature(self, servable: Servable, signature_name: str, method: str,
+                           outputs: tuple[str, ...],
+                           ) -> tuple[str, meta_graph_pb2.SignatureDef, str]:
+        """The signature a classify/regress request names, checked as TF's classifier.cc does.
+
+        Returns the signature's name, its definition and the alias of its one input.
+        """
         name = signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_defs.get(name)
         if signature is None:
             raise invalid_argument(f"No signature was found with the name: {name}. This model "
                                    f"has: {', '.join(sorted(servable.signature_defs))}")
         kind = "classification" if method == CLASSIFY_METHOD else "regression"
-        if signature.method_name != method:
+        if self.check_method_name and signature.method_name != method:
             raise invalid_argument(f"Expected {kind} signature method_name to be {method}. "
                                    f"Was: {signature.method_name}")
         if len(signature.inputs) != 1:
             raise invalid_argument("Expected one input Tensor.")
-        if EXAMPLES_INPUT not in signature.inputs:
-            raise ServingError(Code.FAILED_PRECONDITION,
-                               f"No {kind} inputs found in SignatureDef {name}: it needs an input "
-                               f"named '{EXAMPLES_INPUT}' taking serialized tf.Examples")
         if not any(key in signature.outputs for key in outputs):
             raise ServingError(Code.FAILED_PRECONDITION,
                                f"Expected {kind} signature outputs to contain "
                                f"{' or '.join(repr(key) for key in outputs)}. Signature {name} "
                                f"has: {', '.join(sorted(signature.outputs))}")
-        return name, signature
+        return name, signature, next(iter(signature.inputs))
+
+    def _count_examples(self, servable: Servable, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_examples(servable.name, count)
 
     def classify(self, servable: Servable, signature_name: str, request_input: input_pb2.Input,
                  ) -> tuple[str, classification_pb2.ClassificationResult]:
@@ -256,11 +273,12 @@ class ServingCore:
             signature_name: the signature ('' for serving_default).
             request_input: the examples, with an optional context.
         """
-        name, signature = self._example_signature(servable, signature_name, CLASSIFY_METHOD,
-                                                  (CLASSES_OUTPUT, SCORES_OUTPUT))
+        name, signature, alias = self._example_signature(
+            servable, signature_name, CLASSIFY_METHOD, (CLASSES_OUTPUT, SCORES_OUTPUT))
         examples = serialized_examples(request_input, "ClassificationRequest")
+        self._count_examples(servable, len(examples))
         keys = [key for key in (CLASSES_OUTPUT, SCORES_OUTPUT) if key in signature.outputs]
-        outputs = self._run(servable, name, {EXAMPLES_INPUT: examples}, keys)
+        outputs = self._run(servable, name, {alias: examples}, keys, "Classify")
         return name, self._classification_result(outputs, len(examples))
 
     @staticmethod
@@ -309,10 +327,11 @@ class ServingCore:
             signature_name: the signature ('' for serving_default).
             request_input: the examples, with an optional context.
         """
-        name, _ = self._example_signature(servable, signature_name, REGRESS_METHOD,
-                                          (REGRESS_OUTPUT,))
+        name, _, alias = self._example_signature(servable, signature_name, REGRESS_METHOD,
+                                                 (REGRESS_OUTPUT,))
         examples = serialized_examples(request_input, "RegressionRequest")
-        outputs = self._run(servable, name, {EXAMPLES_INPUT: examples}, [REGRESS_OUTPUT])
+        self._count_examples(servable, len(examples))
+        outputs = self._run(servable, name, {alias: examples}, [REGRESS_OUTPUT], "Regress")
         return name, self._regression_result(outputs[REGRESS_OUTPUT], len(examples))
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Model warmup: replay a version's assets.extra/tf_serving_warmup_requests before it serves.
 
 The file is a TFRecord file of tensorflow.serving.PredictionLog protos, as TF Serving reads it;
-each logged Predict, Classify, Regress or MultiInference request is run once against the new
+each logged Predict, Classify, Regress or MultiInference request is run (once, or
+--num_request_iterations_for_warmup times) against the new
 version, so its first real request does not pay for graph tracing and memory allocation.
 """
 
@@ -71,15 +72,17 @@ def _replay(core: ServingCore, servable: Servable,
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
 
-def run_warmup(core: ServingCore, servable: Servable) -> int:
+def run_warmup(core: ServingCore, servable: Servable, iterations: int = 1) -> int:
     """Replay every warmup request against a servable; any failure fails its load.
 
     Args:
         core: the server core (runs the requests exactly as clients' requests run).
         servable: the version being loaded.
+        iterations: times each request is replayed (--num_request_iterations_for_warmup; values
+            below 1 mean 1, as in TF Serving).
 
     Returns:
-        How many requests were replayed.
+        How many requests were replayed (records times iterations).
     """
     records = warmup_records(servable.path)
     if not records:
@@ -89,7 +92,8 @@ def run_warmup(core: ServingCore, servable: Servable) -> int:
     try:
         for index, record in enumerate(records):
             try:
-                _replay(core, servable, record)
+                for _ in range(max(1, iterations)):
+                    _replay(core, servable, record)
             except Exception as err:
                 error = as_serving_error(err)
                 status = error.code.name
@@ -99,6 +103,7 @@ def run_warmup(core: ServingCore, servable: Servable) -> int:
         if core.metrics is not None:
             core.metrics.observe_warmup(str(servable.path), status,
                                         time.perf_counter() - started)
+    replayed = len(records) * max(1, iterations)
     log.info("warmed up %s version %d with %d requests in %.2f s", servable.name,
-             servable.version, len(records), time.perf_counter() - started)
-    return len(records)
+             servable.version, replayed, time.perf_counter() - started)
+    return replayed

@@ -24,6 +24,7 @@ GRACE_S = 4
 # Refusing a request that finds the queue full must not wait for the queue: well under a second
 # even on a busy 2-core machine (a queued request would wait for seconds here).
 REFUSAL_LIMIT_S = 1.0
+REST_THREADS = 4
 READ_TIMEOUT_S = 1.5
 
 
@@ -40,7 +41,8 @@ def faulty(tmp_path_factory):
     args = ["--model_name=textual", f"--model_base_path={tmp / 'exports' / 'textual'}",
             "--file_system_poll_wait_seconds=0.2", "--enable_batching",
             f"--batching_parameters_file={batching}", f"--monitoring_config_file={monitoring}",
-            f"--shutdown_grace_seconds={GRACE_S}", "--rest_api_timeout_in_ms=20000"]
+            f"--shutdown_grace_seconds={GRACE_S}", "--rest_api_timeout_in_ms=20000",
+            "--max_num_load_retries=0"]
     with running_server(args, tmp / "server.log") as server:
         yield {"server": server, "base": tmp / "exports" / "textual"}
 
@@ -162,7 +164,7 @@ def test_full_queue_refuses_at_once_on_both_protocols_and_recovers(faulty):
     assert not any(thread.is_alive() for thread in flooders + holders)
 
     kinds = {outcome.split(" ", 1)[0] for _, outcome, _ in outcomes}
-    assert kinds == {"429", "RESOURCE_EXHAUSTED"}, outcomes
+    assert kinds == {"503", "UNAVAILABLE"}, outcomes  # TF's batcher answers UNAVAILABLE
     assert all("queue" in outcome for _, outcome, _ in outcomes)
     seconds = sorted(elapsed for _, _, elapsed in outcomes)
     assert seconds[-1] < REFUSAL_LIMIT_S, seconds
@@ -190,7 +192,7 @@ def short_fuse(tmp_path_factory):
     manager = ModelManager(poll_wait_seconds=0)
     manager.apply_config(config)
     rest = RestServer(ServingCore(manager), "127.0.0.1", 0, timeout_ms=10000,
-                      read_timeout_s=READ_TIMEOUT_S)
+                      read_timeout_s=READ_TIMEOUT_S, num_threads=REST_THREADS)
     rest.start()
     try:
         yield rest
@@ -272,8 +274,9 @@ def test_slow_and_vanishing_clients_do_not_hold_the_server(short_fuse):
         assert len(seconds) == 5 and max(seconds) < limit, (kind, seconds)
     assert len(served) >= 5 and {status for status, _ in served} == {200}
     assert max(seconds for _, seconds in served) < 2.0
-    # Every connection thread has ended: none waits on a client that left.
-    wait_for(lambda: threading.active_count() <= baseline, timeout=10)
+    # Connections hold no thread (the event loop reads them): at most the REST pool's fixed
+    # threads started meanwhile, and none waits on a client that left.
+    wait_for(lambda: threading.active_count() <= baseline + REST_THREADS, timeout=10)
     print(f"\nslow connections closed after (s): "
           f"{ {k: round(max(v), 2) for k, v in closed_after.items()} }; {len(served)} normal "
           f"requests answered meanwhile, slowest {max(s for _, s in served):.2f} s")

@@ -201,7 +201,8 @@ def test_rest_multiple_inputs_row_and_columnar(server):
     ("half_plus_two:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]},
      400, "Unexpected element type in feature: x"),
     ("half_plus_two:classify", {"examples": [{"x": 1.0}]}, 400,
-     "Expected classification signature method_name to be tensorflow/serving/classify"),
+     # TF's default --enable_signature_method_name_check=false checks the outputs instead.
+     "Expected classification signature outputs to contain 'classes' or 'scores'"),
     ("nope:predict", {"instances": [1.0]}, 404, "Servable not found for request: Latest(nope)"),
     ("half_plus_two/versions/7:predict", {"instances": [1.0]}, 404,
      "Servable not found for request: Specific(half_plus_two, 7)"),

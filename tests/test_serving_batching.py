@@ -262,8 +262,9 @@ def test_invalid_parameters_are_refused():
         BatchScheduler(params(num_batch_threads=0))
 
 
-def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_reported(
-        shared_data, tmp_path, caplog):
+def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
+        shared_data, tmp_path):
+    from app.errors import UserError
     from serving.grpc_api import default_grpc_threads
     from serving.model_server import ModelServer, ServerOptions
 
@@ -284,6 +285,6 @@ def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_reported(
         default_grpc_threads(), 120)
     assert threads(enable_batching=True, batching_parameters_file=str(batching),
                    grpc_max_threads=5) == 5
-    # Without --enable_batching the file is ignored, as in TF Serving, and the log says so.
-    assert threads(batching_parameters_file=str(batching)) == default_grpc_threads()
-    assert "ignored without --enable_batching" in caplog.text
+    # A batching file without --enable_batching is a startup error, as in TF Serving.
+    with pytest.raises(UserError, match="without --enable_batching"):
+        threads(batching_parameters_file=str(batching))

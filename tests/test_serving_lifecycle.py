@@ -61,7 +61,7 @@ def world(shared_data, tmp_path_factory):
     args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5",
             "--file_system_poll_wait_seconds=0.3", "--enable_batching",
             f"--batching_parameters_file={batching}", f"--monitoring_config_file={monitoring}",
-            "--rest_api_timeout_in_ms=0"]
+            "--rest_api_timeout_in_ms=0", "--max_num_load_retries=0"]
     with running_server(args, tmp / "server.log") as server:
         yield {"server": server, "tmp": tmp, "hp": hp, "source": source, "config": config,
                "exports": exports}
@@ -214,7 +214,7 @@ def test_readyz_reports_a_model_without_versions(world, tmp_path):
     assert http("GET", f"{server.url}/readyz")[0] == 200
 
 
-def test_full_batch_queue_answers_429(world):
+def test_full_batch_queue_answers_503_as_tf_serving(world):
     server = world["server"]
     url = f"{server.url}/v1/models/textual/versions/1:predict"
     results: dict[str, int] = {}
@@ -231,7 +231,7 @@ def test_full_batch_queue_answers_429(world):
     status, reply = http("POST", url, {"signature_name": "sleep", "instances": [0.0]})
     busy.join()
     queued.join()
-    assert status == 429 and "queue" in reply["error"]
+    assert status == 503 and "queue" in reply["error"]  # UNAVAILABLE, as TF's batcher
     assert results == {"busy": 200, "queued": 200}
 
 
@@ -257,7 +257,7 @@ def test_startup_fails_clearly_when_the_only_version_is_broken(tmp_path):
     (tmp_path / "model" / "1").mkdir(parents=True)
     (tmp_path / "model" / "1" / "saved_model.pb").write_bytes(b"garbage")
     server = ModelServer(ServerOptions(model_base_path=str(tmp_path / "model"), port=0,
-                                       rest_api_port=0))
+                                       rest_api_port=0, max_num_load_retries=0))
     with pytest.raises(UserError, match=r"model\(s\) failed to load: default: version 1: "):
         server.start()
 
@@ -271,7 +271,8 @@ def test_config_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="both --model_config_file and --model_base_path"):
         model_server_config(ServerOptions(model_config_file="a", model_base_path="b"))
     with pytest.raises(UserError, match="is not a folder"):
-        model_server_config(ServerOptions(model_base_path=str(tmp_path / "missing")))
+        model_server_config(ServerOptions(model_base_path=str(tmp_path / "missing"),
+                                          file_system_poll_wait_seconds=0))
     config = tmp_path / "models.config"
     config.write_text('model_config_list { config { name: "m" base_path: "rel" } }')
     (tmp_path / "rel").mkdir()

@@ -1,4 +1,4 @@
-"""Metrics: TF Serving's names, parsed back from the Prometheus text format."""
+"""Metrics: TF Serving's names and labels, parsed back from the Prometheus text format."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def parse(text: str) -> tuple[dict[str, str], list[tuple[str, dict[str, str], fl
         if body:
             assert ",".join(f'{k}="{v}"' for k, v in LABEL.findall(body)) == body, line
         base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in types or base in types, f"sample before its TYPE line: {line}"
+        # prometheus_client names a counter's family NAME_total in HELP/TYPE; samples keep TF's.
+        assert name in types or base in types or f"{name}_total" in types, (
+            f"sample before its TYPE line: {line}")
         samples.append((name, labels, float(value)))
     return types, samples
 
@@ -51,15 +53,17 @@ def test_request_count_and_latency_histogram():
     metrics.observe_request("sentiment", "Predict", "REST", "INVALID_ARGUMENT", 0.001)
     types, samples = parse(metrics.render_prometheus())
 
-    assert types[":tensorflow:serving:request_count"] == "counter"
+    assert types[":tensorflow:serving:request_count_total"] == "counter"
     assert types[":tensorflow:serving:request_latency"] == "histogram"
     assert find(samples, ":tensorflow:serving:request_count", model_name="sentiment",
                 status="OK")[0][1] == 5
     assert find(samples, ":tensorflow:serving:request_count",
                 status="INVALID_ARGUMENT")[0][1] == 1
 
-    grpc = dict(model_name="sentiment", API="Predict", entrypoint="GRPC", status="OK")
+    grpc = dict(model_name="sentiment", API="Predict", entrypoint="GRPC")
     buckets = find(samples, ":tensorflow:serving:request_latency_bucket", **grpc)
+    # TF's request_latency has exactly these labels (and le): no status.
+    assert all(set(lab) == {"model_name", "API", "entrypoint", "le"} for lab, _ in buckets)
     bounds = [float(lab["le"]) for lab, _ in buckets]
     counts = [v for _, v in buckets]
     # TF's Buckets::Exponential(10, 1.8, 33) in microseconds, then +Inf.
@@ -131,3 +135,21 @@ def test_concurrent_updates_are_all_counted():
     _, samples = parse(metrics.render_prometheus())
     assert find(samples, ":tensorflow:serving:request_count")[0][1] == 4000
     assert find(samples, ":tensorflow:serving:request_latency_count")[0][1] == 4000
+
+
+def test_runtime_latency_and_example_counts_as_tf_serving():
+    metrics = Metrics()
+    metrics.observe_runtime("sentiment", "Classify", "TF1", 0.002)
+    metrics.observe_examples("sentiment", 3)
+    metrics.observe_examples("sentiment", 40)
+    types, samples = parse(metrics.render_prometheus())
+    assert types[":tensorflow:serving:runtime_latency"] == "histogram"
+    runtime = find(samples, ":tensorflow:serving:runtime_latency_count")
+    assert runtime == [({"model_name": "sentiment", "API": "Classify", "runtime": "TF1"}, 1)]
+    counts = {lab["le"]: v for lab, v in
+              find(samples, ":tensorflow:serving:request_example_counts_bucket", model="sentiment")}
+    # TF's Buckets::Exponential(1, 2, 15): 3 examples fall at le=4, 40 at le=64.
+    assert counts["2"] == 0 and counts["4"] == 1 and counts["32"] == 1 and counts["64"] == 2
+    assert len(counts) == 16
+    assert find(samples, ":tensorflow:serving:request_example_count_total",
+                model="sentiment")[0][1] == 43

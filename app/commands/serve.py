@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+
+log = logging.getLogger("app.serve")
 
 HELP = "serve exported SavedModels over TF Serving's REST and gRPC APIs"
 EXAMPLES = """examples:
@@ -11,73 +15,65 @@ EXAMPLES = """examples:
   rnnkit serve --model_base_path=exports/sentiment --enable_batching \\
       --batching_parameters_file=batching.config --host=0.0.0.0
   curl -d '{"instances": [1.0, 2.0, 5.0]}' localhost:8501/v1/models/half_plus_two:predict
-(python -m serving takes the same flags.)
+Every flag of tensorflow_model_server 2.21 is taken (`rnnkit serve --help` lists them);
+python -m serving takes the same flags.
 """
 
 
-def _bool(text: str) -> bool:
-    """Parse a boolean flag value the way TF Serving's flags accept it."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this command's flags (tensorflow_model_server's names and defaults).
+    """Take the whole command line as tensorflow_model_server's flags (serving.flags parses it).
+
+    argparse would stop at the first flag it does not know; TF Serving warns about unknown
+    arguments and starts anyway, so argparse is told that nothing here is an option.
 
     Args:
         parser: the sub-command's parser.
     """
-    flag = parser.add_argument
-    flag("--port", type=int, default=8500,
-         help="gRPC port; 0 turns gRPC off (default: %(default)s)")
-    flag("--rest_api_port", type=int, default=8501,
-         help="HTTP/REST port; 0 turns REST off (default: %(default)s)")
-    flag("--host", default="127.0.0.1",
-         help="address to listen on; 0.0.0.0 for other machines (default: %(default)s)")
-    flag("--model_name", default="default",
-         help="name of the model served from --model_base_path (default: %(default)s)")
-    flag("--model_base_path", metavar="DIR",
-         help="folder holding the model's numbered version folders (1/, 2/, ...)")
-    flag("--model_config_file", metavar="FILE",
-         help="text-format ModelServerConfig listing several models, version policies and "
-              "labels (instead of --model_base_path)")
-    flag("--model_config_file_poll_wait_seconds", type=float, default=0, metavar="SECONDS",
-         help="re-read --model_config_file this often; 0 reads it once (default: %(default)s)")
-    flag("--file_system_poll_wait_seconds", type=float, default=1, metavar="SECONDS",
-         help="look for new model versions this often; 0 only at start (default: %(default)s)")
-    flag("--enable_batching", type=_bool, nargs="?", const=True, default=False,
-         metavar="BOOL", help="merge concurrent requests into batches (default: %(default)s)")
-    flag("--batching_parameters_file", metavar="FILE",
-         help="text-format BatchingParameters (max_batch_size, batch_timeout_micros, ...); "
-              "used with --enable_batching, as in TF Serving")
-    flag("--monitoring_config_file", metavar="FILE",
-         help="text-format MonitoringConfig; enables the Prometheus page on the REST port")
-    flag("--rest_api_timeout_in_ms", type=int, default=30000, metavar="MS",
-         help="REST requests running longer get HTTP 504; 0 for no limit (default: %(default)s)")
-    flag("--rest_api_max_body_bytes", type=int, default=64 << 20, metavar="BYTES",
-         help="REST request bodies larger than this get HTTP 413 (default: %(default)s)")
-    flag("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
-         metavar="BOOL", help="replay assets.extra/tf_serving_warmup_requests before a "
-                              "version serves (default: %(default)s)")
-    flag("--grpc_max_threads", type=int, default=0, metavar="N",
-         help="gRPC worker threads; 0 for 4 per CPU (default: %(default)s)")
-    flag("--shutdown_grace_seconds", type=float, default=10.0, metavar="SECONDS",
-         help="after SIGTERM, how long in-flight requests may finish (default: %(default)s)")
+    parser.prefix_chars = "\0"
+    parser.add_argument("flags", nargs=argparse.REMAINDER,
+                        help="tensorflow_model_server's flags, --name=value or --name value")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return (f"TensorFlow ModelServer: {version('tensorflow-serving-api')}-rnnkit"
+            f"{version('rnnkit')}\nTensorFlow Library: {version('tensorflow')}\n")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or Ctrl-C.
 
     Args:
-        args: the parsed flags.
+        args: the parsed command line.
     """
     import dataclasses
 
+    from serving.flags import FLAGS, NO_EFFECT, parse_flags, usage
     from serving.model_server import ServerOptions, serve
 
+    parsed = parse_flags(args.flags)
+    if parsed.help:
+        sys.stdout.write(usage())
+        return 0
+    if parsed.values["version"]:
+        sys.stdout.write(_version())
+        return 0
+    for argument in parsed.unknown:
+        log.warning("unknown argument: %s (ignored, as tensorflow_model_server does; see "
+                    "`rnnkit serve --help`)", argument)
+    for name in sorted(parsed.given):
+        if FLAGS[name].effect == NO_EFFECT:
+            log.info("--%s has no effect here: %s", name, FLAGS[name].help)
     names = {field.name for field in dataclasses.fields(ServerOptions)}
-    return serve(ServerOptions(**{name: getattr(args, name) for name in names}))
+    values = {name: value for name, value in parsed.values.items() if name in names}
+    for name, value in values.items():  # TF's "" means "not given" for file flags
+        if value == "" and (name.endswith("_file") or name == "model_base_path"):
+            values[name] = None
+    return serve(ServerOptions(**values))
