@@ -16,11 +16,14 @@ HELP = "send inputs to a model on a running model server and print the reply as 
 EXAMPLES = """examples:
   rnnkit predict --model sentiment "A wonderful, moving film." "Two hours I will never get back."
   rnnkit predict --model translator --rest "¿Dónde está la biblioteca?"
-  rnnkit predict --model captioner --input-name image_bytes @photo.jpg
+  rnnkit predict --model pos_tagger "The cat sat on the mat."
+  rnnkit predict --model captioner photo.jpg other.png
   rnnkit predict --model half_plus_two --server localhost:8500 1.0 2.0 5.0
   rnnkit predict --model translator --signature translate_with_attention "Hola."
-Each INPUT is one example of the batch: text as is, @FILE for a file's bytes (images), @@TEXT
-for text that starts with @. Numeric inputs are read as JSON numbers or lists.
+Each INPUT is one example of the batch: text as is, @FILE for a file's bytes, @@TEXT for text that
+starts with @; a captioner's inputs are image files (a path, with or without @). Numeric inputs
+are read as JSON numbers or lists. The reply names the model's kind (classify, tag, seq2seq,
+caption; read from its signatures) beside the outputs.
 """
 
 # Signature dtypes whose inputs are given as JSON numbers.
@@ -48,19 +51,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "text starting with @")
 
 
-def read_input(text: str) -> str | bytes:
-    """One INPUT argument: text, or the bytes of the file named after @.
+def read_input(text: str, image: bool = False) -> str | bytes:
+    """One INPUT argument: text, or the bytes of the file named after @ (or, for an image
+    input, of the file it names).
 
     Args:
         text: the argument as typed.
+        image: the input takes image bytes, so a plain argument is a file's path too.
     """
-    if text.startswith("@@"):
+    if text.startswith("@@") and not image:
         return text[1:]
-    if text.startswith("@"):
-        path = Path(text[1:])
+    if text.startswith("@") or image:
+        path = Path(text[1:] if text.startswith("@") else text)
         try:
             return path.read_bytes()
         except OSError as err:
+            if image:
+                raise UserError(f"cannot read image {path}: {err.strerror}",
+                                "pass JPEG or PNG files") from None
             raise UserError(f"cannot read input file {path}: {err.strerror}",
                             "give an existing file after @, or @@TEXT for text starting "
                             "with @") from None
@@ -138,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags.
     """
+    from app.model_kinds import IMAGE_INPUT, model_kind, signature_defs
+
     signature = args.signature or "serving_default"
     with open_client(args) as client:
         metadata = client.metadata(args.model, args.version, args.label, protocol=args.protocol)
@@ -146,11 +156,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"model {args.model!r} has no signature {signature!r}",
                             f"use one of {sorted(n for n in defs if not n.startswith('__'))} "
                             "with --signature")
-        inputs = build_inputs([read_input(v) for v in args.inputs],
-                              defs[signature].get("inputs", {}), args.input_name)
+        io = defs[signature].get("inputs", {})
+        image = (args.input_name or (next(iter(io)) if len(io) == 1 else None)) == IMAGE_INPUT
+        inputs = build_inputs([read_input(v, image) for v in args.inputs], io, args.input_name)
         result = client.predict(args.model, inputs, signature_name=signature,
                                 version=args.version, label=args.label, protocol=args.protocol)
-    reply = {"model": args.model, "version": result.version, "signature_name": signature,
+    reply = {"model": args.model, "kind": model_kind(signature_defs(metadata)),
+             "version": result.version, "signature_name": signature,
              "outputs": {name: to_json(value) for name, value in result.items()}}
     json.dump(reply, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
