@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras.src.utils.tracking import no_automatic_dependency_tracking
 
+from models.layers.cudnn_path import cudnn_applies, run_cudnn
 from models.layers.stacked_cells import StackedCells, check_cell
 from models.layers.time_loop import run_time_loop
 
@@ -22,7 +23,8 @@ class RNN(keras.layers.Layer):
     The loop (models/layers/time_loop.py, a tf.while_loop over TensorArrays) projects a chunk
     of several steps' inputs in one matmul (the bottom cell's `project_inputs`) and then runs
     the recurrent part of those steps. Masked steps (mask False) carry the previous states and
-    output forward, as Keras does.
+    output forward, as Keras does. On a GPU, standard LSTM and GRU cells over unmasked input
+    run as one cuDNN kernel instead (models/layers/cudnn_path.py).
 
     Args:
         cell: an rnnkit cell, or a list of cells (wrapped in StackedCells).
@@ -188,18 +190,27 @@ class RNN(keras.layers.Layer):
             return output, tf.nest.flatten(new_states)
 
         flat_states = tf.nest.flatten(states)
-        initial_output = tf.zeros((tf.shape(sequences)[0], self.cell.output_size),
-                                  dtype=flat_states[0].dtype)
-        last, outputs, final = run_time_loop(
-            step_fn, _time_major(sequences), flat_states, initial_output,
-            project_fn=lambda x: self.cell.project_inputs(x, dropout_masks),
-            mask=None if mask is None else tf.transpose(tf.cast(mask, tf.bool)),
-            go_backwards=self.go_backwards, return_sequences=self.return_sequences,
-            zero_output_for_mask=self.zero_output_for_mask, unroll=self.unroll)
+        fused = None
+        if cudnn_applies(self.cell, dropout_masks, mask, self.unroll):
+            # On a GPU a standard LSTM or GRU runs as one cuDNN kernel, as Keras's do.
+            fused = run_cudnn(self.cell, sequences, flat_states, dropout_masks,
+                              self.go_backwards, self.return_sequences)
+        if fused is not None:
+            last, outputs, final = fused
+        else:
+            initial_output = tf.zeros((tf.shape(sequences)[0], self.cell.output_size),
+                                      dtype=flat_states[0].dtype)
+            last, outputs, final = run_time_loop(
+                step_fn, _time_major(sequences), flat_states, initial_output,
+                project_fn=lambda x: self.cell.project_inputs(x, dropout_masks),
+                mask=None if mask is None else tf.transpose(tf.cast(mask, tf.bool)),
+                go_backwards=self.go_backwards, return_sequences=self.return_sequences,
+                zero_output_for_mask=self.zero_output_for_mask, unroll=self.unroll)
+            outputs = _time_major(outputs) if self.return_sequences else None
         if self.stateful:
             for variable, value in zip(tf.nest.flatten(self.states), final, strict=True):
                 variable.assign(value)
-        output = _time_major(outputs) if self.return_sequences else last
+        output = outputs if self.return_sequences else last
         if self.return_state:
             return [output, *tf.nest.pack_sequence_as(states, final)]
         return output
