@@ -130,7 +130,7 @@ class ClassifyTask(Task):
         import models.label_names
         import models.sentiment  # noqa: F401
 
-        self._scans: dict[str, LabelScan] = {}
+        self._scans: dict[tuple, LabelScan] = {}
 
     # --- data -----------------------------------------------------------------------------
 
@@ -226,12 +226,20 @@ class ClassifyTask(Task):
         Args:
             config: the run's config.
         """
-        if "train" not in self._scans:
-            self._scans["train"] = self.scan(config, "train")
-            scan = self._scans["train"]
+        return list(self.train_scan(config).counts)
+
+    def train_scan(self, config: Any) -> LabelScan:
+        """The training part's scan, made once per data settings.
+
+        Args:
+            config: the run's config.
+        """
+        key = data_files.data_key(config, self.fields)
+        if key not in self._scans:
+            scan = self._scans[key] = self.scan(config, "train")
             log.info("%s: %d rows, %d classes %s", data_files.part_label(config, "train"),
                      scan.rows, len(scan.counts), dict(scan.counts))
-        return list(self._scans["train"].counts)
+        return self._scans[key]
 
     def examples(self, config: Any, part: str, names: list[str]) -> tf.data.Dataset:
         """Unbatched (text, class index) of a part, empty texts dropped, streamed from disk.
@@ -281,7 +289,7 @@ class ClassifyTask(Task):
         val_scan = self.scan(config, "validation", known=names)
         train = self.examples(config, "train", names)
         val = self.examples(config, "validation", names)
-        return (self._batches(train, config, self._scans["train"].rows, shuffle=True),
+        return (self._batches(train, config, self.train_scan(config).rows, shuffle=True),
                 self._batches(val, config, val_scan.rows, shuffle=False))
 
     # --- model ----------------------------------------------------------------------------

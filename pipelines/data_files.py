@@ -21,7 +21,9 @@ import dataclasses
 import gzip
 import hashlib
 import importlib
+import itertools
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -366,6 +368,7 @@ NAMED_DATASETS: dict[str, str] = {
     "imdb": "pipelines.imdb:named_dataset",
     "trec": "pipelines.trec:named_dataset",
     "ud_en_ewt": "pipelines.ud_english:named_dataset",
+    "spa_eng": "pipelines.spa_eng:named_dataset",
     "flickr8k": "pipelines.flickr8k:named_dataset",
 }
 
@@ -496,15 +499,37 @@ def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row]
         fields: the config fields naming the columns to read.
         key: the row's hashing key for the held-out split (its text).
         tagged: read files as tagged sentences rather than tables.
+
+    With `max_train_examples` set, the training part keeps its first that many rows and the
+    validation part the same share of its own (tests and smoke runs).
     """
     source, split, held_out = part_source(config, part)
     rows = iter_source(source, source_columns(source, config, fields), split, tagged)
-    if held_out is None:
-        yield from rows
-        return
-    for line, row in rows:
-        if in_validation(key(row), config.validation_fraction, config.seed) == held_out:
-            yield line, row
+    if held_out is not None:
+        rows = ((line, row) for line, row in rows
+                if in_validation(key(row), config.validation_fraction, config.seed) == held_out)
+    limit = getattr(config, "max_train_examples", None)
+    if limit is not None and part != "test":
+        if limit < 1:
+            raise UserError(f"max_train_examples={limit} leaves no training rows",
+                            "use e.g. --set max_train_examples=2000, or leave it unset for all")
+        if part == "validation":  # the same share of validation rows as of training rows
+            ratio = config.validation_fraction / (1 - config.validation_fraction)
+            limit = max(1, math.ceil(limit * ratio))
+        rows = itertools.islice(rows, limit)
+    yield from rows
+
+
+def data_key(config: Any, fields: Sequence[str]) -> tuple:
+    """The settings that decide a training part's rows, to reuse one scan of them.
+
+    Args:
+        config: the task config.
+        fields: its column fields.
+    """
+    names = ("data", "validation_data", "validation_fraction", "seed", "max_train_examples",
+             *fields)
+    return tuple(getattr(config, name, None) for name in names)
 
 
 def part_label(config: Any, part: str) -> str:

@@ -196,6 +196,7 @@ REGISTRY: tuple[TaskInfo, ...] = (
              dataset="imdb", run_order=20),
     TaskInfo("classify", "pipelines.classify:ClassifyTask", "classify", "classifier",
              ("accuracy", "macro_f1")),
+    TaskInfo("tag", "pipelines.tagging:TagTask", "tag", "tagger", ("accuracy", "macro_f1")),
     TaskInfo("translation", "pipelines.translation:TranslationTask", "seq2seq", "translator",
              ("bleu", "chrf"), dataset="spa_eng", run_order=30, anchors=(
                  Anchor("bleu", 5.0, "GRU seq2seq lab without attention "
