@@ -123,10 +123,11 @@ class RestApi:
         headers = [(b"content-type", reply.content_type.encode()),
                    (b"content-length", str(len(reply.body)).encode())]
         if self.cors:
-            headers.append(tuple(h.lower().encode() for h in CORS_ORIGIN))
+            cors = [CORS_ORIGIN]
             if request.method == "OPTIONS" and _WEB_ORIGIN.match(request.headers.get("origin",
                                                                                      "")):
-                headers += [tuple(h.lower().encode() for h in pair) for pair in CORS_PREFLIGHT]
+                cors += CORS_PREFLIGHT
+            headers += [(name.lower().encode(), value.encode()) for name, value in cors]
         if reply.close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})

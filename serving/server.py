@@ -405,15 +405,17 @@ class ServingCore:
 
     def model_status(self, spec: model_pb2.ModelSpec,
                      ) -> get_model_status_pb2.GetModelStatusResponse:
-        """The state of the versions a ModelSpec names (all versions if it names none).
+        """The state of the version a ModelSpec names, or of all versions.
+
+        As TF Serving's GetModelStatusImpl: only a version number narrows the answer; a
+        version label is not looked at (every version is reported).
 
         Args:
-            spec: name plus optional version or version_label.
+            spec: name plus optional version (a version_label is ignored).
         """
         choice = spec.WhichOneof("version_choice")
-        statuses = self.manager.status(
-            spec.name, spec.version.value if choice == "version" else None,
-            spec.version_label if choice == "version_label" else None)
+        statuses = self.manager.status(spec.name,
+                                       spec.version.value if choice == "version" else None)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add(version=status.version, state=status.state)

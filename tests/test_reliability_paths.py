@@ -188,11 +188,12 @@ def test_web_app_files_never_come_from_outside(web_app):
 
 def test_servers_bind_loopback_by_default():
     from app.cli import build_parser
+    from serving.flags import parse_flags
     from serving.model_server import ServerOptions
 
     parser = build_parser()
     assert ServerOptions().host == "127.0.0.1"
-    assert parser.parse_args(["serve"]).host == "127.0.0.1"
+    assert parse_flags(parser.parse_args(["serve"]).flags).values["host"] == "127.0.0.1"
     assert parser.parse_args(["app"]).host == "127.0.0.1"
 
 

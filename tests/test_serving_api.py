@@ -139,8 +139,9 @@ def test_rest_status_versions_and_labels(server):
         {"version": "123", "state": "AVAILABLE", "status": ok}]}
     status, reply = http("GET", f"{server.url}/v1/models/{TWO_VERSIONS}/versions/123")
     assert [entry["version"] for entry in reply["model_version_status"]] == ["123"]
+    # As TF Serving's GetModelStatusImpl: a label does not narrow the status, all versions come.
     status, reply = http("GET", f"{server.url}/v1/models/{TWO_VERSIONS}/labels/stable")
-    assert [entry["version"] for entry in reply["model_version_status"]] == ["123"]
+    assert [entry["version"] for entry in reply["model_version_status"]] == ["124", "123"]
     for path in ("versions/123", "labels/stable", "labels/canary"):
         assert post(server, f"{TWO_VERSIONS}/{path}:predict", {"instances": [[2.0]]}) == (
             200, {"predictions": [[3.0]]})
@@ -381,9 +382,9 @@ def test_grpc_model_status(model_service):
     assert [(s.version, s.state, s.status.error_code) for s in reply.model_version_status] == [
         (124, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0),
         (123, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
-    request.model_spec.version_label = "stable"
+    request.model_spec.version_label = "stable"  # TF reports every version for a label
     reply = model_service.GetModelStatus(request, timeout=30)
-    assert [s.version for s in reply.model_version_status] == [123]
+    assert [s.version for s in reply.model_version_status] == [124, 123]
 
 
 def grpc_error(call, request) -> grpc.RpcError:

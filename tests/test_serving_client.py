@@ -403,9 +403,11 @@ def test_against_our_server_batching_and_metrics(real_server, golden_metadata):
         request = urllib.request.Request(f"http://127.0.0.1:{options.rest_api_port}/metrics")
         with urllib.request.urlopen(request, timeout=10) as page:
             text = page.read().decode()
-    runs = re.search(r"^:tensorflow:serving:batching_session:wrapped_run_count (\d+)$", text, re.M)
+    # prometheus_client writes every value as a float ("12.0").
+    runs = re.search(r"^:tensorflow:serving:batching_session:wrapped_run_count ([\d.]+)$", text,
+                     re.M)
     assert runs is not None, text[:500]
-    assert int(runs.group(1)) < len(values), "concurrent requests were not batched"
+    assert float(runs.group(1)) < len(values), "concurrent requests were not batched"
     count = re.search(r'^:tensorflow:serving:request_count\{model_name="half_plus_two",'
-                      r'status="OK"\} (\d+)$', text, re.M)
-    assert count is not None and int(count.group(1)) >= len(values) + 2
+                      r'status="OK"\} ([\d.]+)$', text, re.M)
+    assert count is not None and float(count.group(1)) >= len(values) + 2

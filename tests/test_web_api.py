@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,15 @@ def _closed_port() -> int:
 
 
 def _request(server: WebServer, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+             headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
     """Send one raw request (the path exactly as given, no normalisation) and read the answer."""
     host, port = server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=20)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        # Header names are case-insensitive (uvicorn sends them lower-case): look them up so.
+        return response.status, response.headers, response.read()
     finally:
         conn.close()
 

@@ -1,21 +1,29 @@
-"""The web app's HTTP server: pages, static files, run-dir plots and the JSON API."""
+"""The web app's HTTP server: pages, static files, run-dir plots and the JSON API.
+
+It runs on the model server's HTTP layer (serving.http_server: uvicorn), which gives it
+keep-alive, read deadlines for slow clients, body limits, the security headers below on every
+answer and a graceful stop. This module only routes requests to the pages and to WebApi.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import mimetypes
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
 from app.errors import UserError
 from app.web import runs as run_dirs
 from app.web.api import WebApi
 from app.web.errors import ApiError, bad_request
 from app.web.pages import PAGE_BY_SLUG, PAGES, render_page
+from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
 
 log = logging.getLogger("app.web.server")
 
@@ -36,183 +44,156 @@ def _static_files() -> dict[str, Path]:
     return {p.name: p for p in STATIC.iterdir() if p.is_file() and not p.name.startswith(".")}
 
 
-class WebHandler(BaseHTTPRequestHandler):
-    """Routes one request; the server's `api` attribute answers the JSON calls."""
-
-    server: WebServer
-    server_version = "rnnkit-web"
-    protocol_version = "HTTP/1.1"
-    # A client that stops sending mid-request frees its thread after this many seconds.
-    timeout = 30
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send the access log to our logger instead of stderr."""
-        log.debug("%s %s", self.address_string(), format % args)
-
-    # -- responses ------------------------------------------------------------------------------
-
-    def _send(self, status: int, body: bytes, content_type: str,
-              extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_json(self, status: int, data: Any) -> None:
-        body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        self._send(status, body, "application/json; charset=utf-8", {"Cache-Control": "no-store"})
-
-    def _send_error(self, err: ApiError) -> None:
-        self._send_json(err.status, err.payload())
-
-    def _not_found(self) -> None:
-        self._send_error(ApiError(404, "not_found", f"nothing at {urlsplit(self.path).path}",
-                                  "see the pages in the navigation bar"))
-
-    def _send_file(self, path: Path, content_type: str | None = None) -> None:
-        kind = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if kind.startswith("text/") or kind.endswith(("javascript", "json")):
-            kind = kind.split(";")[0] + "; charset=utf-8"
-        self._send(200, path.read_bytes(), kind, {"Cache-Control": "no-cache"})
-
-    # -- requests -------------------------------------------------------------------------------
-
-    def _read_body(self, limit: int) -> bytes:
-        """The request body, refusing bodies without a length or longer than `limit`."""
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True  # a chunked body would be left unread
-            raise ApiError(411, "length_required", "the request has no Content-Length",
-                           "send the body with a Content-Length header")
-        try:
-            size = int(length)
-        except ValueError:
-            size = -1
-        if size < 0:
-            self.close_connection = True
-            raise bad_request(f"Content-Length {length!r} is not a byte count")
-        if size > limit:
-            self.close_connection = True  # the unread body must not be taken for a request
-            raise ApiError(413, "too_large", f"the request body is {size:,} bytes",
-                           f"send at most {limit:,} bytes")
-        return self.rfile.read(size)
-
-    def _read_json(self) -> dict[str, Any]:
-        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        body = self._read_body(MAX_JSON_BYTES)
-        if kind != "application/json":
-            raise ApiError(415, "unsupported_type", "the API takes JSON",
-                           "send Content-Type: application/json")
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise bad_request(f"the body is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise bad_request("the body must be a JSON object", 'send {"text": "..."}')
-        return data
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        try:
-            self._get(path)
-        except ApiError as err:
-            self._send_error(err)
-        except Exception:
-            log.exception("GET %s failed", path)
-            self._send_error(ApiError(500, "internal", "the web app failed on this request",
-                                      "see the app's log (run it with -v for more)"))
-
-    def _get(self, path: str) -> None:
-        api = self.server.api
-        if path == "/":
-            self.send_response(HTTPStatus.FOUND)
-            self.send_header("Location", f"/{PAGES[0].slug}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif path.strip("/") in PAGE_BY_SLUG:
-            self._send(200, self.server.page(path.strip("/")), "text/html; charset=utf-8",
-                       {"Cache-Control": "no-cache"})
-        elif path.startswith("/static/"):
-            file = self.server.static.get(path.removeprefix("/static/"))
-            self._send_file(file) if file else self._not_found()
-        elif path.startswith("/runs/"):
-            file = run_dirs.resolve_run_file(api.runs_dir, unquote(path.removeprefix("/runs/")))
-            if file is None:
-                self._not_found()
-            else:
-                self._send_file(file, run_dirs.CONTENT_TYPES[file.suffix.lower()])
-        elif path == "/api/health":
-            self._send_json(200, api.health())
-        elif path == "/api/models":
-            self._send_json(200, api.models())
-        elif path == "/api/runs":
-            self._send_json(200, api.runs())
-        elif path in POST_ROUTES:
-            raise ApiError(405, "method_not_allowed", f"{path} takes POST", "send a POST request")
-        else:
-            self._not_found()
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        try:
-            if path not in POST_ROUTES:
-                self.close_connection = True  # its body is left unread
-                self._not_found()
-                return
-            self._send_json(200, POST_ROUTES[path](self))
-        except ApiError as err:
-            self._send_error(err)
-        except Exception:
-            log.exception("POST %s failed", path)
-            self._send_error(ApiError(500, "internal", "the web app failed on this request",
-                                      "see the app's log (run it with -v for more)"))
-
-    def _post_predict(self) -> dict[str, Any]:
-        return self.server.api.predict(self._read_json())
-
-    def _post_caption(self) -> dict[str, Any]:
-        model = parse_qs(urlsplit(self.path).query).get("model", [None])[0]
-        return self.server.api.caption(self._read_body(MAX_IMAGE_BYTES), model)
+def _json_response(status: int, data: Any) -> Response:
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return Response(body, status, {"Cache-Control": "no-store"},
+                    media_type="application/json; charset=utf-8")
 
 
-POST_ROUTES = {
-    "/api/predict": WebHandler._post_predict,
-    "/api/caption": WebHandler._post_caption,
+def _error_response(err: ApiError, close: bool = False) -> Response:
+    response = _json_response(err.status, err.payload())
+    if close:  # a body left unread must not be taken for the next request
+        response.headers["Connection"] = "close"
+    return response
+
+
+def _file_response(path: Path, content_type: str | None = None) -> Response:
+    kind = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if kind.startswith("text/") or kind.endswith(("javascript", "json")):
+        kind = kind.split(";")[0] + "; charset=utf-8"
+    return Response(path.read_bytes(), 200, {"Cache-Control": "no-cache"}, media_type=kind)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing bodies longer than `limit` bytes."""
+    try:
+        return await read_body(request, limit, gzip=False)
+    except BodyTooLarge:
+        length = request.headers.get("content-length")
+        size = f"{int(length):,} bytes" if length and length.isdigit() else "too large"
+        raise ApiError(413, "too_large", f"the request body is {size}",
+                       f"send at most {limit:,} bytes") from None
+    except BadBody as err:
+        raise bad_request(str(err)) from None
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_body(request, MAX_JSON_BYTES)
+    if kind != "application/json":
+        raise ApiError(415, "unsupported_type", "the API takes JSON",
+                       "send Content-Type: application/json")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad_request(f"the body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object", 'send {"text": "..."}')
+    return data
+
+
+# The JSON API's calls: (method, path) -> the WebApi method answering it, with the request's
+# body as its arguments. The WebApi calls block (gRPC to the model server): they run on
+# Starlette's thread pool.
+async def _get_health(app: WebServer, request: Request) -> Any:
+    return await run_in_threadpool(app.api.health)
+
+
+async def _get_models(app: WebServer, request: Request) -> Any:
+    return await run_in_threadpool(app.api.models)
+
+
+async def _get_runs(app: WebServer, request: Request) -> Any:
+    return await run_in_threadpool(app.api.runs)
+
+
+async def _post_predict(app: WebServer, request: Request) -> Any:
+    return await run_in_threadpool(app.api.predict, await _read_json(request))
+
+
+async def _post_caption(app: WebServer, request: Request) -> Any:
+    model = request.query_params.get("model")
+    return await run_in_threadpool(app.api.caption,
+                                   await _read_body(request, MAX_IMAGE_BYTES), model)
+
+
+API_ROUTES: dict[tuple[str, str], Callable[[Any, Request], Awaitable[Any]]] = {
+    ("GET", "/api/health"): _get_health,
+    ("GET", "/api/models"): _get_models,
+    ("GET", "/api/runs"): _get_runs,
+    ("POST", "/api/predict"): _post_predict,
+    ("POST", "/api/caption"): _post_caption,
 }
 
 
-class WebServer(ThreadingHTTPServer):
-    """A threading HTTP server holding the app's API, pages and static files.
+class WebServer(HttpServer):
+    """The web app on the shared HTTP layer (serving.http_server): API, pages, static files.
 
     Args:
         address: (host, port) to bind; port 0 picks a free one.
         api: answers the JSON calls.
     """
 
-    daemon_threads = True
-
     def __init__(self, address: tuple[str, int], api: WebApi) -> None:
-        super().__init__(address, WebHandler)
         self.api = api
         self.static = _static_files()
         self._pages = {slug: render_page(slug, api.server) for slug in PAGE_BY_SLUG}
+        # A client that stops sending mid-request frees its connection after 30 s.
+        super().__init__(self._asgi, address[0], address[1], read_timeout_s=30.0,
+                         headers=SECURITY_HEADERS, server_name="rnnkit-web")
 
     def page(self, slug: str) -> bytes:
         """The rendered HTML of one page."""
         return self._pages[slug]
 
-    @property
-    def url(self) -> str:
-        """The base URL the server answers on."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self._answer(request)
+        await response(scope, receive, send)
+
+    async def _answer(self, request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        path = request.url.path
+        try:
+            route = API_ROUTES.get((method, path))
+            if route is not None:
+                return _json_response(200, await route(self, request))
+            if method == "GET":
+                return self._get(path)
+            if method != "POST" or not any(p == path for _, p in API_ROUTES):
+                return _error_response(self._not_found(path), close=True)
+            raise ApiError(405, "method_not_allowed", f"{path} takes GET",
+                           "send a GET request")
+        except ApiError as err:
+            return _error_response(err, close=err.status in (411, 413))
+        except Exception:
+            log.exception("%s %s failed", request.method, path)
+            return _error_response(ApiError(500, "internal", "the web app failed on this request",
+                                            "see the app's log (run it with -v for more)"))
+
+    @staticmethod
+    def _not_found(path: str) -> ApiError:
+        return ApiError(404, "not_found", f"nothing at {path}",
+                        "see the pages in the navigation bar")
+
+    def _get(self, path: str) -> Response:
+        if path == "/":
+            return Response(b"", 302, {"Location": f"/{PAGES[0].slug}"})
+        if path.strip("/") in PAGE_BY_SLUG:
+            return Response(self.page(path.strip("/")), 200, {"Cache-Control": "no-cache"},
+                            media_type="text/html; charset=utf-8")
+        if path.startswith("/static/"):
+            file = self.static.get(path.removeprefix("/static/"))
+            if file is not None:
+                return _file_response(file)
+        elif path.startswith("/runs/"):
+            file = run_dirs.resolve_run_file(self.api.runs_dir, path.removeprefix("/runs/"))
+            if file is not None:
+                return _file_response(file, run_dirs.CONTENT_TYPES[file.suffix.lower()])
+        elif any(p == path for m, p in API_ROUTES if m == "POST"):
+            raise ApiError(405, "method_not_allowed", f"{path} takes POST",
+                           "send a POST request")
+        raise self._not_found(path)
 
 
 def parse_server(address: str) -> tuple[str, int]:

@@ -1,0 +1,335 @@
+"""tensorflow_model_server's flags and behaviours, over the wire.
+
+Every flag of TF Serving 2.21 is accepted; the implemented ones are checked by what a client
+sees: thread pools, gRPC channel arguments and UNIX socket, CORS, health names, SavedModel tags,
+load retries, labels for versions not loaded yet, the signature method_name check (a native TF2
+export answering :classify), warmup iterations, a base path that appears after the start, and
+TF's model status by label and gRPC message cut.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving_harness import (
+    REPO,
+    TESTDATA,
+    ServerProcess,
+    export_test_model,
+    http,
+    running_server,
+    wait_for,
+)
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from app.errors import UserError
+from serving.flags import FLAGS, NO_EFFECT, TF_FLAGS, parse_flags
+
+# The flags of TF Serving 2.21's tensorflow_serving/model_servers/main.cc, in its order.
+TF_221_FLAGS = [
+    "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
+    "rest_api_enable_cors_support", "enable_batching",
+    "allow_version_labels_for_unavailable_models", "batching_parameters_file",
+    "enable_per_model_batching_parameters", "model_config_file",
+    "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "num_load_threads",
+    "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
+    "file_system_poll_wait_seconds", "flush_filesystem_caches", "tensorflow_session_parallelism",
+    "tensorflow_session_config_file", "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism", "use_alts_credentials", "ssl_config_file",
+    "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags",
+    "grpc_channel_arguments", "grpc_max_threads", "enable_model_warmup",
+    "num_request_iterations_for_warmup", "version", "monitoring_config_file",
+    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
+    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check",
+    "xla_cpu_compilation_enabled", "xla_gpu_compilation_enabled", "enable_profiler",
+    "thread_pool_factory_config_file", "mixed_precision", "skip_initialize_tpu",
+    "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content"
+]
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+
+def test_all_48_flags_of_tf_serving_221_are_known_in_its_order():
+    assert len(TF_221_FLAGS) == 48
+    assert [flag.name for flag in TF_FLAGS] == TF_221_FLAGS
+
+
+def test_flags_parse_as_tensorflow_flags_parse_them():
+    parsed = parse_flags([
+        "--port=9000", "--rest_api_port", "9001", "--enable_batching", "--model_name=m",
+        "--enable_model_warmup=false", "--rest_api_enable_cors_support", "true",
+        "--file_system_poll_wait_seconds=0.5", "--xla_cpu_compilation_enabled",
+        "--mystery_flag=3", "stray"])
+    values = parsed.values
+    assert (values["port"], values["rest_api_port"], values["model_name"]) == (9000, 9001, "m")
+    assert values["enable_batching"] is True and values["enable_model_warmup"] is False
+    assert values["rest_api_enable_cors_support"] is True
+    assert values["file_system_poll_wait_seconds"] == 0.5
+    assert parsed.unknown == ["--mystery_flag=3", "stray"]
+    assert "xla_cpu_compilation_enabled" in parsed.given
+    assert FLAGS["xla_cpu_compilation_enabled"].effect == NO_EFFECT
+    # TF's defaults where nothing is given.
+    defaults = parse_flags([]).values
+    assert defaults["max_num_load_retries"] == 5
+    assert defaults["load_retry_interval_micros"] == 60_000_000
+    assert defaults["enable_signature_method_name_check"] is False
+    assert defaults["saved_model_tags"] == "serve"
+    with pytest.raises(UserError, match="--port=eight: not an integer"):
+        parse_flags(["--port=eight"])
+    with pytest.raises(UserError, match="not a boolean"):
+        parse_flags(["--enable_batching=maybe"])
+    with pytest.raises(UserError, match="--model_name needs a value"):
+        parse_flags(["--model_name"])
+
+
+def test_version_prints_both_versions_and_exits_0():
+    done = subprocess.run([sys.executable, "-m", "serving", "--version"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("TensorFlow ModelServer: 2.21")
+    assert lines[1] == f"TensorFlow Library: {tf.__version__}"
+
+
+# ---- one server with many flags --------------------------------------------------------------
+
+
+def _sleep_body(seconds: float) -> dict:
+    return {"signature_name": "sleep", "instances": [seconds]}
+
+
+@pytest.fixture(scope="module")
+def flagged(shared_data, tmp_path_factory):
+    """A server started with a manifest's worth of TF flags, known, unknown and no-effect."""
+    from serving.export import predict_log
+
+    tmp = tmp_path_factory.mktemp("flags")
+    exports = tmp / "exports"
+    export_test_model(exports, "textual",
+                      warmup=[predict_log({"text": np.array([b"warm"], dtype=object)})])
+    socket_path = tmp / "grpc.sock"
+    args = ["--model_name=textual", f"--model_base_path={exports / 'textual'}",
+            f"--grpc_socket_path={socket_path}",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=4096,"
+            "grpc.max_connection_age_ms=600000",
+            "--rest_api_num_threads=1", "--rest_api_enable_cors_support",
+            "--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism", "2",
+            "--num_request_iterations_for_warmup=3", "--num_load_threads=2",
+            "--num_unload_threads=1", "--saved_model_tags=serve",
+            "--enable_grpc_healthcheck_service=true",
+            "--per_process_gpu_memory_fraction=0.5", "--enable_profiler=false",
+            "--xla_cpu_compilation_enabled", "--a_flag_from_the_future=1"]
+    with running_server(args, tmp / "server.log") as server:
+        yield {"server": server, "socket": socket_path}
+
+
+def test_unknown_and_no_effect_flags_are_logged_and_the_server_starts(flagged):
+    log = flagged["server"].log_text()
+    assert "unknown argument: --a_flag_from_the_future=1" in log
+    for name in ("per_process_gpu_memory_fraction", "enable_profiler",
+                 "xla_cpu_compilation_enabled"):
+        assert log.count(f"--{name} has no effect here") == 1, name
+    assert "TensorFlow thread pools: intra-op 2, inter-op 2" in log
+    status, _ = http("POST", f"{flagged['server'].url}/v1/models/textual:predict",
+                     {"instances": ["ok"]})
+    assert status == 200
+
+
+def test_warmup_requests_are_replayed_num_request_iterations_times(flagged):
+    assert "warmed up textual version 1 with 3 requests" in flagged["server"].log_text()
+
+
+def test_rest_api_num_threads_bounds_concurrent_rest_work(flagged):
+    url = f"{flagged['server'].url}/v1/models/textual:predict"
+    results: list[int] = []
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(
+        http("POST", url, _sleep_body(0.6))[0])) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # One REST thread: the three sleeps run one after another.
+    assert results == [200, 200, 200] and time.monotonic() - started >= 1.7
+
+
+def test_grpc_on_a_unix_socket_with_the_channel_arguments(flagged):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "textual"
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([b"via socket"],
+                                                                   dtype=object)))
+    with grpc.insecure_channel(f"unix:{flagged['socket']}") as channel:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request,
+                                                                                   timeout=30)
+        assert tf.make_ndarray(reply.outputs["upper"]).tolist() == [b"VIA SOCKET"]
+        # grpc.max_receive_message_length=4096 from --grpc_channel_arguments replaced ours.
+        big = predict_pb2.PredictRequest()
+        big.CopyFrom(request)
+        big.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([b"x" * 10000],
+                                                                   dtype=object)))
+        with pytest.raises(grpc.RpcError) as caught:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(big, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_cors_headers_and_preflight_as_tf_serving(flagged):
+    url = f"{flagged['server'].url}/v1/models/textual:predict"
+    preflight = urllib.request.Request(url, method="OPTIONS", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    with urllib.request.urlopen(preflight, timeout=10) as reply:
+        assert reply.status == 200
+        assert reply.headers["Access-Control-Allow-Origin"] == "*"
+        assert reply.headers["Access-Control-Allow-Methods"] == "POST, GET"
+        assert reply.headers["Access-Control-Allow-Headers"] == "Content-Type"
+    request = urllib.request.Request(url, data=json.dumps({"instances": ["x"]}).encode(),
+                                     headers={"Origin": "https://app.example"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_grpc_health_answers_for_tf_serving_service_names(flagged):
+    stub = health_pb2_grpc.HealthStub(flagged["server"].channel)
+    for service in ("", "tensorflow.serving.PredictionService",
+                    "tensorflow.serving.ModelService"):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_grpc_error_messages_are_cut_after_1024_characters_as_tf_does(flagged):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "textual"
+    request.inputs["y" * 1500].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+    with pytest.raises(grpc.RpcError) as caught:
+        prediction_service_pb2_grpc.PredictionServiceStub(flagged["server"].channel).Predict(
+            request, timeout=30)
+    details = caught.value.details()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(details) == 1024 + len("...TRUNCATED") and details.endswith("...TRUNCATED")
+
+
+# ---- TF2 exports and the signature method_name check -----------------------------------------
+
+
+def _export_native_tf2_classifier(base: Path) -> Path:
+    """A Keras-style TF2 export: every signature says predict; the input is not 'inputs'."""
+
+    class Scorer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            spec = {"x": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
+            positive = tf.sigmoid(tf.io.parse_example(examples, spec)["x"])
+            return {"scores": tf.concat([1 - positive, positive], axis=1)}
+
+    module = Scorer()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
+    return base
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_native_tf2_export_answers_classify_unless_the_check_is_on(tmp_path, check):
+    base = _export_native_tf2_classifier(tmp_path / "scorer")
+    args = ["--model_name=scorer", f"--model_base_path={base}"]
+    if check:
+        args.append("--enable_signature_method_name_check")
+    with running_server(args, tmp_path / "server.log") as server:
+        status, reply = http("POST", f"{server.url}/v1/models/scorer:classify",
+                             {"examples": [{"x": 0.0}, {"x": 4.0}]})
+    if check:
+        assert status == 400 and "method_name to be tensorflow/serving/classify" in reply["error"]
+    else:
+        assert status == 200, reply
+        # Scores without classes: TF answers empty labels.
+        assert [[label for label, _ in row] for row in reply["results"]] == [["", ""]] * 2
+        assert reply["results"][0][1][1] == pytest.approx(0.5)
+        assert reply["results"][1][1][1] == pytest.approx(1 / (1 + np.exp(-4.0)), rel=1e-5)
+
+
+# ---- loading: tags, retries, labels, a base path that appears later -------------------------
+
+
+def _copy_half_plus_two(shared_data: Path, target: Path) -> None:
+    shutil.copytree(shared_data / TESTDATA / "saved_model_half_plus_two_cpu" / "00000123",
+                    target)
+
+
+def test_saved_model_tags_name_the_metagraph_to_load(shared_data, tmp_path):
+    base = tmp_path / "hp"
+    _copy_half_plus_two(shared_data, base / "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--port=0", "--rest_api_port=0",
+         f"--model_base_path={base}", "--saved_model_tags=serve,tpu",
+         "--max_num_load_retries=0"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2
+    assert "no MetaGraph with tags ['serve', 'tpu']" in done.stderr
+
+
+def test_batching_file_without_enable_batching_is_a_startup_error(tmp_path):
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--port=0", "--rest_api_port=0",
+         f"--model_base_path={tmp_path}", f"--batching_parameters_file={batching}"],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2
+    assert "without --enable_batching" in done.stderr.splitlines()[-1]
+
+
+def test_late_base_path_failed_load_retried_and_label_for_a_version_not_loaded(
+        shared_data, tmp_path):
+    late, flaky = tmp_path / "late", tmp_path / "flaky"
+    (flaky / "1").mkdir(parents=True)
+    (flaky / "1" / "saved_model.pb").write_bytes(b"not yet a SavedModel")
+    config = tmp_path / "models.config"
+    config.write_text(
+        f'model_config_list {{\n'
+        f'  config {{ name: "late" base_path: "{late}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "flaky" base_path: "{flaky}" model_platform: "tensorflow"\n'
+        f'    model_version_policy {{ all {{}} }}\n'
+        f'    version_labels {{ key: "next" value: 2 }} }}\n}}\n')
+    server = ServerProcess([f"--model_config_file={config}",
+                            "--file_system_poll_wait_seconds=0.3", "--max_num_load_retries=20",
+                            "--load_retry_interval_micros=400000",
+                            "--allow_version_labels_for_unavailable_models"],
+                           tmp_path / "server.log")
+    try:
+        # The server waits for the missing base path (as TF does) instead of exiting...
+        wait_for(lambda: "base path" in server.log_text() and "waiting for it"
+                 in server.log_text(), timeout=90)
+        time.sleep(1.0)
+        assert server.process.poll() is None
+        _copy_half_plus_two(shared_data, late / "7")
+        # ... then retries the broken version on its timer until it can be loaded.
+        wait_for(lambda: "retrying in 0.4 s" in server.log_text(), timeout=60)
+        shutil.rmtree(flaky / "1")
+        _copy_half_plus_two(shared_data, flaky / "1")
+        server.wait_ready()
+        for name in ("late", "flaky"):
+            status, reply = http("POST", f"{server.url}/v1/models/{name}:predict",
+                                 {"instances": [2.0]})
+            assert (status, reply) == (200, {"predictions": [3.0]}), name
+        # The label names version 2, not there yet: allowed by the flag, not servable yet.
+        status, reply = http("POST", f"{server.url}/v1/models/flaky/labels/next:predict",
+                             {"instances": [2.0]})
+        assert status == 404 and "Specific(flaky, 2)" in reply["error"]
+        _copy_half_plus_two(shared_data, flaky / "2")
+        wait_for(lambda: http("POST", f"{server.url}/v1/models/flaky/labels/next:predict",
+                              {"instances": [2.0]})[0] == 200)
+        # Status by label: TF ignores the label and reports every version.
+        status, reply = http("GET", f"{server.url}/v1/models/flaky/labels/next")
+        assert status == 200
+        assert {v["version"] for v in reply["model_version_status"]} == {"1", "2"}
+    finally:
+        server.stop()
