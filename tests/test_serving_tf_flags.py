@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -331,5 +332,84 @@ def test_late_base_path_failed_load_retried_and_label_for_a_version_not_loaded(
         status, reply = http("GET", f"{server.url}/v1/models/flaky/labels/next")
         assert status == 200
         assert {v["version"] for v in reply["model_version_status"]} == {"1", "2"}
+    finally:
+        server.stop()
+
+
+# ---- TLS and mutual TLS ----------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> Path:
+    """Throw-away certificates: a CA, a server certificate for localhost and a client's."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    folder = tmp_path_factory.mktemp("certs")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.pem", "-days", "2", "-subj", "/CN=rnnkit test CA", cwd=folder)
+    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                 f"{name}.csr", "-subj", f"/CN={'localhost' if name == 'server' else name}",
+                 cwd=folder)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile",
+                 f"{name}.ext", cwd=folder)
+    return folder
+
+
+def test_mutual_tls_on_grpc_and_rest(shared_data, certificates, tmp_path):
+    import ssl
+
+    pem = {name: (certificates / name).read_text() for name in
+           ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+    config = tmp_path / "ssl.config"
+    config.write_text(f"server_key: {json.dumps(pem['server.key'])}\n"
+                      f"server_cert: {json.dumps(pem['server.pem'])}\n"
+                      f"custom_ca: {json.dumps(pem['ca.pem'])}\nclient_verify: true\n")
+    base = tmp_path / "hp"
+    _copy_half_plus_two(shared_data, base / "1")
+    server = ServerProcess([f"--model_base_path={base}", f"--ssl_config_file={config}",
+                            f"--rest_api_ssl_config_file={config}"], tmp_path / "server.log")
+    try:
+        wait_for(lambda: server.process.poll() is not None or "serving default" in
+                 server.log_text(), timeout=120)
+        assert server.process.poll() is None, server.log_text()[-2000:]
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "default"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
+        target = f"localhost:{server.grpc_port}"
+
+        def grpc_predict(with_client_cert: bool, timeout: float) -> predict_pb2.PredictResponse:
+            credentials = grpc.ssl_channel_credentials(
+                pem["ca.pem"].encode(),
+                *((pem["client.key"].encode(), pem["client.pem"].encode())
+                  if with_client_cert else ()))
+            with grpc.secure_channel(target, credentials) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                return stub.Predict(request, timeout=timeout)
+
+        reply = grpc_predict(with_client_cert=True, timeout=15)
+        assert tf.make_ndarray(reply.outputs["y"]).tolist() == [[3.0]]
+        with pytest.raises(grpc.RpcError) as refused:
+            grpc_predict(with_client_cert=False, timeout=3)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        url = f"https://localhost:{server.rest_port}/v1/models/default:predict"
+        body = json.dumps({"instances": [[2.0]]}).encode()
+        context = ssl.create_default_context(cafile=str(certificates / "ca.pem"))
+        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+            urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=15,
+                                   context=context).read()
+        context.load_cert_chain(str(certificates / "client.pem"),
+                                str(certificates / "client.key"))
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=15,
+                                    context=context) as answer:
+            assert json.loads(answer.read()) == {"predictions": [[3.0]]}
     finally:
         server.stop()
