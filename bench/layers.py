@@ -1,48 +1,62 @@
-"""Times rnnkit's LSTM, GRU and SimpleRNN against keras.layers' built-ins in the same process.
+"""Times rnnkit's LSTM, GRU and SimpleRNN against their peers on this machine, interleaved.
 
-Prints one row per (layer, shape): forward and training-step medians and the ours/keras ratios.
-Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...] [--jit]`.
+Peers: keras.layers on TensorFlow (as is, and compiled with XLA), keras.layers on JAX and
+PyTorch's nn.LSTM / nn.GRU / nn.RNN. JAX and PyTorch run in child processes (importing torch and
+tensorflow into one process crashes here), kept open for the whole run: every repeat times ours
+and then each peer once, so a change of load on the shared CPUs hits all of them alike.
+
+Each case times a forward call (last output, training=False) and a training step (loss =
+mean(output²), gradients, one SGD update) at the same shape; the B=1 serving shape times the
+forward call only. Printed: median ms per peer, ours / each peer, ours / the fastest peer with
+its spread over the repeats (ratio of ours to the fastest peer within each repeat, min-max), and
+ours as a share of this machine's measured float32 matmul rate (2048 x 2048 x 2048) for the
+work the call does (2·B·T·(I+H)·gates·H flops forward, 3x that for a training step).
+
+Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...]
+[--peers keras keras_xla jax torch]` (torch and jax from the `bench` extra: `pip install -e
+.[bench]`; a peer that is not installed is left out with a note).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-from app.logging_setup import quiet_tensorflow
-
-quiet_tensorflow()
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from models import layers as ours  # noqa: E402
-
-SHAPES = [(64, 100, 128, 128), (32, 400, 64, 256)]  # (batch, time, input, hidden)
+# (batch, time, input, hidden, what): training steps and forward calls, plus the serving shape.
+CASES = [(64, 100, 128, 128, ("fwd", "train")), (32, 400, 64, 256, ("fwd", "train")),
+         (1, 200, 256, 256, ("fwd",))]
 KINDS = ["LSTM", "GRU", "SimpleRNN"]
+GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+PEERS = ["keras", "keras_xla", "jax", "torch"]
+CHILD_PEERS = {"jax": "jax", "torch": "torch"}  # peer -> the module it needs
 
 
-def _pair(kind: str, shape: tuple) -> tuple:
-    """Our layer and Keras's, built, with the same weights."""
-    batch, steps, features, units = shape
-    mine, theirs = getattr(ours, kind)(units), getattr(keras.layers, kind)(units)
-    for layer in (mine, theirs):
-        layer.build((batch, steps, features))
-    mine.set_weights(theirs.get_weights())
-    return mine, theirs
+def _inputs(shape: tuple):
+    import numpy as np
+
+    batch, steps, features, _ = shape
+    return np.random.default_rng(0).normal(size=(batch, steps, features)).astype("float32")
 
 
-def _functions(layer, jit: bool = False) -> tuple:
-    """Compiled forward and training-step (GradientTape + SGD) functions of one layer.
+# --- timed functions, one (forward, train_step) pair per implementation -------------------------
+
+
+def _tf_functions(layer, jit: bool = False) -> tuple:
+    """Forward and training-step functions of a TensorFlow-backend Keras layer.
 
     Args:
-        layer: the layer to time.
-        jit: compile both functions with XLA (what model.compile(jit_compile=True) does).
+        layer: a built layer (ours or keras.layers').
+        jit: compile both with XLA (what model.compile(jit_compile=True) does).
     """
+    import keras
+    import tensorflow as tf
+
     optimizer = keras.optimizers.SGD(1e-3)
     optimizer.build(layer.trainable_variables)
 
@@ -61,36 +75,235 @@ def _functions(layer, jit: bool = False) -> tuple:
     return forward, train_step
 
 
-def _time(fn, x) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (all threads of this process) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
+def _jax_functions(kind: str, shape: tuple) -> tuple:
+    """Forward and training-step functions of keras.layers.<kind> on the JAX backend (jitted)."""
+    import jax
+    import keras
+
+    batch, steps, features, units = shape
+    layer = getattr(keras.layers, kind)(units)
+    layer.build((batch, steps, features))
+    state = {"trainable": [v.value for v in layer.trainable_variables],
+             "other": [v.value for v in layer.non_trainable_variables]}
+
+    @jax.jit
+    def forward(trainable, other, x):
+        return layer.stateless_call(trainable, other, x, training=False)[0]
+
+    def loss_fn(trainable, other, x):
+        out, _ = layer.stateless_call(trainable, other, x, training=True)
+        return jax.numpy.mean(jax.numpy.square(out))
+
+    @jax.jit
+    def train_step(trainable, other, x):
+        loss, grads = jax.value_and_grad(loss_fn)(trainable, other, x)
+        return loss, [w - 1e-3 * g for w, g in zip(trainable, grads, strict=True)]
+
+    def run_forward(x):
+        return forward(state["trainable"], state["other"], x)
+
+    def run_train_step(x):
+        loss, state["trainable"] = train_step(state["trainable"], state["other"], x)
+        return loss
+
+    return run_forward, run_train_step
+
+
+def _torch_functions(kind: str, shape: tuple) -> tuple:
+    """Forward (no_grad) and training-step functions of torch.nn.<LSTM|GRU|RNN>."""
+    import torch
+
+    _, _, features, units = shape
+    module = getattr(torch.nn, {"SimpleRNN": "RNN"}.get(kind, kind))(
+        features, units, batch_first=True)
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
+
+    def forward(x):
+        with torch.no_grad():
+            return module(x)[0][:, -1]
+
+    def train_step(x):
+        optimizer.zero_grad()
+        loss = module(x)[0][:, -1].square().mean()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return forward, train_step
+
+
+def _timed(fn, x) -> float:
+    """Wall-clock seconds of one call, until its result is on the host."""
+    import numpy as np
+
+    start = time.perf_counter()
     np.asarray(fn(x))
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return time.perf_counter() - start
 
 
-def bench(kind: str, shape: tuple, repeats: int, jit: bool = False) -> dict:
-    """Per-call seconds of forward and train step for ours and Keras's; repeats interleaved.
+# --- the child process of a peer: answers one JSON request per line -----------------------------
+
+
+def serve_peer(peer: str) -> int:
+    """Child-process loop: reads {"kind", "shape", "what", "warmup"} lines, prints {"seconds"}.
+
+    Args:
+        peer: "jax" or "torch".
+    """
+    import numpy as np
+
+    functions, inputs = {}, {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        kind, shape = request["kind"], tuple(request["shape"])
+        if (kind, shape) not in functions:
+            if peer == "torch":
+                import torch
+
+                functions[(kind, shape)] = _torch_functions(kind, shape)
+                inputs[shape] = torch.from_numpy(_inputs(shape))
+            else:
+                functions[(kind, shape)] = _jax_functions(kind, shape)
+                inputs[shape] = np.asarray(_inputs(shape))
+        forward, train_step = functions[(kind, shape)]
+        fn = forward if request["what"] == "fwd" else train_step
+        for _ in range(request.get("warmup", 0)):
+            _timed(fn, inputs[shape])
+        print(json.dumps({"seconds": _timed(fn, inputs[shape])}), flush=True)
+    return 0
+
+
+class _Child:
+    """A peer's child process (python bench/layers.py --serve-peer PEER)."""
+
+    def __init__(self, peer: str):
+        env = dict(os.environ)
+        if peer == "jax":
+            env["KERAS_BACKEND"] = "jax"
+            env["JAX_PLATFORMS"] = "cpu"
+        # OpenMP threads that spin while they wait would steal the CPUs from the other
+        # implementations' turns (PyTorch's forward took 40x longer with the default policy).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-peer", peer],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+
+    def time(self, kind: str, shape: tuple, what: str, warmup: int = 0) -> float:
+        request = {"kind": kind, "shape": list(shape), "what": what, "warmup": warmup}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the peer process exited (code {self.process.wait()})")
+        return json.loads(line)["seconds"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# --- the parent: ours and the TensorFlow peers in process, the others in children ---------------
+
+
+class MatmulRate:
+    """This machine's float32 matmul rate: flops per second of a 2048³ TensorFlow matmul.
+
+    Timed once in every round of the benchmark, next to the layers, and the best call kept:
+    under load from other processes a single measurement is too low.
+    """
+
+    SIZE = 2048
+
+    def __init__(self):
+        import numpy as np
+        import tensorflow as tf
+
+        self.a = tf.constant(np.random.default_rng(1).normal(size=(self.SIZE,) * 2), tf.float32)
+        self.matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
+        self.matmul(self.a)
+        self.best = float("inf")
+
+    def measure(self) -> None:
+        self.best = min(self.best, _timed(self.matmul, self.a))
+
+    @property
+    def flops_per_second(self) -> float:
+        return 2 * self.SIZE**3 / self.best
+
+
+def _flops(kind: str, shape: tuple, what: str) -> float:
+    batch, steps, features, units = shape
+    forward = 2 * batch * steps * (features + units) * GATES[kind] * units
+    return forward if what == "fwd" else 3 * forward
+
+
+def bench_case(kind: str, shape: tuple, whats: tuple, repeats: int, peers: list,
+               children: dict, rate: MatmulRate) -> dict:
+    """Seconds per call, {(implementation, what): [per repeat]}, all interleaved per repeat.
 
     Args:
         kind: "LSTM", "GRU" or "SimpleRNN".
         shape: (batch, time, input, hidden).
-        repeats: timed calls per function after two warm-up calls.
-        jit: compile both sides' functions with XLA.
+        whats: ("fwd",) or ("fwd", "train").
+        repeats: timed calls per implementation and function.
+        peers: the peers to time besides ours.
+        children: the open child processes, by peer.
+        rate: the matmul rate, measured once per repeat.
     """
-    batch, steps, features, _ = shape
-    x = tf.constant(np.random.default_rng(0).normal(size=(batch, steps, features)), tf.float32)
-    fns = {name: _functions(layer, jit)
-           for name, layer in zip(("ours", "keras"), _pair(kind, shape), strict=True)}
-    times = {(name, what): [] for name in fns for what in ("fwd", "train")}
-    for _ in range(2):
-        for forward, train_step in fns.values():
-            forward(x)
-            train_step(x)
+    import keras
+    import tensorflow as tf
+
+    from models import layers as ours
+
+    batch, steps, features, units = shape
+    x = tf.constant(_inputs(shape))
+    local = {"ours": (getattr(ours, kind), False)}
+    if "keras" in peers:
+        local["keras"] = (getattr(keras.layers, kind), False)
+    if "keras_xla" in peers:
+        local["keras_xla"] = (getattr(keras.layers, kind), True)
+    functions = {}
+    for name, (make, jit) in local.items():
+        layer = make(units)
+        layer.build((batch, steps, features))
+        functions[name] = _tf_functions(layer, jit)
+    times = {(name, what): [] for name in [*functions, *children] for what in whats}
+    for what in whats:
+        index = 0 if what == "fwd" else 1
+        for fns in functions.values():
+            for _ in range(2):
+                _timed(fns[index], x)
+        for child in children.values():
+            child.time(kind, shape, what, warmup=2)
     for _ in range(repeats):
-        for name, (forward, train_step) in fns.items():
-            times[(name, "fwd")].append(_time(forward, x))
-            times[(name, "train")].append(_time(train_step, x))
+        rate.measure()
+        for what in whats:
+            index = 0 if what == "fwd" else 1
+            for name, fns in functions.items():
+                times[(name, what)].append(_timed(fns[index], x))
+            for name, child in children.items():
+                times[(name, what)].append(child.time(kind, shape, what))
     return times
+
+
+def _row(kind: str, shape: tuple, what: str, times: dict, peers: list, rate: float) -> str:
+    """One markdown row: medians, ratios, spread of ours / fastest, share of the matmul rate."""
+    median = {name: statistics.median(times[(name, what)]) for name in ["ours", *peers]}
+    fastest = min(peers, key=median.get) if peers else "ours"
+    per_repeat = [o / min(times[(p, what)][i] for p in peers)
+                  for i, o in enumerate(times[("ours", what)])] if peers else [1.0]
+    cells = [kind, ", ".join(map(str, shape)), what, f"{median['ours'] * 1e3:.1f}"]
+    cells += [f"{median[p] * 1e3:.1f} ({median['ours'] / median[p]:.2f})" for p in peers]
+    cells += [f"{median['ours'] / median[fastest]:.2f} {fastest} "
+              f"[{min(per_repeat):.2f}-{max(per_repeat):.2f}]",
+              f"{100 * _flops(kind, shape, what) / median['ours'] / rate:.0f}%"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,35 +313,53 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default sys.argv[1:]).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per function")
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
-    parser.add_argument("--jit", action="store_true",
-                        help="compile ours and Keras's functions with XLA (jit_compile=True)")
+    parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    parser.add_argument("--serve-peer", choices=sorted(CHILD_PEERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 9)
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats"
-          f"{', XLA (jit_compile=True) on both sides' if args.jit else ''}. ms = median wall-clock "
-          "time of one call; ratio = ours/keras of the median wall-clock times, and in brackets "
-          "of the median CPU times (steadier when other processes share the CPUs).")
-    header = ("| layer     | B, T, I, H        | fwd ours ms | fwd keras ms | fwd ratio   "
-              "| train ours ms | train keras ms | train ratio |")
-    print(header)
-    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
-    for shape in SHAPES:
-        for kind in args.kinds:
-            times = bench(kind, shape, repeats, args.jit)
-            wall = {key: statistics.median(w for w, _ in v) for key, v in times.items()}
-            cpu = {key: statistics.median(c for _, c in v) for key, v in times.items()}
-            cells = [f"{kind:<9}", f"{', '.join(map(str, shape)):<17}"]
-            for what, widths in (("fwd", (11, 12, 11)), ("train", (13, 14, 11))):
-                ratio = (f"{wall[('ours', what)] / wall[('keras', what)]:.2f} "
-                         f"({cpu[('ours', what)] / cpu[('keras', what)]:.2f})")
-                cells += [f"{wall[('ours', what)] * 1e3:{widths[0]}.1f}",
-                          f"{wall[('keras', what)] * 1e3:{widths[1]}.1f}",
-                          f"{ratio:>{widths[2]}}"]
-            print("| " + " | ".join(cells) + " |", flush=True)
+    if args.serve_peer:
+        return serve_peer(args.serve_peer)
+
+    from app.logging_setup import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    repeats = args.repeats or (3 if args.quick else 7)
+    peers = list(args.peers)
+    for peer, module in CHILD_PEERS.items():
+        if peer in peers and not _installed(module):
+            print(f"note: {peer} is not installed (pip install -e .[bench]); left out.")
+            peers.remove(peer)
+    children = {peer: _Child(peer) for peer in peers if peer in CHILD_PEERS}
+    try:
+        rate = MatmulRate()
+        print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats. ms = median "
+              "wall-clock time of one call; (x) = ours / that peer; best = ours / the fastest "
+              "peer [min-max over the repeats]; % = ours as a share of the matmul rate.")
+        results = []
+        for batch, steps, features, units, whats in CASES:
+            shape = (batch, steps, features, units)
+            for kind in args.kinds:
+                print(f"timing {kind} {shape}", file=sys.stderr, flush=True)
+                results.append((kind, shape, whats,
+                                bench_case(kind, shape, whats, repeats, peers, children, rate)))
+        header = ["layer", "B, T, I, H", "step", "ours ms", *[f"{p} ms" for p in peers],
+                  "ours / best", "% matmul"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join(" --- " for _ in header) + "|")
+        for kind, shape, whats, times in results:
+            for what in whats:
+                print(_row(kind, shape, what, times, peers, rate.flops_per_second))
+        print(f"matmul rate {rate.flops_per_second / 1e9:.0f} GFLOP/s (best 2048³ float32 "
+              f"call of the run); load average at the end {os.getloadavg()[0]:.1f}")
+    finally:
+        for child in children.values():
+            child.close()
     return 0
 
 
