@@ -288,3 +288,21 @@ def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
     # A batching file without --enable_batching is a startup error, as in TF Serving.
     with pytest.raises(UserError, match="without --enable_batching"):
         threads(batching_parameters_file=str(batching))
+
+
+def test_large_batch_splitting_runs_a_big_request_in_execution_sized_pieces():
+    model = Recorder()
+    scheduler = BatchScheduler(params(max_batch_size=10, enable_large_batch_splitting=True,
+                                      max_execution_batch_size=4, batch_timeout_micros=0))
+    try:
+        x = np.arange(20, dtype=np.float32).reshape(10, 2)
+        result = scheduler.submit(("m", 1, "serving_default"), {"x": x}, model)
+        np.testing.assert_array_equal(result["y"], x * 2)  # the pieces come back in order
+        assert sorted(model.sizes) == [2, 4, 4] and max(model.sizes) <= 4
+        with pytest.raises(ValueError, match="more than max_batch_size 10"):
+            scheduler.submit(("m", 1, "serving_default"), {"x": np.zeros((11, 2))}, model)
+    finally:
+        scheduler.close()
+    with pytest.raises(ValueError, match="must equal max_execution_batch_size"):
+        BatchScheduler(params(max_batch_size=8, enable_large_batch_splitting=True,
+                              max_execution_batch_size=4, allowed_batch_sizes=[2, 8]))

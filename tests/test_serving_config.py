@@ -118,6 +118,32 @@ def test_batching_parameters_every_field(tmp_path):
     assert params.num_batch_threads == (os.cpu_count() or 1)
 
 
+def test_batching_parameters_every_field_of_tf_serving_221_parses(tmp_path):
+    text = ("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 100 }\n"
+            "max_enqueued_batches { value: 5 }\nnum_batch_threads { value: 2 }\n"
+            "thread_pool_name { value: 'pool' }\n"
+            "enable_large_batch_splitting { value: true }\n"
+            "max_execution_batch_size { value: 16 }\n"
+            "allowed_batch_sizes: 8\nallowed_batch_sizes: 16\n"
+            "pad_variable_length_inputs: true\n"
+            "low_priority_max_batch_size { value: 32 }\n"
+            "low_priority_batch_timeout_micros { value: 1000 }\n"
+            "low_priority_max_enqueued_batches { value: 3 }\n"
+            "low_priority_allowed_batch_sizes: 32\n"
+            "mixed_priority_batching_policy: 'low_priority_padding_with_max_batch_size'\n"
+            "batch_padding_policy: 'PAD_UP'\n")
+    params = load_batching_parameters(write(tmp_path, text))
+    assert params.enable_large_batch_splitting is True
+    assert (params.max_batch_size, params.max_execution_batch_size,
+            params.execution_batch_size) == (64, 16, 16)
+    assert params.allowed_batch_sizes == [8, 16]
+    # The low-priority queue and the policies parse; they mean nothing to our one queue.
+    assert params.unused_fields == [
+        "low_priority_max_batch_size", "low_priority_batch_timeout_micros",
+        "low_priority_max_enqueued_batches", "low_priority_allowed_batch_sizes",
+        "mixed_priority_batching_policy", "batch_padding_policy"]
+
+
 def test_batching_defaults_without_a_file():
     params = load_batching_parameters(None)
     assert params == BatchingParameters()
