@@ -1,4 +1,9 @@
-# The rnnkit image: the web app (`rnnkit app`) and our embedded model server (`python -m serving`).
+# The rnnkit image: our model server (`python -m serving`) and the web app (`rnnkit app`).
+# Like tensorflow/serving's image, it serves $MODEL_BASE_PATH/$MODEL_NAME (default /models/model)
+# on gRPC 8500 and REST 8501, all interfaces, and takes tensorflow_model_server's flags:
+#   docker run -p 8501:8501 -v $PWD/exports/sentiment:/models/sentiment -e MODEL_NAME=sentiment rnnkit
+#   docker run ... rnnkit --model_config_file=/models/models.config
+# A command instead of flags runs that command: `docker run -p 8080:8080 rnnkit rnnkit app ...`.
 # Built by docker-compose.yml; the exports dir is mounted at /models at run time, never copied in.
 FROM python:3.11-slim
 
@@ -6,7 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_CPP_MIN_LOG_LEVEL=2
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MODEL_NAME=model \
+    MODEL_BASE_PATH=/models
 
 WORKDIR /opt/rnnkit
 
@@ -25,6 +32,8 @@ COPY serving ./serving
 RUN pip install --no-deps -e . \
     && useradd --create-home --uid 1000 rnnkit
 
+COPY deploy/tf_serving_entrypoint.sh /usr/bin/tf_serving_entrypoint.sh
+
 USER rnnkit
-EXPOSE 8080 8500 8501
-CMD ["rnnkit", "app", "--server", "model-server:8500", "--host", "0.0.0.0"]
+EXPOSE 8500 8501 8080
+ENTRYPOINT ["/usr/bin/tf_serving_entrypoint.sh"]

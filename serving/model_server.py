@@ -131,11 +131,10 @@ def model_server_config(options: ServerOptions) -> model_server_config_pb2.Model
     Args:
         options: the server options.
     """
-    if options.model_config_file and options.model_base_path:
-        raise UserError("both --model_config_file and --model_base_path were given",
-                        "list every model in the config file, or serve one with "
-                        "--model_name/--model_base_path")
     if options.model_config_file:
+        if options.model_base_path:  # as in TF Serving (and its image's entrypoint)
+            log.info("--model_config_file %s is used; --model_name and --model_base_path are "
+                     "ignored", options.model_config_file)
         config = load_model_server_config(options.model_config_file)
         _absolute_base_paths(config, Path(options.model_config_file).resolve().parent)
     elif options.model_base_path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import tomllib
@@ -12,9 +11,9 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from app.commands import serve
 from app.errors import UserError
 from serving.config_files import load_model_server_config
+from serving.flags import parse_flags
 from serving.models_config import (
     exported_models,
     main,
@@ -49,10 +48,9 @@ def test_tf_serving_service_serves_the_mounted_models_config(compose):
     assert "--model_config_file=/models/models.config" in args
     assert {"8500:8500", "8501:8501"} <= set(server["ports"])
     # Our server takes tensorflow_model_server's flags: the same command must parse for it.
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
-    parsed = parser.parse_args(args)
-    assert (parsed.port, parsed.rest_api_port) == (8500, 8501)
+    parsed = parse_flags(args)
+    assert parsed.unknown == []
+    assert (parsed.values["port"], parsed.values["rest_api_port"]) == (8500, 8501)
 
 
 def test_app_service_runs_the_web_page_against_the_model_server(compose):
@@ -73,14 +71,14 @@ def test_app_service_runs_the_web_page_against_the_model_server(compose):
 def test_embedded_profile_runs_our_server_with_the_same_flags(compose):
     embedded = compose["services"]["model-server-embedded"]
     assert embedded["profiles"] == ["embedded"]
+    assert embedded["build"] == "." and "entrypoint" not in embedded
+    # Our image is a drop-in for tensorflow/serving's: the TF service's very command.
     args = argv(embedded["command"])
-    assert args[:3] == ["python", "-m", "serving"]
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
-    parsed = parser.parse_args(args[3:])
-    assert parsed.host == "0.0.0.0"
-    assert parsed.model_config_file == "/models/models.config"
-    assert (parsed.port, parsed.rest_api_port) == (8500, 8501)
+    assert args == argv(compose["services"]["model-server"]["command"])
+    parsed = parse_flags(args)
+    assert parsed.unknown == []
+    assert parsed.values["model_config_file"] == "/models/models.config"
+    assert (parsed.values["port"], parsed.values["rest_api_port"]) == (8500, 8501)
     mounts = [defaults(v).split(":")[:2] for v in embedded["volumes"]]
     assert ["./exports", "/models"] in mounts
     # Published elsewhere than TF Serving's so both can run at once.
@@ -145,3 +143,47 @@ def test_no_exported_models_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no exported models" in capsys.readouterr().err
     assert not (tmp_path / "models.config").exists()
+
+
+def test_dockerfile_entrypoint_is_tf_servings(compose):
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ENTRYPOINT \[\"/usr/bin/tf_serving_entrypoint.sh\"\]$", dockerfile, re.M)
+    assert "COPY deploy/tf_serving_entrypoint.sh /usr/bin/tf_serving_entrypoint.sh" in dockerfile
+    assert re.search(r"MODEL_NAME=model\b", dockerfile)
+    assert re.search(r"MODEL_BASE_PATH=/models\b", dockerfile)
+    assert re.search(r"^EXPOSE .*\b8500\b.*\b8501\b", dockerfile, re.M)
+
+
+def test_entrypoint_serves_model_name_from_model_base_path_on_all_interfaces(shared_data,
+                                                                              tmp_path):
+    """The entrypoint script, run here as the image runs it (flags added after it win)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from serving_harness import free_port, http
+
+    (tmp_path / "half_plus_two").symlink_to(
+        shared_data / "tfserving-testdata" / "saved_model_half_plus_two_cpu")
+    grpc_port, rest_port = free_port(), free_port()
+    env = {**os.environ, "MODEL_NAME": "half_plus_two", "MODEL_BASE_PATH": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    log = tmp_path / "server.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [str(REPO / "deploy" / "tf_serving_entrypoint.sh"), f"--port={grpc_port}",
+             f"--rest_api_port={rest_port}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+            stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while "serving half_plus_two" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        assert f"REST on http://0.0.0.0:{rest_port}" in log.read_text()
+        assert http("POST", f"http://127.0.0.1:{rest_port}/v1/models/half_plus_two:predict",
+                    {"instances": [1.0]}) == (200, {"predictions": [2.5]})
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from app.commands import serve
 from pipelines import distribute
+from serving.flags import parse_flags
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -32,9 +32,10 @@ def _kind(path: Path, kind: str) -> dict:
 
 
 def _serve_flags(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
-    return parser.parse_args(args)
+    """tensorflow_model_server flags as our server reads them (none may be unknown)."""
+    parsed = parse_flags(args)
+    assert parsed.unknown == [], parsed.unknown
+    return argparse.Namespace(**parsed.values)
 
 
 def _defaults(text: str) -> str:

@@ -268,8 +268,6 @@ def test_config_errors_are_user_errors(tmp_path):
 
     with pytest.raises(UserError, match="no model to serve"):
         model_server_config(ServerOptions())
-    with pytest.raises(UserError, match="both --model_config_file and --model_base_path"):
-        model_server_config(ServerOptions(model_config_file="a", model_base_path="b"))
     with pytest.raises(UserError, match="is not a folder"):
         model_server_config(ServerOptions(model_base_path=str(tmp_path / "missing"),
                                           file_system_poll_wait_seconds=0))
