@@ -44,7 +44,7 @@ class RunningServer:
 
 @contextlib.contextmanager
 def model_server(name: str, base_path: Path, log_path: Path, flags: list[str] | None = None,
-                 ) -> Iterator[RunningServer]:
+                 source: Path = REPO) -> Iterator[RunningServer]:
     """Run `python -m serving` for one model on loopback until the block ends.
 
     Waits until the model is AVAILABLE (printing the server's log tail if it never is), and
@@ -55,13 +55,14 @@ def model_server(name: str, base_path: Path, log_path: Path, flags: list[str] | 
         base_path: the model's base path (version folders inside).
         log_path: where the server's stdout and stderr go.
         flags: more tensorflow_model_server flags.
+        source: the source tree whose `serving` package runs (another checkout, to compare).
     """
     grpc_port, rest_port = free_port(), free_port()
     command = [sys.executable, "-m", "serving", "--host=127.0.0.1", f"--port={grpc_port}",
                f"--rest_api_port={rest_port}", f"--model_name={name}",
                f"--model_base_path={base_path}", *(flags or [])]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=source, stdout=log, stderr=subprocess.STDOUT)
     client = ServingClient("127.0.0.1", grpc_port, rest_port, timeout=60.0)
     try:
         try:

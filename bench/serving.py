@@ -8,11 +8,14 @@ same model, machine and moment, so the ratios compare like with like.
 
 Model: exports/sentiment if exported, else TF Serving's half_plus_two from RNNKIT_DATA_DIR.
 Run: `.venv/bin/python bench/serving.py [--quick] [--model-base-path DIR --model-name NAME]`.
+`--baseline-source DIR` also measures the REST rows of another source tree's server in the same
+run (rows `rest-before`), e.g. the previous commit: `git archive HEAD~1 | tar -x -C DIR`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="bench the sentiment architecture exported untrained to a temp dir "
                              "(when exports/sentiment does not exist yet)")
     parser.add_argument("--quick", action="store_true", help="10 requests per client, 10 s rows")
+    parser.add_argument("--baseline-source", type=Path, metavar="DIR",
+                        help="another rnnkit source tree whose REST server is measured too, in "
+                             "the same run (rows rest-before)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.max_seconds = 10, 10.0
@@ -197,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             name, base_path = default_model()
         base_path = base_path.resolve()
-        for batching in (False, True):
-            log = Path(tmp) / f"server-{'batching' if batching else 'plain'}.log"
-            with model_server(name, base_path, log, server_flags(batching, Path(tmp))) as server:
+        sources = [("", REPO)] + ([("-before", args.baseline_source.resolve())]
+                                  if args.baseline_source else [])
+        for batching, (suffix, source) in itertools.product((False, True), sources):
+            log = Path(tmp) / f"server-{'batching' if batching else 'plain'}{suffix}.log"
+            with model_server(name, base_path, log, server_flags(batching, Path(tmp)),
+                              source=source) as server:
                 client = server.client
                 metadata = client.metadata(name)
                 signature = metadata["metadata"]["signature_def"]["signature_def"][
@@ -207,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = {n: example_inputs(signature, n) for n in (1, MAX_BATCH)}
                 # Requests that are whole batches have nothing to merge: measured unbatched only.
                 plan = UNBATCHED if batching else UNBATCHED + AT_BATCH
-                for protocol in ("grpc", "rest"):
+                for protocol in ("grpc", "rest") if not suffix else ("rest",):
                     for clients, examples in plan:
                         def call(c=client, p=protocol, x=inputs[examples]):
                             return c.predict(name, x, protocol=p)
                         result = measure(call, clients, args.requests * clients,
                                          args.max_seconds)
-                        rows.append((protocol, "on" if batching else "off", clients, examples,
-                                     result))
+                        rows.append((protocol + suffix, "on" if batching else "off", clients,
+                                     examples, result))
         rows = in_process_rows(name, base_path, inputs, args) + rows
 
     print(f"model {name} ({base_path}), {os.cpu_count()} CPUs, batching: max_batch_size "
@@ -244,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{rate('grpc', 'off', clients) / rate('in-process', '-', clients):.2f}x")
     print(f"  grpc (batching on) / in-process, 1 example per call, 32 clients: "
           f"{rate('grpc', 'on', 32) / rate('in-process', '-', 32):.2f}x")
+    if args.baseline_source:
+        for batching in ("off", "on"):
+            for clients in CLIENTS:
+                ratio = rate("rest", batching, clients) / rate("rest-before", batching, clients)
+                print(f"  rest / rest-before, batching {batching}, 1 example per call, "
+                      f"{clients:>2} clients: {ratio:.2f}x")
     for protocol in ("grpc", "rest"):
         print(f"  {protocol} batching on / off, 1 example per call, 32 clients: "
               f"{rate(protocol, 'on', 32) / rate(protocol, 'off', 32):.2f}x "

@@ -96,6 +96,16 @@ def test_flags_parse_as_tensorflow_flags_parse_them():
         parse_flags(["--model_name"])
 
 
+def test_docs_table_gives_every_flag_its_status():
+    rows = [line for line in (REPO / "docs" / "serving.md").read_text().splitlines()
+            if line.startswith("| `--")]
+    documented = {line.split("`")[1].removeprefix("--"): line for line in rows}
+    for flag in FLAGS.values():
+        assert flag.name in documented, flag.name
+        if flag.effect == NO_EFFECT:
+            assert "no effect" in documented[flag.name], flag.name
+
+
 def test_version_prints_both_versions_and_exits_0():
     done = subprocess.run([sys.executable, "-m", "serving", "--version"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
