@@ -14,7 +14,7 @@ import unicodedata
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
@@ -147,3 +147,24 @@ def prepare() -> SpaEng:
                         f"connect to the internet, or put {ARCHIVE} into "
                         "RNNKIT_DATA_DIR/spa-eng/ and set RNNKIT_DATA_DIR") from None
     return pairs
+
+
+def named_dataset() -> Any:
+    """The `spa_eng` entry of pipelines.data_files.NAMED_DATASETS: `seq2seq --data spa_eng`
+    reads the pairs as {"es", "en"} rows (Spanish source, English target), like a user's file,
+    in the splits' stored order."""
+    from pipelines.data_files import NamedDataset
+
+    def rows(split: str, columns: Any = ("es", "en")) -> Iterator[tuple[int, dict[str, str]]]:
+        unknown = [c for c in columns if c not in ("es", "en")]
+        if unknown:
+            raise UserError(f"data set spa_eng has no column {unknown[0]!r}; its columns are "
+                            "'es', 'en'", "drop --source-column/--target-column for spa_eng")
+        data = prepare().as_dataset(split=split, shuffle_files=False)
+        for number, example in enumerate(data.as_numpy_iterator(), start=1):
+            yield number, {c: example[c].decode("utf-8") for c in columns}
+
+    return NamedDataset(name="spa_eng", kind="seq2seq",
+                        columns={"source_column": "es", "target_column": "en"},
+                        splits=("train", "validation", "test"), rows=rows,
+                        description="Anki/Tatoeba Spanish -> English pairs (about 107k / 6k / 6k)")

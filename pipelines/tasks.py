@@ -197,8 +197,10 @@ REGISTRY: tuple[TaskInfo, ...] = (
     TaskInfo("classify", "pipelines.classify:ClassifyTask", "classify", "classifier",
              ("accuracy", "macro_f1")),
     TaskInfo("tag", "pipelines.tagging:TagTask", "tag", "tagger", ("accuracy", "macro_f1")),
+    TaskInfo("seq2seq", "pipelines.seq2seq:Seq2SeqTask", "seq2seq", "seq2seq",
+             ("bleu", "chrf")),
     TaskInfo("translation", "pipelines.translation:TranslationTask", "seq2seq", "translator",
-             ("bleu", "chrf"), dataset="spa_eng", run_order=30, anchors=(
+             ("bleu", "chrf"), preset_of="seq2seq", dataset="spa_eng", run_order=30, anchors=(
                  Anchor("bleu", 5.0, "GRU seq2seq lab without attention "
                                      "(sentence BLEU-4 0.05)"),)),
     TaskInfo("caption", "pipelines.captioning:CaptionTask", "caption", "captioner",

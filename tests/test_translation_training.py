@@ -62,7 +62,7 @@ def test_evaluate_reports_bleu_chrf_samples_and_heat_map(trained):
     assert report["test_pairs"] == len(pairs)
     assert 0.0 <= report["bleu"] <= 100.0 and 0.0 <= report["chrf"] <= 100.0
     assert {"greedy", "beam3"} <= set(report)
-    assert [s["spanish"] for s in report["samples"]] == [es for es, _ in pairs[:2]]
+    assert [s["source"] for s in report["samples"]] == [es for es, _ in pairs[:2]]
     png = result.run_dir / "attention.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -85,6 +85,8 @@ def test_export_loads_and_translates_the_same(trained, exported):
     served = loaded.signatures["serving_default"](text=tf.constant(spanish))
     expected = task.translate_all(model, config, spanish, config.beam_width)
     assert [t.decode() for t in served["translation"].numpy()] == expected
+    # The generic output name of every text-producing model carries the same text.
+    assert served["output_text"].numpy().tolist() == served["translation"].numpy().tolist()
 
     attention = loaded.signatures["translate_with_attention"](text=tf.constant(spanish[:1]))
     weights = attention["attention"].numpy()
