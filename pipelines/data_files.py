@@ -38,6 +38,8 @@ TAGGED_FORMATS = (".conll", ".conllu", ".txt", ".jsonl")
 # Fields longer than this are a malformed file (an unclosed quote swallowing the rest), not text.
 MAX_FIELD_CHARS = 10_000_000
 # CoNLL-U's ten columns; `--token-column` and `--tag-column` may name them.
+# Rows per call from the Python readers into tf.data (per-row calls would dominate the cost).
+GENERATOR_BATCH = 512
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 Row = dict[str, Any]
@@ -206,9 +208,16 @@ def read_table(path: Path | str, columns: Sequence[str]) -> tf.data.Dataset:
     path = Path(path)
     _unknown_column(path, columns, table_columns(path))
     columns = list(columns)
+
+    def generate() -> Iterator[dict[str, list[str]]]:
+        rows = (row for _, row in iter_table(path, columns))
+        while block := list(itertools.islice(rows, GENERATOR_BATCH)):
+            yield {c: [row[c] for row in block] for c in columns}
+
+    # Rows cross from Python in blocks: one call per row would cost more than parsing it.
     return tf.data.Dataset.from_generator(
-        lambda: (row for _, row in iter_table(path, columns)),
-        output_signature={c: tf.TensorSpec([], tf.string) for c in columns})
+        generate, output_signature={c: tf.TensorSpec([None], tf.string) for c in columns},
+    ).unbatch()
 
 
 # --- tagged sentences ---------------------------------------------------------------------------
