@@ -106,6 +106,22 @@ def test_docs_table_gives_every_flag_its_status():
             assert "no effect" in documented[flag.name], flag.name
 
 
+def test_thread_pool_sizes_follow_tf_servings_precedence(tmp_path):
+    from serving.model_server import ServerOptions, thread_pool_sizes
+
+    config = tmp_path / "session.config"
+    config.write_text("intra_op_parallelism_threads: 3\ninter_op_parallelism_threads: 5\n")
+    assert thread_pool_sizes(ServerOptions()) == (0, 0)
+    assert thread_pool_sizes(ServerOptions(tensorflow_session_config_file=str(config))) == (3, 5)
+    assert thread_pool_sizes(ServerOptions(tensorflow_session_config_file=str(config),
+                                           tensorflow_session_parallelism=2)) == (2, 2)
+    assert thread_pool_sizes(ServerOptions(tensorflow_session_parallelism=2,
+                                           tensorflow_inter_op_parallelism=1)) == (2, 1)
+    config.write_text("intra_op_parallelism_threads: many\n")
+    with pytest.raises(UserError, match=r"session\.config:1"):
+        thread_pool_sizes(ServerOptions(tensorflow_session_config_file=str(config)))
+
+
 def test_version_prints_both_versions_and_exits_0():
     done = subprocess.run([sys.executable, "-m", "serving", "--version"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
