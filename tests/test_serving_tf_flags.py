@@ -439,3 +439,46 @@ def test_mutual_tls_on_grpc_and_rest(shared_data, certificates, tmp_path):
             assert json.loads(answer.read()) == {"predictions": [[3.0]]}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_num_load_threads_bounds_versions_loading_at_once(tmp_path, monkeypatch, threads):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving import model_manager
+
+    loading, most = [0], [0]
+    lock = threading.Lock()
+
+    class Loaded:
+        def __init__(self, name: str, version: int) -> None:
+            self.name, self.version = name, version
+
+        def wait_idle(self, timeout: float) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    def slow_load(name, version, path, tags):
+        with lock:
+            loading[0] += 1
+            most[0] = max(most[0], loading[0])
+        time.sleep(0.4)
+        with lock:
+            loading[0] -= 1
+        return Loaded(name, version)
+
+    monkeypatch.setattr(model_manager, "load_servable", slow_load)
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in ("a", "b", "c"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        config.model_config_list.config.add(name=name, base_path=str(tmp_path / name))
+    manager = model_manager.ModelManager(poll_wait_seconds=0, load_threads=threads,
+                                         unload_threads=1)
+    try:
+        manager.apply_config(config)
+        assert manager.not_ready() == {}
+    finally:
+        manager.stop()
+    assert most[0] == threads
