@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from models.layers import Bidirectional, recurrent_layer
+from models.unknown_words import UnknownWordDropout
 
 
 @keras.saving.register_keras_serializable(package="rnnkit", name="standardize_review")
@@ -142,7 +143,7 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                 max_length: int = 200, keep: str = "first", pooling: str = "last",
                 train_embedding: bool = True, word_dropout: float = 0.0,
                 seed: int | None = None, classes: int = 1, name: str | None = None,
-                ) -> keras.Model:
+                unknown_dropout: float = 0.0) -> keras.Model:
     """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> class scores.
 
     Args:
@@ -168,6 +169,8 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         classes: 1 for a binary classifier's probability of class 1 (sigmoid, the sentiment
             presets), N >= 2 for the probabilities of N classes (softmax).
         name: the model's name; default `sentiment_bi<cell>`.
+        unknown_dropout: share of training tokens replaced by the out-of-vocabulary token, so
+            its vector learns to stand for words training never saw (small data sets).
     """
     if layers < 1:
         raise ValueError(f"layers must be at least 1, got {layers}.")
@@ -175,6 +178,8 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
     text = keras.Input(shape=(), dtype="string", name="text")
     tokens = TruncateTokens(max_length, keep, name=f"{keep}_tokens")(vectorizer(text))
+    if unknown_dropout:
+        tokens = UnknownWordDropout(unknown_dropout, seed=seed, name="unknown_words")(tokens)
     x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
                                trainable=train_embedding, name="embedding")(tokens)
     if word_dropout:

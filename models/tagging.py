@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from models.label_names import LabelNames
 from models.layers import Bidirectional, recurrent_layer
+from models.unknown_words import UnknownWordDropout
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
@@ -80,7 +81,7 @@ class MaxOverChars(keras.layers.Layer):
 def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "lstm",
            embedding_dim: int = 100, char_dim: int = 32, char_filters: int = 64,
            max_chars: int = 16, units: int = 128, layers: int = 1, dropout: float = 0.3,
-           seed: int | None = None) -> keras.Model:
+           word_dropout: float = 0.0, seed: int | None = None) -> keras.Model:
     """Tokens -> word (+ character) features -> stacked BiRNN -> per-token tag probabilities.
 
     Args:
@@ -95,6 +96,7 @@ def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "
         units: units of each direction of each recurrent layer.
         layers: stacked bidirectional layers.
         dropout: dropout on the token features, the recurrent inputs and the RNN's output.
+        word_dropout: share of training words replaced by the unknown word.
         seed: seed of the dropout masks.
     """
     if layers < 1:
@@ -103,6 +105,8 @@ def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "
     # "" is padding (id 0, masked); unknown words share id 1.
     word_ids = keras.layers.StringLookup(vocabulary=list(words), mask_token="", num_oov_indices=1,
                                          name="word_ids")(LowerTokens(name="lower")(tokens))
+    if word_dropout:
+        word_ids = UnknownWordDropout(word_dropout, seed=seed, name="unknown_words")(word_ids)
     x = keras.layers.Embedding(len(words) + 2, embedding_dim, mask_zero=True,
                                name="word_embedding")(word_ids)
     if chars:

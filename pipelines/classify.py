@@ -63,6 +63,8 @@ class ClassifyConfig(TrainConfig):
         recurrent_dropout: dropout on the recurrent state.
         pooling: `last`, `max` or `max_mean` (see models.sentiment.many_to_one).
         word_dropout: share of whole tokens dropped from each training text.
+        unknown_dropout: share of training tokens replaced by the out-of-vocabulary token (whose
+            vector otherwise never trains, as every training word is in the vocabulary).
         ngrams: `bow`: count word n-grams up to this length.
         output_mode: `bow`: `tf_idf`, `multi_hot` or `count`.
     """
@@ -86,6 +88,7 @@ class ClassifyConfig(TrainConfig):
     recurrent_dropout: float = 0.0
     pooling: str = "max"
     word_dropout: float = 0.0
+    unknown_dropout: float = 0.0
     ngrams: int = 2
     output_mode: str = "tf_idf"
 
@@ -151,7 +154,7 @@ class ClassifyTask(Task):
             if getattr(config, field) < 1:
                 raise UserError(f"{field}={getattr(config, field)} must be at least 1",
                                 f"pass e.g. --set {field}=64")
-        for field in ("dropout", "recurrent_dropout", "word_dropout"):
+        for field in ("dropout", "recurrent_dropout", "word_dropout", "unknown_dropout"):
             if not 0 <= getattr(config, field) < 1:
                 raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
                                 f"pass a value in [0, 1), e.g. --set {field}=0.2")
@@ -332,7 +335,8 @@ class ClassifyTask(Task):
                                 max_length=config.max_length, keep=config.keep,
                                 pooling=config.pooling, word_dropout=config.word_dropout,
                                 seed=config.seed, classes=len(names),
-                                name=f"classify_bi{config.cell}")
+                                name=f"classify_bi{config.cell}",
+                                unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)

@@ -59,6 +59,8 @@ class TagConfig(TrainConfig):
         units: units per direction of each recurrent layer.
         layers: stacked bidirectional recurrent layers.
         dropout: dropout on token features, recurrent inputs and the RNN's output.
+        word_dropout: share of training words replaced by the unknown word, so its vector
+            learns to stand for words training never saw.
         max_length: training sentences longer than this are cut (evaluation reads them whole).
     """
 
@@ -78,6 +80,7 @@ class TagConfig(TrainConfig):
     units: int = 128
     layers: int = 1
     dropout: float = 0.3
+    word_dropout: float = 0.0
     max_length: int = 100
 
 
@@ -137,9 +140,10 @@ class TagTask(Task):
             if getattr(config, field) < 1:
                 raise UserError(f"{field}={getattr(config, field)} must be at least 1",
                                 f"pass e.g. --set {field}=64")
-        if not 0 <= config.dropout < 1:
-            raise UserError(f"dropout={config.dropout} is not a dropout rate",
-                            "pass a value in [0, 1), e.g. --set dropout=0.3")
+        for field in ("dropout", "word_dropout"):
+            if not 0 <= getattr(config, field) < 1:
+                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
+                                f"pass a value in [0, 1), e.g. --set {field}=0.1")
 
     def _sentences(self, config: Any, part: str) -> Iterator[tuple[int, dict[str, Any]]]:
         return data_files.iter_part(config, part, self.fields,
@@ -270,7 +274,7 @@ class TagTask(Task):
                       embedding_dim=config.embedding_dim, char_dim=config.char_dim,
                       char_filters=config.char_filters, max_chars=config.max_chars,
                       units=config.units, layers=config.layers, dropout=config.dropout,
-                      seed=config.seed)
+                      word_dropout=config.word_dropout, seed=config.seed)
 
     def loss(self, config: TrainConfig) -> Any:
         import keras

@@ -99,3 +99,16 @@ def test_bad_tagging_data_is_one_clear_error(tmp_path):
     ragged.write_text("a X\nb Y\n\nc\n")
     with pytest.raises(UserError, match=r"ragged.conll, line 4"):
         task.datasets(task.config("quick", [f"data={ragged}", f"validation_data={val}"]))
+
+
+def test_unknown_word_dropout_only_in_training():
+    from models.unknown_words import UnknownWordDropout
+
+    layer = UnknownWordDropout(0.3, seed=1)
+    ids = tf.constant([[5, 7, 9, 2, 1, 0, 0]] * 500, dtype=tf.int64)
+    assert np.array_equal(layer(ids, training=False).numpy(), ids.numpy())
+    dropped = layer(ids, training=True).numpy()
+    assert np.all(dropped[:, 5:] == 0) and np.all(dropped[:, 4] == 1)  # padding, unknown stay
+    replaced = np.mean(dropped[:, :4] == 1)
+    assert 0.25 < replaced < 0.35
+    assert UnknownWordDropout.from_config(layer.get_config()).rate == 0.3
