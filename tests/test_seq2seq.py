@@ -117,10 +117,13 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
     ("source,target\nhola,hello\nadiós,\n,hi\nsí,yes\n", [],
      "have an empty source or target, more than max_empty_fraction=0.1"),
     ("source,target\nhola,hello\n\"no closing quote,x\n", [], "line 3"),
+    (b"source,target\nhola,hello\nmal \xff byte,x\n", [], "line 3: invalid UTF-8"),
 ])
 def test_bad_data_is_one_clear_line(tmp_path, capsys, content, flags, message) -> None:
     path = tmp_path / "bad.csv"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content, encoding="utf-8")
     code = main(["train", "seq2seq", "--data", str(path), "--run-dir", str(tmp_path / "run"),
                  "--set", "epochs=1", *flags])
