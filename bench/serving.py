@@ -9,12 +9,14 @@ same model, machine and moment, so the ratios compare like with like.
 Model: exports/sentiment if exported, else TF Serving's half_plus_two from RNNKIT_DATA_DIR.
 Run: `.venv/bin/python bench/serving.py [--quick] [--model-base-path DIR --model-name NAME]`.
 `--baseline-source DIR` also measures the REST rows of another source tree's server in the same
-run (rows `rest-before`), e.g. the previous commit: `git archive HEAD~1 | tar -x -C DIR`.
+run (rows `rest-before`), e.g. the previous commit: `git archive HEAD~1 | tar -x -C DIR`; both
+servers run at once and their rounds alternate (`--rounds`, the median round is reported).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
@@ -188,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-source", type=Path, metavar="DIR",
                         help="another rnnkit source tree whose REST server is measured too, in "
                              "the same run (rows rest-before)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline-source, alternating rounds per REST row; the "
+                             "median round is reported (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.max_seconds = 10, 10.0
@@ -205,25 +210,37 @@ def main(argv: list[str] | None = None) -> int:
         base_path = base_path.resolve()
         sources = [("", REPO)] + ([("-before", args.baseline_source.resolve())]
                                   if args.baseline_source else [])
-        for batching, (suffix, source) in itertools.product((False, True), sources):
-            log = Path(tmp) / f"server-{'batching' if batching else 'plain'}{suffix}.log"
-            with model_server(name, base_path, log, server_flags(batching, Path(tmp)),
-                              source=source) as server:
-                client = server.client
+        for batching in (False, True):
+            mode = "batching" if batching else "plain"
+            with contextlib.ExitStack() as running:
+                # With a baseline, both servers run at once and their REST rows alternate round
+                # by round, so that load from elsewhere on the machine hits both alike.
+                servers = {suffix: running.enter_context(model_server(
+                    name, base_path, Path(tmp) / f"server-{mode}{suffix}.log",
+                    server_flags(batching, Path(tmp)), source=source))
+                    for suffix, source in sources}
+                client = servers[""].client
                 metadata = client.metadata(name)
                 signature = metadata["metadata"]["signature_def"]["signature_def"][
                     "serving_default"]
                 inputs = {n: example_inputs(signature, n) for n in (1, MAX_BATCH)}
                 # Requests that are whole batches have nothing to merge: measured unbatched only.
                 plan = UNBATCHED if batching else UNBATCHED + AT_BATCH
-                for protocol in ("grpc", "rest") if not suffix else ("rest",):
-                    for clients, examples in plan:
-                        def call(c=client, p=protocol, x=inputs[examples]):
-                            return c.predict(name, x, protocol=p)
-                        result = measure(call, clients, args.requests * clients,
-                                         args.max_seconds)
+                for protocol, (clients, examples) in itertools.product(("grpc", "rest"), plan):
+                    targets = list(servers) if protocol == "rest" else [""]
+                    rounds = args.rounds if len(targets) > 1 else 1
+                    results: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
+                    for _ in range(rounds):
+                        for suffix in targets:
+                            def call(c=servers[suffix].client, p=protocol, x=inputs[examples]):
+                                return c.predict(name, x, protocol=p)
+                            results[suffix].append(measure(call, clients, args.requests * clients,
+                                                           args.max_seconds))
+                    for suffix, measured in results.items():
+                        # The round with the median throughput, with its own latencies.
+                        middle = sorted(measured, key=lambda r: r["throughput"])[len(measured) // 2]
                         rows.append((protocol + suffix, "on" if batching else "off", clients,
-                                     examples, result))
+                                     examples, middle))
         rows = in_process_rows(name, base_path, inputs, args) + rows
 
     print(f"model {name} ({base_path}), {os.cpu_count()} CPUs, batching: max_batch_size "

@@ -22,8 +22,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import ssl
+import tempfile
 import threading
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -328,9 +330,6 @@ def ssl_context(server_key: str, server_cert: str, custom_ca: str = "",
         custom_ca: CAs that sign client certificates, PEM; '' for none.
         client_verify: require a client certificate signed by `custom_ca` (mutual TLS).
     """
-    import os
-    import tempfile
-
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # load_cert_chain reads files only: write the PEM text to a private temporary folder.
     with tempfile.TemporaryDirectory(prefix="rnnkit-tls-") as folder:

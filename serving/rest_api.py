@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from tensorflow_serving.apis import model_pb2
 
 from serving import rest_json
@@ -150,8 +150,6 @@ class RestApi:
                     413, close=True)
             except BadBody as err:
                 return _error(invalid_argument(str(err)), close=True)
-            except ClientDisconnect:
-                raise
             return await self._run_v1(method, path, body)
         if path == "/healthz" and method == "GET":
             return _Reply(200, rest_json.dumps({"status": "alive"}))
