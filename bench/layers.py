@@ -8,8 +8,9 @@ and then each peer once, so a change of load on the shared CPUs hits all of them
 Each case times a forward call (last output, training=False) and a training step (loss =
 mean(output²), gradients, one SGD update) at the same shape; the B=1 serving shape times the
 forward call only. Printed: median ms per peer, ours / each peer, ours / the fastest peer with
-its spread over the repeats (ratio of ours to the fastest peer within each repeat, min-max), and
-ours as a share of this machine's measured float32 matmul rate (2048 x 2048 x 2048) for the
+its spread over the repeats (ratio of ours to the fastest peer within each repeat, min-max), the
+same ratio on CPU time (each process's, steadier when other jobs share the CPUs), and ours as a
+share of this machine's measured float32 matmul rate (2048 x 2048 x 2048) for the
 work the call does (2·B·T·(I+H)·gates·H flops forward, 3x that for a training step).
 
 Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...]
@@ -132,20 +133,22 @@ def _torch_functions(kind: str, shape: tuple) -> tuple:
     return forward, train_step
 
 
-def _timed(fn, x) -> float:
-    """Wall-clock seconds of one call, until its result is on the host."""
+def _timed(fn, x) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads of this process) of one call, until its result
+    is on the host."""
     import numpy as np
 
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     np.asarray(fn(x))
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 # --- the child process of a peer: answers one JSON request per line -----------------------------
 
 
 def serve_peer(peer: str) -> int:
-    """Child-process loop: reads {"kind", "shape", "what", "warmup"} lines, prints {"seconds"}.
+    """Child-process loop: reads {"kind", "shape", "what", "warmup"} lines, prints
+    {"seconds": [wall, cpu]}.
 
     Args:
         peer: "jax" or "torch".
@@ -188,14 +191,14 @@ class _Child:
             [sys.executable, str(Path(__file__).resolve()), "--serve-peer", peer],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
 
-    def time(self, kind: str, shape: tuple, what: str, warmup: int = 0) -> float:
+    def time(self, kind: str, shape: tuple, what: str, warmup: int = 0) -> tuple:
         request = {"kind": kind, "shape": list(shape), "what": what, "warmup": warmup}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"the peer process exited (code {self.process.wait()})")
-        return json.loads(line)["seconds"]
+        return tuple(json.loads(line)["seconds"])
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -230,7 +233,7 @@ class MatmulRate:
         self.best = float("inf")
 
     def measure(self) -> None:
-        self.best = min(self.best, _timed(self.matmul, self.a))
+        self.best = min(self.best, _timed(self.matmul, self.a)[0])
 
     @property
     def flops_per_second(self) -> float:
@@ -294,14 +297,20 @@ def bench_case(kind: str, shape: tuple, whats: tuple, repeats: int, peers: list,
 
 def _row(kind: str, shape: tuple, what: str, times: dict, peers: list, rate: float) -> str:
     """One markdown row: medians, ratios, spread of ours / fastest, share of the matmul rate."""
-    median = {name: statistics.median(times[(name, what)]) for name in ["ours", *peers]}
+    def medians(clock: int) -> dict:
+        return {name: statistics.median(t[clock] for t in times[(name, what)])
+                for name in ["ours", *peers]}
+
+    median, cpu = medians(0), medians(1)
     fastest = min(peers, key=median.get) if peers else "ours"
-    per_repeat = [o / min(times[(p, what)][i] for p in peers)
+    fastest_cpu = min(peers, key=cpu.get) if peers else "ours"
+    per_repeat = [o[0] / min(times[(p, what)][i][0] for p in peers)
                   for i, o in enumerate(times[("ours", what)])] if peers else [1.0]
     cells = [kind, ", ".join(map(str, shape)), what, f"{median['ours'] * 1e3:.1f}"]
     cells += [f"{median[p] * 1e3:.1f} ({median['ours'] / median[p]:.2f})" for p in peers]
     cells += [f"{median['ours'] / median[fastest]:.2f} {fastest} "
               f"[{min(per_repeat):.2f}-{max(per_repeat):.2f}]",
+              f"{cpu['ours'] / cpu[fastest_cpu]:.2f} {fastest_cpu}",
               f"{100 * _flops(kind, shape, what) / median['ours'] / rate:.0f}%"]
     return "| " + " | ".join(cells) + " |"
 
@@ -340,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats. ms = median "
               "wall-clock time of one call; (x) = ours / that peer; best = ours / the fastest "
-              "peer [min-max over the repeats]; % = ours as a share of the matmul rate.")
+              "peer [min-max over the repeats]; CPU time: the same on median CPU seconds of "
+              "the process (steadier under load, but counts TensorFlow's spinning threads); "
+              "% = ours as a share of the matmul rate.")
         results = []
         for batch, steps, features, units, whats in CASES:
             shape = (batch, steps, features, units)
@@ -349,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((kind, shape, whats,
                                 bench_case(kind, shape, whats, repeats, peers, children, rate)))
         header = ["layer", "B, T, I, H", "step", "ours ms", *[f"{p} ms" for p in peers],
-                  "ours / best", "% matmul"]
+                  "ours / best", "ours / best, CPU time", "% matmul"]
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join(" --- " for _ in header) + "|")
         for kind, shape, whats, times in results:
