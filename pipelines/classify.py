@@ -108,6 +108,37 @@ class LabelScan:
     empty: int
 
 
+def evaluation_report(true: Any, predicted: Any, names: list[str], config: Any, run_dir: Path,
+                      task_name: str) -> dict[str, Any]:
+    """A classifier's (or tagger's) test metrics, with the confusion matrix drawn into run_dir.
+
+    Args:
+        true: true class indices.
+        predicted: predicted class indices.
+        names: class (or tag) names, index order.
+        config: the run's config (names the scored data).
+        run_dir: the run directory; gets confusion_matrix.png (confusion_matrix-<stem>.png for
+            a `--test-data`/`evaluate --data` file).
+        task_name: the task, for the plot's title.
+    """
+    import numpy as np
+
+    from pipelines.class_metrics import CONFUSION_FILE, multiclass_report, plot_confusion
+
+    report = multiclass_report(true, predicted, names)
+    counts = np.bincount(np.asarray(true, dtype=np.int64), minlength=len(names))
+    report["majority_baseline"] = float(counts.max() / max(counts.sum(), 1))
+    report["data"] = data_files.part_label(config, "test")
+    plot_file = CONFUSION_FILE
+    if config.test_data:
+        stem = Path(config.test_data).name.split(".")[0] or "data"
+        plot_file = f"{Path(CONFUSION_FILE).stem}-{stem}.png"
+    plot_confusion(report["confusion_matrix"], names, Path(run_dir) / plot_file,
+                   title=f"{task_name} — {report['data']}")
+    report["confusion_matrix_png"] = plot_file
+    return report
+
+
 class ClassifyTask(Task):
     """Many-to-one (or one-to-one) text classification over a user's labelled rows."""
 
@@ -379,44 +410,14 @@ class ClassifyTask(Task):
 
     def evaluate(self, model: keras.Model, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         from models.label_names import label_names
-        from pipelines.class_metrics import CONFUSION_FILE
 
         names = label_names(model)
         scan = self.scan(config, "test", known=names)
         true, predicted = self.predict(model, config, "test")
         if config.max_eval_examples is not None:
             true, predicted = true[:config.max_eval_examples], predicted[:config.max_eval_examples]
-        return self.report(true, predicted, names, config, run_dir, scan.empty,
-                           CONFUSION_FILE)
-
-    def report(self, true: Any, predicted: Any, names: list[str], config: Any, run_dir: Path,
-               dropped: int, plot_file: str) -> dict[str, Any]:
-        """The evaluation dict of predictions, with the confusion matrix drawn into run_dir.
-
-        Args:
-            true: true indices.
-            predicted: predicted indices.
-            names: class (or tag) names.
-            config: the run's config.
-            run_dir: the run directory.
-            dropped: rows (or tokens) the evaluation skipped.
-            plot_file: the PNG's name (a `--data` file's stem is added to it).
-        """
-        import numpy as np
-
-        from pipelines.class_metrics import multiclass_report, plot_confusion
-
-        report = multiclass_report(true, predicted, names)
-        counts = np.bincount(np.asarray(true, dtype=np.int64), minlength=len(names))
-        report["majority_baseline"] = float(counts.max() / max(counts.sum(), 1))
-        report["data"] = data_files.part_label(config, "test")
-        report["dropped_empty"] = dropped
-        if config.test_data:
-            stem = Path(config.test_data).name.split(".")[0] or "data"
-            plot_file = f"{Path(plot_file).stem}-{stem}.png"
-        plot_confusion(report["confusion_matrix"], names, Path(run_dir) / plot_file,
-                       title=f"{self.name} — {report['data']}")
-        report["confusion_matrix_png"] = plot_file
+        report = evaluation_report(true, predicted, names, config, run_dir, self.name)
+        report["dropped_empty"] = scan.empty
         return report
 
     # --- export ---------------------------------------------------------------------------

@@ -89,11 +89,11 @@ def _lines(path: Path, handle: IO[bytes], counter: list[int]) -> Iterator[str]:
                         "replace the file with an intact copy") from None
 
 
-def _unknown_column(path: Path, wanted: Sequence[str], existing: Sequence[str]) -> None:
+def _unknown_column(where: Path | str, wanted: Sequence[str], existing: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in existing]
     if missing:
         flag = "columns" if len(missing) > 1 else "column"
-        raise UserError(f"{path} has no {flag} {', '.join(map(repr, missing))}; its columns are "
+        raise UserError(f"{where} has no {flag} {', '.join(map(repr, missing))}; its columns are "
                         f"{', '.join(map(repr, existing))}",
                         "pick existing ones with --text-column/--label-column (or the task's "
                         "other column flags)")
@@ -188,7 +188,7 @@ def iter_table(path: Path | str, columns: Sequence[str]) -> Iterator[tuple[int, 
         next(rows)  # the header
     for line, row in rows:
         if any(c not in row for c in columns):  # JSONL objects may differ from the first one
-            _unknown_column(Path(f"{path}, line {line},"), columns, list(row))
+            _unknown_column(f"{path}, line {line},", columns, list(row))
         yield line, {c: _as_text(row[c]) for c in columns}
 
 
@@ -311,7 +311,7 @@ def _iter_tagged_jsonl(path: Path, token_key: str, tag_key: str) -> Iterator[tup
     seen_any = False
     for line, record in _raw_table(path, ".jsonl"):
         seen_any = True
-        _unknown_column(Path(f"{path}, line {line},"), [token_key, tag_key], list(record))
+        _unknown_column(f"{path}, line {line},", [token_key, tag_key], list(record))
         tokens, tags = record[token_key], record[tag_key]
         if not (isinstance(tokens, list) and isinstance(tags, list)):
             raise UserError(f"{path}, line {line}: {token_key!r} and {tag_key!r} must be lists",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from app.errors import UserError
 from pipelines import data_files
-from pipelines.classify import CACHE_ROWS, EVAL_BATCH_SIZE, ClassifyTask
+from pipelines.classify import CACHE_ROWS, EVAL_BATCH_SIZE, evaluation_report
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
 
@@ -298,7 +298,6 @@ class TagTask(Task):
         import tensorflow as tf
 
         from models.label_names import label_names
-        from pipelines.class_metrics import CONFUSION_FILE
 
         tags = label_names(model)
         scan = self.scan(config, "test", known=tags)
@@ -316,9 +315,8 @@ class TagTask(Task):
             predicted.append(guess[valid])
             sentences += int(valid.shape[0])
             exact += int(np.sum(np.all((guess == tag_ids.numpy()) | ~valid, axis=1)))
-        report = ClassifyTask.report(self, np.concatenate(true), np.concatenate(predicted), tags,
-                                     config, run_dir, 0, CONFUSION_FILE)
-        report.pop("dropped_empty")
+        report = evaluation_report(np.concatenate(true), np.concatenate(predicted), tags, config,
+                                   run_dir, self.name)
         report["n_tokens"] = report.pop("n_examples")
         report["n_sentences"] = sentences
         report["sentence_accuracy"] = exact / sentences if sentences else float("nan")
