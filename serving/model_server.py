@@ -284,10 +284,11 @@ class ModelServer:
                             "; ".join(f"{name}: {why}" for name, why in failed.items()),
                             "fix or remove the broken version folders")
         options = self.options
-        if options.rest_api_port and options.rest_api_port == options.port:
-            self.manager.stop()
-            raise UserError(f"--rest_api_port {options.rest_api_port} is the same as --port",
-                            "give the REST API its own port (TF Serving's default is 8501)")
+        rest_port = options.rest_api_port
+        if rest_port and rest_port == options.port:  # TF Serving logs this and goes on
+            log.error("--rest_api_port cannot be same as --port (%d); skipped the REST API: give "
+                      "it its own port", rest_port)
+            rest_port = 0
         try:
             if options.port or options.grpc_socket_path:
                 self.grpc, self.health = create_grpc_server(
@@ -295,12 +296,12 @@ class ModelServer:
                     channel_arguments=self.channel_arguments,
                     socket_path=options.grpc_socket_path,
                     credentials=server_credentials(self.ssl) if self.ssl else None)
-            if options.rest_api_port:
+            if rest_port:
                 tls = (ssl_context(self.rest_ssl.server_key, self.rest_ssl.server_cert,
                                    self.rest_ssl.custom_ca, self.rest_ssl.client_verify)
                        if self.rest_ssl else None)
                 self.rest = RestServer(
-                    self.core, options.host, options.rest_api_port,
+                    self.core, options.host, rest_port,
                     timeout_ms=options.rest_api_timeout_in_ms,
                     max_body_bytes=options.rest_api_max_body_bytes,
                     monitoring_path=self._monitoring_path,

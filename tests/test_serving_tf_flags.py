@@ -29,6 +29,7 @@ from serving_harness import (
     TESTDATA,
     ServerProcess,
     export_test_model,
+    free_port,
     http,
     running_server,
     wait_for,
@@ -482,3 +483,19 @@ def test_num_load_threads_bounds_versions_loading_at_once(tmp_path, monkeypatch,
     finally:
         manager.stop()
     assert most[0] == threads
+
+
+def test_rest_port_equal_to_grpc_port_skips_rest_as_tf_does(shared_data, tmp_path, caplog):
+    from serving.model_server import ModelServer, ServerOptions
+
+    base = tmp_path / "hp"
+    _copy_half_plus_two(shared_data, base / "1")
+    port = free_port()
+    server = ModelServer(ServerOptions(model_base_path=str(base), port=port, rest_api_port=port,
+                                       file_system_poll_wait_seconds=0))
+    assert server.start()
+    try:
+        assert server.rest is None and server.grpc is not None
+        assert "--rest_api_port cannot be same as --port" in caplog.text
+    finally:
+        server.stop()
