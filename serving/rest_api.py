@@ -169,14 +169,16 @@ class RestApi:
         """Run a /v1 request on the thread pool, or answer 504 once its time is up."""
         work = asyncio.get_running_loop().run_in_executor(self.executor, self._v1_reply,
                                                           method, path, body)
-        try:
-            return await asyncio.wait_for(asyncio.shield(work), self.timeout_seconds)
-        except TimeoutError:
-            assert self.timeout_seconds is not None
-            return _error(ServingError(
-                Code.DEADLINE_EXCEEDED,
-                f"Deadline exceeded: the request took longer than "
-                f"{self.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)"), close=True)
+        if self.timeout_seconds is None:
+            return await work
+        # asyncio.wait leaves the run going when time is up (it cannot be stopped anyway).
+        done, _ = await asyncio.wait({work}, timeout=self.timeout_seconds)
+        if work in done:
+            return work.result()
+        return _error(ServingError(
+            Code.DEADLINE_EXCEEDED,
+            f"Deadline exceeded: the request took longer than "
+            f"{self.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)"), close=True)
 
     def _v1_reply(self, method: str, path: str, body: bytes) -> _Reply:
         try:
