@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
                     "`rnnkit serve --help`)", argument)
     for name in sorted(parsed.given):
         if FLAGS[name].effect == NO_EFFECT:
-            log.info("--%s has no effect here: %s", name, FLAGS[name].help)
+            # ALTS asked for transport security: not getting it deserves more than a note.
+            level = logging.WARNING if name == "use_alts_credentials" else logging.INFO
+            log.log(level, "--%s has no effect here: %s", name, FLAGS[name].help)
     names = {field.name for field in dataclasses.fields(ServerOptions)}
     values = {name: value for name, value in parsed.values.items() if name in names}
     for name, value in values.items():  # TF's "" means "not given" for file flags
