@@ -2,15 +2,24 @@
 
 The original hosts require registration, so the two archives are always read from a manual
 directory: `RNNKIT_DATA_DIR/flickr8k/` when set, else TFDS's default `manual_dir`. Captions of
-images missing from the image archive are dropped (the offline mirror holds 1,000 of the 8,091
-images), so the same builder works on the full set and on any subset of it.
+images missing from the image archive are dropped, so the same builder works on the full set
+(8,091 images, 6000/1000/1000) and on any subset of it (an older mirror held 1,000). The prepared
+data remembers the archives' SHA-256; when the archives change, `prepare` builds it again.
+
+`named_dataset()` registers it for `--data flickr8k`: rows of (image id, caption), the images
+from the prepared data.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
+import json
 import logging
+import shutil
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from app.errors import DataUnavailable
 from pipelines.config import data_dir, tfds_dir
+from pipelines.data_files import NamedDataset, Row
 
 log = logging.getLogger("pipelines.flickr8k")
 
@@ -122,6 +132,8 @@ A subset of the images works too: captions of missing images are skipped.
             kept = [n for n in names if n in members
                     and len(captions.get(n, ())) == CAPTIONS_PER_IMAGE]
             log.info("flickr8k %s: %d of %d listed images found", split, len(kept), len(names))
+            if not kept:  # TFDS cannot write an empty split; a subset may lack one
+                continue
             generators[split] = self._generate_examples(
                 images_zip=images_zip, members=members,
                 items=[(n, captions[n]) for n in kept])
@@ -147,10 +159,84 @@ def builder() -> Flickr8k:
     return Flickr8k(data_dir=str(tfds_dir()))
 
 
+@functools.cache
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file (cached per path, size and modification time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def archives_digest(manual: Path) -> str | None:
+    """One digest of both archives in a manual directory; None when one is missing.
+
+    Args:
+        manual: the folder holding Flickr8k_Dataset.zip and Flickr8k_text.zip.
+    """
+    paths = [manual / IMAGES_ZIP, manual / TEXT_ZIP]
+    if not all(p.is_file() for p in paths):
+        return None
+    return hashlib.sha256("".join(
+        _sha256(p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths).encode()).hexdigest()
+
+
 def prepare() -> Flickr8k:
-    """Prepare Flickr8k into the TFDS cache once (later calls reuse it); returns the builder."""
+    """Prepare Flickr8k into the TFDS cache once (later calls reuse it); returns the builder.
+
+    Data prepared from other archives (say the old 1,000-image subset) is removed and prepared
+    again from the ones now in the manual directory.
+    """
     flickr = builder()
-    manual = manual_dir()
-    config = tfds.download.DownloadConfig(manual_dir=str(manual) if manual else None)
-    flickr.download_and_prepare(download_config=config)
+    manual = manual_dir() or Path(tfds.download.DownloadConfig().manual_dir or
+                                  Path(tfds_dir()) / "downloads" / "manual")
+    digest = archives_digest(manual)
+    stamp = Path(flickr.data_dir) / "rnnkit_source.json"
+    if flickr.is_prepared() and digest is not None:
+        known = json.loads(stamp.read_text()).get("archives_sha256") if stamp.exists() else None
+        if known != digest:
+            log.info("flickr8k: the archives in %s changed since it was prepared; preparing "
+                     "it again", manual)
+            shutil.rmtree(flickr.data_dir)
+            flickr = builder()
+    if not flickr.is_prepared():
+        config = tfds.download.DownloadConfig(manual_dir=str(manual))
+        flickr.download_and_prepare(download_config=config)
+        if digest is not None:
+            tmp = stamp.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"archives_sha256": digest}))
+            tmp.replace(stamp)
     return flickr
+
+
+def _rows(split: str, columns: Sequence[str]) -> Iterator[tuple[int, Row]]:
+    """(caption number, {image column: image id, caption column: caption}) of a split."""
+    image_column, caption_column = columns
+    line = 0
+    for ex in prepare().as_dataset(split=split, shuffle_files=False,
+                                   decoders={"image": tfds.decode.SkipDecoding()}):
+        for caption in ex["captions"].numpy():
+            line += 1
+            yield line, {image_column: ex["image_id"].numpy().decode(),
+                         caption_column: caption.decode()}
+
+
+def split_images(split: str) -> dict[str, bytes]:
+    """{image id: JPEG bytes} of every image of a prepared split.
+
+    Args:
+        split: train, validation or test.
+    """
+    ds = prepare().as_dataset(split=split, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+    return {ex["image_id"].decode(): ex["image"] for ex in ds.as_numpy_iterator()}
+
+
+def named_dataset() -> NamedDataset:
+    """Flickr8k as `--data flickr8k`: (image, caption) rows, five per image, images included."""
+    return NamedDataset(
+        name="flickr8k", kind="caption",
+        columns={"image_column": "image", "caption_column": "caption"},
+        splits=("train", "validation", "test"), rows=_rows, images=split_images,
+        description="Flickr8k: 8,091 images with five captions each (6000/1000/1000)")

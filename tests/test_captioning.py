@@ -1,18 +1,27 @@
-"""Image captioning on the real Flickr8k mirror: builder, overfit via the shared trainer, export."""
+"""Image captioning on the real Flickr8k mirror: builder, feature cache, overfit via the shared
+trainer with the mirrored ImageNet encoder, evaluation, export, the generic `caption` task."""
 
 from __future__ import annotations
 
+import csv
 import html
+import json
+import logging
+import shutil
 import zipfile
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from app.cli import main
+from app.errors import UserError
 from pipelines.captioning import (
     CaptioningTask,
+    CaptionTask,
     bleu_scores,
     build_vocabulary,
+    caption_examples,
     most_frequent_caption,
     normalize,
     split_captions,
@@ -21,6 +30,12 @@ from pipelines.trainer import train
 from serving.export import export_run
 
 IMAGES = 4
+# Small encoder input: a 3 x 3 feature grid, enough to tell four images apart, fast to cache.
+OVERFIT = [
+    f"max_train_examples={IMAGES}", f"batch_size={IMAGES}", f"max_eval_examples={IMAGES}",
+    "epochs=40", "early_stopping_patience=40", "learning_rate=0.01", "lr_decay=1.0",
+    "dropout=0", "image_size=96", "units=256", "embed_dim=32", "min_word_count=1",
+    "beam_width=3", "attention_samples=2", "gallery_size=4", "attention_regularization=0"]
 
 
 def _zip_listing(shared_data):
@@ -42,20 +57,52 @@ def test_builder_keeps_exactly_the_mirrored_images_with_five_captions(shared_dat
     builder = flickr8k.prepare()
     counts = {s: info.num_examples for s, info in builder.info.splits.items()}
     assert counts == {s: len(set(names) & present) for s, names in lists.items()}
-    assert counts == {"train": 753, "validation": 113, "test": 125}  # README.md of the mirror
+    assert counts == {"train": 6000, "validation": 1000, "test": 1000}  # README.md of the mirror
     first_caption = {}
     for line in tokens:
         key, _, caption = line.partition("\t")
         if key.endswith("#0"):
             first_caption[key[:-2]] = caption
     for split, names in lists.items():
-        examples = list(builder.as_dataset(split=split).as_numpy_iterator())
+        examples = list(builder.as_dataset(split=split).take(200).as_numpy_iterator())
         ids = [ex["image_id"].decode() + ".jpg" for ex in examples]
         assert set(ids) <= present and set(ids) <= set(names) and len(set(ids)) == len(ids)
         assert all(ex["captions"].shape == (5,) for ex in examples)
         assert all(ex["image"].ndim == 3 and ex["image"].shape[-1] == 3 for ex in examples[:5])
         assert all(ex["captions"][0].decode() == first_caption[i] for ex, i in zip(
             examples, ids, strict=True))
+
+
+def test_builder_prepares_a_subset_and_again_when_the_archive_changes(shared_data, tmp_path,
+                                                                      monkeypatch):
+    """The old 1,000-image mirror still works, and replacing the archive re-prepares it."""
+    from pipelines import flickr8k
+
+    present, lists, _ = _zip_listing(shared_data)
+    manual = tmp_path / "data" / "flickr8k"
+    manual.mkdir(parents=True)
+    shutil.copy(shared_data / "flickr8k" / "Flickr8k_text.zip", manual)
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / "tfds"))
+
+    def subset(count):
+        """The first `count` image ids in sorted order, as the old mirror held them."""
+        kept = sorted(present)[:count]
+        with zipfile.ZipFile(shared_data / "flickr8k" / "Flickr8k_Dataset.zip") as full, \
+                zipfile.ZipFile(manual / "Flickr8k_Dataset.zip", "w") as small:
+            for name in kept:
+                small.writestr(f"Flicker8k_Dataset/{name}", full.read(
+                    f"Flicker8k_Dataset/{name}"))
+        counts = {s: len(set(names) & set(kept)) for s, names in lists.items()}
+        return {s: n for s, n in counts.items() if n}  # a split without images is left out
+
+    expected = subset(40)
+    counts = {s: i.num_examples for s, i in flickr8k.prepare().info.splits.items()}
+    assert counts == expected and sum(counts.values()) > 0
+    expected = subset(70)
+    assert expected != counts
+    counts = {s: i.num_examples for s, i in flickr8k.prepare().info.splits.items()}
+    assert counts == expected
 
 
 def test_bleu_vocabulary_and_baseline_helpers():
@@ -65,10 +112,24 @@ def test_bleu_vocabulary_and_baseline_helpers():
     assert bleu_scores(["cat sleeps inside today"], refs)["bleu_1"] == 0.0
     # 3 of 4 unigrams match, brevity penalty 1 (the closest reference length is 4).
     assert bleu_scores(["a dog runs fast"], refs)["bleu_1"] == pytest.approx(0.75)
+    # Images may have different numbers of references.
+    assert bleu_scores(["a dog", "a red ball"], [["a dog", "dogs"], ["a red ball"]])[
+        "bleu_1"] == 1.0
     assert most_frequent_caption(["b c", "a b", "b c", "a b", "z"]) == "a b"
     vocab = build_vocabulary(["a dog", "a cat", "a dog runs"], vocab_size=10, min_count=2)
     assert vocab == ["", "[UNK]", "<start>", "<end>", "a", "dog"]
     assert normalize(["A Dog's  toy, red!"]) == ["a dogs toy red"]
+
+
+def test_caption_examples_group_and_pad_captions_per_image():
+    vocab = ["", "[UNK]", "<start>", "<end>", "a", "dog", "cat"]
+    images, ids = caption_examples([["a dog", "a cat", "dog"], ["cat"]], vocab, length=3,
+                                   per_image=2)
+    assert images.tolist() == [0, 0, 1]
+    assert ids.shape == (3, 2, 5)
+    assert ids[0, 0].tolist() == [2, 4, 5, 3, 0] and ids[0, 1].tolist() == [2, 4, 6, 3, 0]
+    assert ids[1, 0].tolist() == [2, 5, 3, 0, 0] and not ids[1, 1].any()
+    assert ids[2, 0].tolist() == [2, 6, 3, 0, 0] and not ids[2, 1].any()
 
 
 class OverfitCaptioning(CaptioningTask):
@@ -81,53 +142,85 @@ class OverfitCaptioning(CaptioningTask):
 
 @pytest.fixture(scope="module")
 def trained(shared_data, tfds_dir, tmp_path_factory):
-    """A small captioner trained through the shared trainer until it knows four images' captions."""
+    """A decoder on the frozen, mirrored ImageNet encoder, trained until it knows four images."""
     task = OverfitCaptioning()
-    config = task.config("quick", [
-        f"max_train_examples={IMAGES}", f"batch_size={IMAGES}", f"max_eval_examples={IMAGES}",
-        "epochs=45", "early_stopping_patience=45", "learning_rate=0.01", "augment=false",
-        "dropout=0", "attention=false", "image_size=64", "units=256", "embed_dim=32",
-        "min_word_count=1", "beam_width=3",
-        # The encoder changes fast at this learning rate; quick BatchNorm statistics keep up.
-        "encoder_bn_momentum=0.5"])
+    config = task.config("quick", OVERFIT)
+    assert config.encoder_weights == "imagenet" and config.trainable_encoder_blocks == 0
     result = train(task, config, tmp_path_factory.mktemp("runs") / "captioning")
+    # The first four training images by id: the same in the 1,000-image and the full archive.
     images = split_captions("train", IMAGES)
     return task, config, result, images
 
 
+def test_first_training_images_are_picked_by_id(trained):
+    _, _, _, images = trained
+    ids = [image_id for image_id, _, _ in images]
+    assert ids == sorted(ids) and ids[0] == "1000268201_693b08cb0e"
+
+
 def test_overfit_reproduces_training_captions(trained):
     task, config, result, images = trained
+    assert "imagenet" in result.model.encoder_weights  # the mirror's file, resolved
+    assert not result.model.encoder.trainable
     captions = task.caption_images(result.model, config, [jpeg for _, jpeg, _ in images])
     for (image_id, _, references), caption in zip(images, captions, strict=True):
         assert caption in normalize(references), (image_id, caption)
     assert len(set(captions)) == IMAGES  # each image gets its own caption, not a shared one
 
 
-def test_evaluate_reports_bleu_against_baseline_and_writes_gallery(trained):
+def test_evaluate_reports_bleu_cider_against_baseline_and_draws_attention(trained):
     task, config, result, _ = trained
     report = task.evaluate(result.model, config, result.run_dir)
     assert report["test_images"] == IMAGES
     for n in range(1, 5):
         assert 0.0 <= report[f"bleu_{n}"] <= 1.0 and 0.0 <= report["baseline"][f"bleu_{n}"] <= 1.0
+    assert report["cider_d"] is not None and report["baseline"]["cider_d"] is not None
+    assert report["distinct_fraction"] == report["distinct_captions"] / IMAGES
     training = normalize([c for _, _, caps in split_captions("train", IMAGES) for c in caps])
     assert report["baseline"]["caption"] in training
     page = (result.run_dir / "gallery.html").read_text()
     assert page.count("data:image/jpeg;base64,") == IMAGES
     first_test_reference = split_captions("test", 1)[0][2][0]
     assert html.escape(first_test_reference) in page
+    assert len(report["attention_maps"]) == 2
+    for path in report["attention_maps"]:
+        with open(path, "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_maps_are_the_weights_decoding_used(trained):
+    """Teacher forcing the generated words gives each step's attention, summing to one."""
+    _, _, result, images = trained
+    model = result.model
+    out = model.caption_with_attention(tf.constant([images[0][1]]), beam_width=1)
+    words = [w.decode() for w in out["output_tokens"][0].numpy() if w]
+    assert " ".join(words) == out["caption"][0].numpy().decode()
+    maps = out["attention"][0].numpy()
+    assert maps.shape[1:] == (3, 3)
+    np.testing.assert_allclose(maps[:len(words)].sum(axis=(1, 2)), 1.0, rtol=1e-4)
+    assert not maps[len(words):].any()
 
 
 def test_export_serves_the_same_captions_for_jpeg_and_png(trained, tmp_path):
     task, config, result, images = trained
     path = export_run(task, result.run_dir, tmp_path / "exports")
     assert path.parent.name == "captioner" and (path / "assets.extra").is_dir()
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
     jpeg = images[0][1]
     png = tf.io.encode_png(tf.io.decode_jpeg(jpeg)).numpy()
     assert png.startswith(b"\x89PNG")
-    served = serve(image_bytes=tf.constant([jpeg, png, images[1][1]]))["caption"].numpy()
+    served = serve(image_bytes=tf.constant([jpeg, png, images[1][1]]))
     expected = task.caption_images(result.model, config, [jpeg, images[1][1]])
-    assert [c.decode() for c in served] == [expected[0], expected[0], expected[1]]
+    assert [c.decode() for c in served["caption"].numpy()] == [expected[0], expected[0],
+                                                             expected[1]]
+    assert served["output_text"].numpy().tolist() == served["caption"].numpy().tolist()
+    attention = loaded.signatures["caption_with_attention"](image_bytes=tf.constant([jpeg]))
+    assert attention["caption"].numpy()[0].decode() == expected[0]
+    assert attention["attention"].shape[-2:] == (3, 3)
+    # Bytes that are no image: INVALID_ARGUMENT (HTTP 400) saying which formats it takes.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+        serve(image_bytes=tf.constant([b"these are not image bytes"]))
 
 
 def test_caption_command_reports_unreachable_server_in_one_line(tmp_path, capsys):
@@ -141,7 +234,7 @@ def test_caption_command_reports_unreachable_server_in_one_line(tmp_path, capsys
     assert "not a JPEG, PNG" in capsys.readouterr().err
 
 
-def test_encoder_loads_a_users_weights_file_and_rejects_a_missing_one(tmp_path):
+def test_encoder_loads_a_users_weights_file_and_names_a_mismatch(tmp_path):
     from models.captioning import build_encoder
 
     trained = build_encoder("mobilenet_v2", 64, 0.35, "none")
@@ -153,3 +246,174 @@ def test_encoder_loads_a_users_weights_file_and_rejects_a_missing_one(tmp_path):
                                               strict=True))
     with pytest.raises(ValueError, match="does not exist"):
         build_encoder("mobilenet_v2", 64, 0.35, str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match=r"do not fit mobilenet_v2 alpha=1.0: the file holds "
+                                         r"weights of mobilenet_v2 alpha=0.35"):
+        build_encoder("mobilenet_v2", 64, 1.0, str(path))
+
+
+def test_random_encoder_is_the_same_for_the_same_seed():
+    from models.captioning import build_encoder
+    from pipelines.feature_cache import weights_digest
+
+    a, b = (build_encoder("mobilenet_v2", 32, 0.35, "none", seed=3) for _ in range(2))
+    c = build_encoder("mobilenet_v2", 32, 0.35, "none", seed=4)
+    assert weights_digest(a) == weights_digest(b) != weights_digest(c)
+
+
+def test_train_command_names_a_weights_file_that_does_not_fit(shared_data, tmp_path, capsys):
+    weights = shared_data / "imagenet" / "mobilenet_v2_1.0_imagenet_from_int8tflite_no_top" \
+                                         ".weights.h5"
+    code = main(["train", "captioning", "--run-dir", str(tmp_path / "run"), "--set",
+                 "encoder_alpha=0.5", "--set", f"encoder_weights={weights}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "mobilenet_v2 alpha=1.0" in err and "alpha=0.5" in err
+    assert [line for line in err.splitlines() if "error" in line.lower()] == [
+        err.splitlines()[-1]] and "Traceback" not in err and "Warning" not in err
+
+
+# -- the feature cache ----------------------------------------------------------------------
+
+def _images(count, size=40):
+    """Distinct small PNGs as (id, reader) pairs."""
+    out = []
+    for k in range(count):
+        pixels = tf.fill([size, size, 3], tf.constant(k * 40, tf.uint8))
+        data = tf.io.encode_png(pixels).numpy()
+        out.append((f"img{k}", lambda data=data: data))
+    return out
+
+
+def _cache(root, images, key=None, fingerprint="f1", calls=None, max_skipped=0.5):
+    from models.captioning import decode_and_resize
+    from pipelines import feature_cache
+
+    key = key or feature_cache.EncoderKey("toy", 1.0, 16, "0" * 64)
+
+    def extract(pixels):
+        if calls is not None:
+            calls.append(len(pixels))
+        mean = tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[1, 2, 3])
+        return tf.tile(mean[:, None, None, None], [1, 2, 2, 3])
+
+    return feature_cache.cached_features(root, key, "set", images, extract, decode_and_resize,
+                                         fingerprint, batch_size=2,
+                                         max_skipped_fraction=max_skipped)
+
+
+def test_feature_cache_computes_once_and_rebuilds_when_a_key_changes(tmp_path):
+    from pipelines import feature_cache
+
+    calls = []
+    first = _cache(tmp_path, _images(3), calls=calls)
+    assert first.ids == ["img0", "img1", "img2"] and first.features.shape == (3, 2, 2, 3)
+    np.testing.assert_allclose(first.features[:, 0, 0, 0], [0, 40, 80])
+    assert _cache(tmp_path, _images(3), calls=calls).path == first.path and len(calls) == 2
+    # Another image set (fingerprint) is rebuilt; another encoder, size or weights digest is
+    # another folder.
+    _cache(tmp_path, _images(3), fingerprint="f2", calls=calls)
+    assert len(calls) == 4
+    other = feature_cache.EncoderKey("toy", 1.0, 16, "1" * 64)
+    assert _cache(tmp_path, _images(3), key=other, calls=calls).path != first.path
+    assert len(calls) == 6
+
+
+def test_feature_cache_never_reads_a_half_written_or_damaged_cache(tmp_path, caplog):
+    calls = []
+    first = _cache(tmp_path, _images(3), calls=calls)
+    # A run killed while writing leaves only a temporary folder, which is never read.
+    leftover = first.path.parent / ".set.tmp-1-dead"
+    shutil.copytree(first.path, leftover)
+    (first.path / "meta.json").unlink()
+    rebuilt = _cache(tmp_path, _images(3), calls=calls)
+    assert len(calls) == 4 and rebuilt.path == first.path
+    # A damaged features file is reported and rebuilt, never used.
+    data = (first.path / "features.npy").read_bytes()
+    (first.path / "features.npy").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="pipelines.feature_cache"):
+        again = _cache(tmp_path, _images(3), calls=calls)
+    assert "damaged" in caplog.text and len(calls) == 6
+    np.testing.assert_allclose(again.features[:, 0, 0, 0], [0, 40, 80])
+    (first.path / "meta.json").write_text("{not json")
+    assert _cache(tmp_path, _images(3), calls=calls).ids == ["img0", "img1", "img2"]
+
+
+def test_feature_cache_skips_and_counts_images_that_do_not_decode(tmp_path, caplog):
+    from pipelines import feature_cache
+
+    images = _images(3)
+    images.insert(1, ("broken.jpg", lambda: b"not an image"))
+    with caplog.at_level(logging.WARNING, logger="pipelines.feature_cache"):
+        cached = _cache(tmp_path, images)
+    assert cached.ids == ["img0", "img1", "img2"] and cached.skipped == ["broken.jpg"]
+    assert "1 of 4 images could not be decoded" in caplog.text and "broken.jpg" in caplog.text
+    np.testing.assert_allclose(cached.features[:, 0, 0, 0], [0, 40, 80])
+    with pytest.raises(feature_cache.ImageDecodeError, match="2 of 3 images"):
+        _cache(tmp_path / "other", [images[0], images[1], ("x.png", lambda: b"")])
+
+
+# -- the generic caption task on a user's files ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def caption_files(shared_data, tfds_dir, tmp_path_factory):
+    """Four real Flickr8k images with their captions written as a user's CSV and folder."""
+    folder = tmp_path_factory.mktemp("user_captions")
+    (folder / "photos").mkdir()
+    rows = []
+    for image_id, jpeg, captions in split_captions("train", IMAGES):
+        (folder / "photos" / f"{image_id}.jpg").write_bytes(jpeg)
+        rows += [(f"{image_id}.jpg", caption) for caption in captions]
+    with open(folder / "captions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "text"])
+        writer.writerows(rows)
+    return folder
+
+
+def test_caption_task_trains_on_a_users_csv_evaluates_and_exports(caption_files, tmp_path,
+                                                                  capsys):
+    data = caption_files / "captions.csv"
+    run_dir = tmp_path / "run"
+    flags = ["--data", str(data), "--validation-data", str(data), "--test-data", str(data),
+             "--images", str(caption_files / "photos"), "--image-column", "file",
+             "--caption-column", "text", "--run-dir", str(run_dir)]
+    settings = [a for s in OVERFIT if not s.startswith(("max_", "attention_samples"))
+                for a in ("--set", s)]
+    assert main(["train", "caption", *flags, *settings]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "caption", "--run-dir", str(run_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_images"] == IMAGES
+    # Trained and tested on the same four images: far above the one-caption baseline.
+    assert report["bleu_4"] > report["baseline"]["bleu_4"] + 0.2
+    assert report["distinct_captions"] == IMAGES
+    assert main(["export", "caption", "--run-dir", str(run_dir), "--base-path",
+                 str(tmp_path / "exports")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["model_name"] == "captions"  # the data file's stem
+    serve = tf.saved_model.load(exported["path"]).signatures["serving_default"]
+    jpeg = (caption_files / "photos" / f"{split_captions('train', 1)[0][0]}.jpg").read_bytes()
+    caption = serve(image_bytes=tf.constant([jpeg]))["output_text"].numpy()[0].decode()
+    assert caption in normalize(split_captions("train", 1)[0][2])
+
+
+def test_caption_task_names_missing_images_and_columns(caption_files, tmp_path):
+    task = CaptionTask()
+    data = caption_files / "captions.csv"
+    base = [f"data={data}", f"validation_data={data}", f"images={caption_files / 'photos'}",
+            "image_column=file", "caption_column=text"]
+    # A missing image above the threshold: an error naming it.
+    with open(data, encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    broken = tmp_path / "broken.csv"
+    with open(broken, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([*rows, ["nowhere.jpg", "a missing photo"]])
+    config = task.config("quick", [*base, f"data={broken}"])
+    with pytest.raises(UserError, match=r"1 of 5 listed images are missing \(nowhere.jpg\)"):
+        task.part(config, "train")
+    # Below the threshold it is skipped and the rest is read.
+    config = task.config("quick", [*base, f"data={broken}", "max_skipped_images=0.5"])
+    assert "nowhere.jpg" not in task.part(config, "train").ids
+    with pytest.raises(UserError, match=r"picture.*file"):
+        task.part(task.config("quick", [*base, "image_column=picture"]), "train")
+    with pytest.raises(UserError, match="does not exist"):
+        task.part(task.config("quick", [*base, f"images={tmp_path / 'none'}"]), "train")
