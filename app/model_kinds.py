@@ -19,6 +19,9 @@ CLASSIFY_SIGNATURE = "classify"
 # The text-to-text models' second signature: one sentence in; translation, source_tokens,
 # output_tokens and attention [1, out_len, source_len] out.
 ATTENTION_SIGNATURE = "translate_with_attention"
+# The captioners' second signature: image_bytes in; caption, output_tokens [batch, words] and
+# attention [batch, words, h, w] (where each word looked on the encoder's grid) out.
+CAPTION_ATTENTION_SIGNATURE = "caption_with_attention"
 # Output names, by kind (the first name of a tuple is the one the kind's task exports).
 CLASS_OUTPUTS = ("label", "probability", "probabilities")
 TAG_OUTPUTS = ("tokens", "tags")

@@ -263,11 +263,19 @@ class WebApi:
         if not any(image.startswith(magic) for magic in IMAGE_SIGNATURES):
             raise ApiError(415, "unsupported_image", "the file is not a JPEG or PNG image",
                            "choose a .jpg or .png file")
-        outputs, elapsed = self._predict(model, {model_kinds.IMAGE_INPUT: [image]})
+        # A captioner that exports its attention answers caption and maps in one call.
+        with_maps = model_kinds.CAPTION_ATTENTION_SIGNATURE in self._signatures(model)
+        outputs, elapsed = self._predict(
+            model, {model_kinds.IMAGE_INPUT: [image]},
+            model_kinds.CAPTION_ATTENTION_SIGNATURE if with_maps else
+            model_kinds.DEFAULT_SIGNATURE)
         name = model_kinds.text_output(outputs, "caption") or "caption"
         text = _as_text(_first(outputs, name, model))
         return {"model": model, "kind": "caption", "elapsed_ms": elapsed,
-                "version": _version(outputs), "caption": text, "output_text": text}
+                "version": _version(outputs), "caption": text, "output_text": text,
+                "attention": _caption_attention(outputs) if with_maps else None,
+                "attention_note": None if with_maps else
+                "this model exports no attention maps"}
 
     def runs(self) -> dict[str, Any]:
         """Every run dir's summaries and plots, for the results page."""
@@ -359,6 +367,16 @@ def _attention(outputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"weights": _to_list(outputs["attention"])[0],
             "source_tokens": _to_list(outputs["source_tokens"])[0],
             "output_tokens": _to_list(outputs["output_tokens"])[0]}
+
+
+def _caption_attention(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The caption's words and each word's attention map ([h][w] weights), or None."""
+    if "attention" not in outputs or "output_tokens" not in outputs:
+        return None
+    words = [_as_text(w) for w in _to_list(outputs["output_tokens"])[0]]
+    maps = _to_list(outputs["attention"])[0]
+    kept = [(w, m) for w, m in zip(words, maps, strict=False) if w]
+    return {"words": [w for w, _ in kept], "maps": [m for _, m in kept]}
 
 
 def _version(outputs: Any) -> str | None:

@@ -140,6 +140,19 @@ def test_caption_view_sends_the_uploaded_image(page, web_app: str, artifacts: Pa
         assert page.is_visible("#preview")
         assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth") \
             == size[0]
+        # One picture per word, each lit where that word looked: word k at cell k % 4.
+        words = page.eval_on_selector_all("#caption-attention canvas",
+                                          "cs => cs.map(c => c.dataset.word)")
+        assert words == expected.split()
+        corners = page.eval_on_selector_all("#caption-attention canvas", """cs => cs.map(c => {
+            const ctx = c.getContext('2d');
+            const at = (x, y) => ctx.getImageData(x, y, 1, 1).data.slice(0, 3)
+                .reduce((a, b) => a + b);
+            return [at(4, 4), at(c.width - 5, 4), at(4, c.height - 5),
+                    at(c.width - 5, c.height - 5)];
+        })""")
+        for k, brightness in enumerate(corners):
+            assert brightness.index(max(brightness)) == k % 4, (k, brightness)
     page.screenshot(path=artifacts / "web-caption.png")
 
 
