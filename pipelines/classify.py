@@ -174,6 +174,9 @@ class ClassifyTask(Task):
         from models.layers import RECURRENT_LAYERS
         from models.sentiment import POOLINGS, TRUNCATIONS
 
+        if config.text_column == config.label_column:
+            raise UserError(f"the text and the label column are both {config.text_column!r}",
+                            "pass different --text-column and --label-column")
         if config.model not in MODELS:
             raise UserError(f"model={config.model!r} is not a classifier model",
                             f"use --set model= with one of {list(MODELS)}")
@@ -204,6 +207,8 @@ class ClassifyTask(Task):
 
     def _rows(self, config: Any, part: str) -> Iterator[tuple[int, str, str]]:
         """(line, text, label) of a part's rows, empty texts included."""
+        # A row holds its columns in the order of self.fields: text first, so the held-out
+        # validation split hashes the text.
         for line, row in data_files.iter_part(config, part, self.fields,
                                               key=lambda r: next(iter(r.values()))):
             text, label = row.values()

@@ -163,6 +163,8 @@ def test_bad_training_data_is_one_clear_error(tmp_path, caplog):
     assert "3 of 5 rows (60%) have empty text" in message
     assert "train.csv, line 3: the label is empty" in datasets_error(
         tmp_path, [("a", "x"), ("b", "")])
+    assert "the text and the label column are both 'text'" in datasets_error(
+        tmp_path, [("a", "x")], "label_column=text")
     validation = write_csv(tmp_path / "val.csv", [("a", "x"), ("c", "z"), ("d", "z")])
     message = datasets_error(tmp_path, [("a", "x"), ("b", "y")],
                              f"validation_data={validation}")
