@@ -333,6 +333,10 @@ class TagTask(Task):
         names = tf.constant(tags)
 
         def tag(tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+            # At least one (padding) column: the RNN cannot run over zero steps, and a batch of
+            # empty texts has none.
+            missing = tf.maximum(1 - tf.shape(tokens)[1], 0)
+            tokens = tf.pad(tokens, [[0, 0], [0, missing]], constant_values="")
             best = tf.argmax(model(tokens, training=False), axis=-1)
             return {"tokens": tokens,
                     "tags": tf.where(tokens != "", tf.gather(names, best), "")}

@@ -75,6 +75,8 @@ def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):
                       ["She", "will", "go", "to", "Paris", "tomorrow"]]
     assert tags[0][4:] == ["", ""] and all(t in meta["tags"] for t in tags[1])
     assert tags[0][3] == "PUNCT" and tags[0][0] == "DET"
+    empty = loaded.signatures["serving_default"](text=tf.constant(["", "  "]))
+    assert empty["tags"].numpy().astype(str).tolist() == [[""], [""]]
     by_tokens = loaded.signatures["tag_tokens"](tokens=tf.constant(
         [["The", "dog", "barked", ".", ""]]))
     assert by_tokens["tags"].numpy().astype(str).tolist()[0] == tags[0][:5]
