@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 # Importing models.captioning registers Captioner, which loading a checkpoint needs.
 from app.errors import UserError
@@ -62,19 +61,6 @@ PUBLISHED = {
 }
 
 
-def load_split(split: str, limit: int | None = None) -> tf.data.Dataset:
-    """One prepared Flickr8k split as {"image": JPEG bytes, "image_id", "captions": [5]}.
-
-    Args:
-        split: train, validation or test.
-        limit: keep only the first `limit` images of the stored order; None for all.
-    """
-    builder = flickr8k.prepare()
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
-    return ds.take(limit) if limit else ds
-
-
 def split_captions(split: str, limit: int | None = None) -> list[tuple[str, bytes, list[str]]]:
     """(image id, JPEG bytes, raw captions) of a Flickr8k split, sorted by image id.
 
@@ -86,7 +72,7 @@ def split_captions(split: str, limit: int | None = None) -> list[tuple[str, byte
         limit: keep only the first `limit` images by id; None for all.
     """
     items = sorted((ex["image_id"].decode(), ex["image"], [c.decode() for c in ex["captions"]])
-                   for ex in load_split(split).as_numpy_iterator())
+                   for ex in flickr8k.examples(split))
     return items[:limit] if limit else items
 
 
@@ -290,7 +276,8 @@ def read_part(config: CaptionConfig, part: str) -> ImageCaptions:
                             "relative to) and the image column")
         log.warning("%s: %d of %d listed images are missing and skipped (%s)", label,
                     len(missing), len(ids), shown)
-        keep = [k for k, i in enumerate(ids) if i not in set(missing)]
+        absent = set(missing)
+        keep = [k for k, i in enumerate(ids) if i not in absent]
         ids, readers = [ids[k] for k in keep], [readers[k] for k in keep]
     return ImageCaptions(ids, readers, [grouped[i] for i in ids],
                          feature_cache.fingerprint(ids, extra), label)

@@ -210,15 +210,24 @@ def prepare() -> Flickr8k:
     return flickr
 
 
+def examples(split: str) -> Iterator[dict]:
+    """The prepared split's examples as NumPy: {"image": JPEG bytes, "image_id", "captions"}.
+
+    Args:
+        split: train, validation or test.
+    """
+    return prepare().as_dataset(split=split, shuffle_files=False, decoders={
+        "image": tfds.decode.SkipDecoding()}).as_numpy_iterator()
+
+
 def _rows(split: str, columns: Sequence[str]) -> Iterator[tuple[int, Row]]:
     """(caption number, {image column: image id, caption column: caption}) of a split."""
     image_column, caption_column = columns
     line = 0
-    for ex in prepare().as_dataset(split=split, shuffle_files=False,
-                                   decoders={"image": tfds.decode.SkipDecoding()}):
-        for caption in ex["captions"].numpy():
+    for ex in examples(split):
+        for caption in ex["captions"]:
             line += 1
-            yield line, {image_column: ex["image_id"].numpy().decode(),
+            yield line, {image_column: ex["image_id"].decode(),
                          caption_column: caption.decode()}
 
 
@@ -228,9 +237,7 @@ def split_images(split: str) -> dict[str, bytes]:
     Args:
         split: train, validation or test.
     """
-    ds = prepare().as_dataset(split=split, shuffle_files=False,
-                              decoders={"image": tfds.decode.SkipDecoding()})
-    return {ex["image_id"].decode(): ex["image"] for ex in ds.as_numpy_iterator()}
+    return {ex["image_id"].decode(): ex["image"] for ex in examples(split)}
 
 
 def named_dataset() -> NamedDataset:

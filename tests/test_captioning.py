@@ -417,3 +417,59 @@ def test_caption_task_names_missing_images_and_columns(caption_files, tmp_path):
         task.part(task.config("quick", [*base, "image_column=picture"]), "train")
     with pytest.raises(UserError, match="does not exist"):
         task.part(task.config("quick", [*base, f"images={tmp_path / 'none'}"]), "train")
+
+
+def test_fine_tuning_trains_only_the_top_blocks_and_keeps_batchnorm_statistics():
+    from models.captioning import build_encoder, set_trainable_blocks
+
+    encoder = build_encoder("mobilenet_v2", 32, 0.35, "none")
+    set_trainable_blocks(encoder, 2)
+    names = {w.path.split("/")[0] for w in encoder.trainable_weights}
+    assert names == {"block_15_expand", "block_15_depthwise", "block_15_project",
+                     "block_16_expand", "block_16_depthwise", "block_16_project", "Conv_1"}
+    set_trainable_blocks(encoder, 0)
+    assert not encoder.trainable_weights
+    set_trainable_blocks(encoder, -1)
+    assert len(encoder.trainable_weights) > 100
+
+
+# The last commit before the feature cache, residual attention and feature standardisation.
+OLD_CAPTIONER = "00aa393"
+
+
+def test_a_captioner_saved_by_the_previous_version_loads_and_captions_the_same(tmp_path):
+    """A .keras file written by the old models/captioning.py loads and decodes identically."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import keras
+
+    repo = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{OLD_CAPTIONER}:models/captioning.py"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    script = f"""
+import sys, types
+import numpy as np, tensorflow as tf
+module = types.ModuleType("models.captioning")
+sys.modules["models.captioning"] = module
+exec(compile({source!r}, "old_captioning.py", "exec"), module.__dict__)
+tf.random.set_seed(1)
+model = module.Captioner(["", "[UNK]", "<start>", "<end>", "dog", "runs", "a"], image_size=32,
+                         encoder_alpha=0.35, units=8, embed_dim=4, augment=False, seed=3)
+model.build()
+pixels = tf.cast(tf.random.uniform([2, 32, 32, 3], 0, 255, seed=5), tf.uint8)
+np.save(sys.argv[2], model.generate(pixels, beam_width=2, max_length=5).numpy())
+np.save(sys.argv[3], pixels.numpy())
+model.save(sys.argv[1])
+"""
+    saved, ids, pixels = tmp_path / "old.keras", tmp_path / "ids.npy", tmp_path / "pixels.npy"
+    subprocess.run([sys.executable, "-c", script, str(saved), str(ids), str(pixels)], cwd=repo,
+                   check=True, capture_output=True)
+    import models.captioning  # noqa: F401  (registers the current Captioner)
+
+    loaded = keras.saving.load_model(saved)
+    assert not loaded.residual_attention and not loaded.normalize_features
+    assert loaded.trainable_encoder_blocks == -1
+    new_ids = loaded.generate(tf.constant(np.load(pixels)), beam_width=2, max_length=5)
+    np.testing.assert_array_equal(new_ids.numpy(), np.load(ids))
