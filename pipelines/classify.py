@@ -210,7 +210,8 @@ class ClassifyTask(Task):
         # A row holds its columns in the order of self.fields: text first, so the held-out
         # validation split hashes the text.
         for line, row in data_files.iter_part(config, part, self.fields,
-                                              key=lambda r: next(iter(r.values()))):
+                                              key=lambda r: next(iter(r.values())),
+                                              kind="classify"):
             text, label = row.values()
             yield line, text, label
 

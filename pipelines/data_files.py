@@ -379,6 +379,7 @@ NAMED_DATASETS: dict[str, str] = {
     "ud_en_ewt": "pipelines.ud_english:named_dataset",
     "spa_eng": "pipelines.spa_eng:named_dataset",
     "flickr8k": "pipelines.flickr8k:named_dataset",
+    "wikitext2": "pipelines.wikitext2:named_dataset",
 }
 
 
@@ -395,7 +396,7 @@ def named_dataset(name: str) -> NamedDataset | None:
 
 
 def iter_source(source: str, columns: Sequence[str], split: str = "train", tagged: bool = False,
-                ) -> Iterator[tuple[int, Row]]:
+                kind: str | None = None) -> Iterator[tuple[int, Row]]:
     """Rows of a source: a registered data set's split, or a file (table or tagged sentences).
 
     Args:
@@ -403,8 +404,13 @@ def iter_source(source: str, columns: Sequence[str], split: str = "train", tagge
         columns: table columns to keep; for tagged files, [token_column, tag_column] specs.
         split: the named data set's split (ignored for files).
         tagged: read a file as tagged sentences (`iter_tagged`) instead of a table.
+        kind: the reading task's kind; a named data set of another kind is an error.
     """
     named = named_dataset(source)
+    if named is not None and kind is not None and named.kind != kind:
+        suited = sorted(n for n in NAMED_DATASETS if (named_dataset(n) or named).kind == kind)
+        raise UserError(f"data set {source!r} is for {named.kind} tasks, not {kind}",
+                        f"pass a file, or one of {suited}" if suited else "pass a file")
     if named is not None:
         if split not in named.splits:
             raise UserError(f"data set {source!r} has no {split!r} split (it has "
@@ -498,7 +504,7 @@ def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]
 
 
 def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row], str],
-              tagged: bool = False) -> Iterator[tuple[int, Row]]:
+              tagged: bool = False, kind: str | None = None) -> Iterator[tuple[int, Row]]:
     """(line, row) of one part of a task's data (see `part_source`).
 
     Args:
@@ -508,12 +514,14 @@ def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row]
         fields: the config fields naming the columns to read.
         key: the row's hashing key for the held-out split (its text).
         tagged: read files as tagged sentences rather than tables.
+        kind: the task's kind (`classify`, `tag`, ...); a named data set of another kind is an
+            error.
 
     With `max_train_examples` set, the training part keeps its first that many rows and the
     validation part the same share of its own (tests and smoke runs).
     """
     source, split, held_out = part_source(config, part)
-    rows = iter_source(source, source_columns(source, config, fields), split, tagged)
+    rows = iter_source(source, source_columns(source, config, fields), split, tagged, kind)
     if held_out is not None:
         rows = ((line, row) for line, row in rows
                 if in_validation(key(row), config.validation_fraction, config.seed) == held_out)

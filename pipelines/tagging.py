@@ -147,7 +147,8 @@ class TagTask(Task):
 
     def _sentences(self, config: Any, part: str) -> Iterator[tuple[int, dict[str, Any]]]:
         return data_files.iter_part(config, part, self.fields,
-                                    key=lambda s: " ".join(s["tokens"]), tagged=True)
+                                    key=lambda s: " ".join(s["tokens"]), tagged=True,
+                                    kind="tag")
 
     def scan(self, config: Any, part: str, known: list[str] | None = None) -> TagScan:
         """One pass over a part: tag (and, for training, word and character) counts.

@@ -87,8 +87,10 @@ def write_conll(path, sentences):
     return path
 
 
-def test_bad_tagging_data_is_one_clear_error(tmp_path):
+def test_bad_tagging_data_is_one_clear_error(tmp_path, shared_data):
     task = get_task("tag")
+    with pytest.raises(UserError, match=r"data set 'trec' is for classify tasks, not tag"):
+        task.datasets(task.config("quick", ["data=trec"]))
     one_tag = write_conll(tmp_path / "one.conll", [[("a", "X"), ("b", "X")]])
     with pytest.raises(UserError, match=r"has 1 tag \('X'\); a tagger needs at least two"):
         task.datasets(task.config("quick", [f"data={one_tag}", "validation_fraction=0.01"]))
