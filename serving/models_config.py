@@ -35,13 +35,16 @@ def exported_models(base_path: Path) -> dict[str, list[int]]:
     return models
 
 
-def models_config_text(base_path: Path, container_base: str = "/models") -> str:
+def models_config_text(base_path: Path, container_base: str = "/models",
+                       planned: tuple[str, ...] = ()) -> str:
     """A text-format ModelServerConfig listing every exported model under `base_path`.
 
     Args:
         base_path: the exports dir on this machine.
         container_base: where that dir is mounted for the server (each model's base_path
             becomes `<container_base>/<name>`); pass str(base_path) to serve it in place.
+        planned: names of models to list before they are exported (`rnnkit run` serves while
+            it trains): the server polls their base paths and loads each version once written.
 
     Raises:
         UserError: no exported model under base_path.
@@ -49,7 +52,8 @@ def models_config_text(base_path: Path, container_base: str = "/models") -> str:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    models = exported_models(Path(base_path))
+    models = [*exported_models(Path(base_path)), *planned]
+    models = sorted(dict.fromkeys(models))
     if not models:
         raise UserError(f"no exported models under {base_path} (expected "
                         "<name>/<version number>/saved_model.pb)",
@@ -65,15 +69,17 @@ def models_config_text(base_path: Path, container_base: str = "/models") -> str:
     return header + text_format.MessageToString(config)
 
 
-def write_models_config(base_path: Path, container_base: str = "/models") -> Path:
+def write_models_config(base_path: Path, container_base: str = "/models",
+                        planned: tuple[str, ...] = ()) -> Path:
     """Write `<base_path>/models.config` (atomically) and return its path.
 
     Args:
         base_path: the exports dir on this machine.
         container_base: where that dir is mounted for the server.
+        planned: models to list before they are exported (see models_config_text).
     """
     base_path = Path(base_path)
-    text = models_config_text(base_path, container_base)
+    text = models_config_text(base_path, container_base, planned)
     target = base_path / MODELS_CONFIG_NAME
     fd, tmp = tempfile.mkstemp(prefix=".models.config.", dir=base_path)
     try:

@@ -125,8 +125,14 @@ def tiny_sentiment(monkeypatch):
     monkeypatch.setitem(SentimentTask.profiles, "tiny", tiny)
 
 
+def _progress(app: int) -> dict:
+    """The web app's view of the main job (raises OSError while the app is not up)."""
+    return http("GET", f"http://127.0.0.1:{app}/api/progress")[1]["progress"]
+
+
 def _probe_then_interrupt(rest: int, app: int, seen: dict) -> None:
-    """Wait for the served model and the web app, record what they answer, then press Ctrl-C."""
+    """Wait for the served model and the web app, record what they answer, wait for the job
+    to finish, then press Ctrl-C."""
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -135,10 +141,16 @@ def _probe_then_interrupt(rest: int, app: int, seen: dict) -> None:
             except OSError:
                 time.sleep(0.2)
                 continue
+            if "model_version_status" not in reply:
+                time.sleep(0.2)
+                continue
             seen["status"] = reply
             seen["predict"] = http("POST", f"http://127.0.0.1:{rest}/v1/models/sentiment:predict",
                                    {"instances": ["A wonderful, moving film."]})
             seen["page"] = http("GET", f"http://127.0.0.1:{app}/")[0]
+            while time.monotonic() < deadline and _progress(app)["state"] == "running":
+                time.sleep(0.2)
+            seen["progress"] = _progress(app)
             break
     finally:
         os.kill(os.getpid(), signal.SIGINT)
@@ -155,7 +167,7 @@ def test_run_trains_once_then_reuses_and_serves(reviews, runs_root, tmp_path, ca
     assert 0.0 <= first["test"]["accuracy"] <= 1.0
     assert "summary (test split):" in out and "sentiment" in out.split("summary")[1]
 
-    # The second run reuses the run and its export, serves both, and Ctrl-C stops it cleanly.
+    # The second run serves at once, reuses the run and its export, and Ctrl-C stops it.
     grpc_port, rest, app = free_port(), free_port(), free_port()
     seen: dict = {}
     prober = threading.Thread(target=_probe_then_interrupt, args=(rest, app, seen))
@@ -165,18 +177,81 @@ def test_run_trains_once_then_reuses_and_serves(reviews, runs_root, tmp_path, ca
     prober.join()
     assert code == 0
     out = capsys.readouterr().out
-    second = _run_summary(out)["tasks"][0]
+    # The URLs come first, the summary when the job is done.
+    urls_at = out.index(f"http://127.0.0.1:{app}")
+    second = _run_summary(out[urls_at:][out[urls_at:].index("{"):])["tasks"][0]
     assert not second["trained_now"]
     assert second["run_dir"] == first["run_dir"] and second["export"] == first["export"]
     assert sorted(p.name for p in (exports / "sentiment").iterdir()) == ["1"]
-    assert f"http://127.0.0.1:{app}" in out
     assert seen["status"]["model_version_status"][0]["state"] == "AVAILABLE"
     status, reply = seen["predict"]
     assert status == 200 and 0.0 <= reply["predictions"][0]["probability"] <= 1.0
     assert seen["page"] == 200
+    task = seen["progress"]["tasks"][0]
+    assert seen["progress"]["state"] == "finished" and task["state"] == "done"
+    assert task["label"].startswith("served: accuracy ")
     for port in (rest, app):  # both stopped listening
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def _interrupt_mid_training(rest: int, app: int, seen: dict) -> None:
+    """Record the page and the model server while the first epochs train, then press Ctrl-C."""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                task = _progress(app)["tasks"][0]
+            except OSError:
+                time.sleep(0.1)
+                continue
+            seen.setdefault("first", task)
+            if task["state"] == "training" and task.get("epoch", 0) >= 1:
+                seen["training"] = task
+                seen["model"] = http("GET", f"http://127.0.0.1:{rest}/v1/models/sentiment")
+                break
+            time.sleep(0.1)
+    finally:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_run_serves_first_and_resumes_an_interrupted_run(reviews, runs_root, tmp_path, capsys,
+                                                         tiny_sentiment, monkeypatch):
+    from pipelines.sentiment import SentimentTask
+
+    monkeypatch.setitem(SentimentTask.profiles["tiny"], "epochs", 8)
+    monkeypatch.setitem(SentimentTask.profiles["tiny"], "early_stopping_patience", 100)
+    exports = tmp_path / "exports"
+    common = ["run", "--profile", "tiny", "--tasks", "sentiment", "--base-path", str(exports)]
+    grpc_port, rest, app = free_port(), free_port(), free_port()
+    seen: dict = {}
+    prober = threading.Thread(target=_interrupt_mid_training, args=(rest, app, seen))
+    prober.start()
+    code = main([*common, "--port", str(grpc_port), "--rest-port", str(rest),
+                 "--app-port", str(app)])
+    prober.join()
+    assert code == 0
+    # The page answered before anything was trained, and showed the epochs as they came.
+    assert seen["first"]["state"] in ("waiting", "preparing", "training")
+    assert seen["training"]["epochs"] == 8 and 1 <= seen["training"]["epoch"] < 8
+    assert seen["training"]["label"].startswith(f"training: epoch {seen['training']['epoch']} "
+                                                "of 8, loss ")
+    assert "model_version_status" not in seen["model"][1]  # nothing exported yet
+    run_dir = Path(seen["training"]["run_dir"])
+    assert not (run_dir / "metrics.json").exists()
+    assert not (exports / "sentiment").exists()  # the empty planned folder was tidied away
+    capsys.readouterr()
+
+    main(["runs"])
+    assert "sentiment      interrupted (resumes on the next `rnnkit run`)" in \
+        capsys.readouterr().out
+
+    # The next run resumes the interrupted run instead of starting again.
+    assert main([*common, "--no-serve"]) == 0
+    summary = _run_summary(capsys.readouterr().out)["tasks"][0]
+    assert summary["run_dir"] == str(run_dir) and summary["resumed"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["epochs_finished"] == 8
 
 
 def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny_sentiment,

@@ -187,9 +187,74 @@ def test_results_api_lists_training_and_lab_runs(down_app: WebServer) -> None:
     assert training["kind"] == "training"
     assert training["images"] == ["sentiment/20250101-120000/curves.png"]
     assert training["summaries"]["evaluation.json"] == {"test": {"accuracy": 0.8512}}
+    assert training["files"] == ["evaluation.json", "metrics.json"]
     lab = runs["lab/20250102-090000"]
     assert lab["kind"] == "lab" and "vanish" in lab["report"]
     assert lab["images"] == ["lab/20250102-090000/gradient_norms.png"]
+    # The report's facts come from the task registry.
+    sentiment = body["tasks"]["sentiment"]
+    assert sentiment["headline"][0] == "accuracy" and sentiment["model"] == "sentiment"
+    assert {"metric": "accuracy", "value": 0.843,
+            "source": "keras.io bidirectional LSTM example"} in sentiment["anchors"]
+
+
+@pytest.fixture()
+def job_app(tmp_path: Path) -> Iterator[WebServer]:
+    """The web app over an empty runs dir, for the main job's progress."""
+    server = make_server(f"127.0.0.1:{_closed_port()}", "127.0.0.1", 0, tmp_path, timeout=3.0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_progress_api_follows_the_job_epoch_by_epoch(job_app: WebServer) -> None:
+    from app.run_progress import Progress
+
+    root = job_app.api.runs_dir
+    assert _json(job_app, "GET", "/api/progress") == (200, {"progress": None})
+    progress = Progress(root, {"sentiment": "sentiment", "translation": "translator"}, "quick")
+    progress.serving({"app": "http://127.0.0.1:8080"})
+    run = root / "sentiment" / "20250101-120000"
+    run.mkdir(parents=True)
+    progress.task("sentiment", "training", run_dir=str(run), epochs=3)
+    _, body = _json(job_app, "GET", "/api/progress")
+    first, second = body["progress"]["tasks"]
+    assert (first["state"], first["epoch"], first["label"]) == ("training", 0,
+                                                                "training: epoch 0 of 3")
+    assert second["label"] == "waiting"
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    for epoch, loss in enumerate([0.69, 0.52], start=1):  # what the trainer writes per epoch
+        history["loss"].append(loss)
+        history["val_loss"].append(loss + 0.05)
+        (run / "history.json").write_text(json.dumps(history))
+        _, body = _json(job_app, "GET", "/api/progress")
+        task = body["progress"]["tasks"][0]
+        assert task["epoch"] == epoch and task["history"] == history
+        assert task["label"] == f"training: epoch {epoch} of 3, loss {loss:.4f}"
+    progress.task("sentiment", "done", test={"accuracy": 0.8712})
+    progress.task("translation", "failed", error="spa_eng not found — put it there")
+    _, body = _json(job_app, "GET", "/api/progress")
+    labels = [t["label"] for t in body["progress"]["tasks"]]
+    assert labels == ["served: accuracy 0.871", "failed: spa_eng not found — put it there"]
+
+
+def test_a_job_killed_without_a_word_reads_as_stopped(job_app: WebServer) -> None:
+    from app.run_progress import PROGRESS_FILE
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (job_app.api.runs_dir / PROGRESS_FILE).write_text(json.dumps({
+        "pid": int(dead.stdout), "state": "running", "profile": "quick", "started": 0,
+        "serving": {"app": "http://127.0.0.1:8080"},
+        "tasks": [{"task": "sentiment", "model": "sentiment", "state": "training"},
+                  {"task": "translation", "model": "translator", "state": "waiting"}]}))
+    _, body = _json(job_app, "GET", "/api/progress")
+    job = body["progress"]
+    assert job["state"] == "stopped" and job["serving"] is None
+    assert [t["state"] for t in job["tasks"]] == ["interrupted", "waiting"]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "code"), [

@@ -1,8 +1,10 @@
-"""`rnnkit run`: the main job: every task's data, model, evaluation and export; then serve them."""
+"""`rnnkit run`: the main job: serve the models and the web app at once, and meanwhile prepare,
+train, evaluate and export every task in the background."""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import signal
@@ -11,19 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import DataUnavailable, UserError
+from app.run_progress import Progress
 
 log = logging.getLogger("app.commands.run")
 
-HELP = ("prepare the data, train (or reuse) every task's model, evaluate, export, then serve "
-        "them with the web app")
+# How long Ctrl-C waits for the training to reach a point where it can stop.
+STOP_WAIT_S = 60
+
+HELP = ("serve the web app and the models at once while preparing, training (or reusing), "
+        "evaluating and exporting every task's model")
 EXAMPLES = """examples:
-  rnnkit run                       # what `make run` does: all tasks, then serve until Ctrl-C
-  rnnkit run --no-serve            # stop after the summary
+  rnnkit run                       # what `make run` does: serve now, train in the background
+  rnnkit run --no-serve            # train everything, print the summary, stop
   rnnkit run --tasks sentiment translation
   rnnkit run --retrain             # train new runs even where finished ones exist
   rnnkit run --base-path /srv/models --port 9500 --rest-port 9501 --app-port 9080
-A finished run of the same profile is reused, and so are its evaluation and export. A task whose
-data set cannot be prepared (no mirror, no internet) is skipped with the reason. The tasks, their
+A finished run of the same profile is reused, and so are its evaluation and export; an interrupted
+one (Ctrl-C) resumes from its last epoch. A task whose data set cannot be prepared (no mirror, no
+internet) is skipped with the reason; a task that fails is reported and the others go on. The web
+page's Results tab and `rnnkit runs` show each task's progress. The tasks, their
 order and their headline metrics come from the task registry (pipelines/tasks.py).
 """
 
@@ -58,19 +66,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the web app's port (default: %(default)s)")
 
 
-def _reusable_run(task: Any, profile: str) -> Path | None:
-    """The newest finished, non-diverged run of the task trained with the profile's config."""
+def _existing_run(task: Any, profile: str) -> tuple[Path | None, str]:
+    """The task's newest run with the profile's config, and how far it got.
+
+    Returns:
+        (run dir, "finished") for a finished run that did not diverge, (run dir,
+        "interrupted") for one stopped after a checkpoint (it resumes), (run dir, "started") for
+        one stopped before its first checkpoint (it trains again in the same dir), or
+        (None, "") when there is none.
+    """
     from pipelines.run_dir import list_runs, load_config
 
     wanted = task.config(profile)
     for item in reversed(list_runs(task.name)):
         metrics = item["metrics"] or {}
-        if not item["finished"] or metrics.get("terminated_on_nan"):
+        if metrics.get("terminated_on_nan"):
             continue
         run_dir = Path(item["run_dir"])
-        if load_config(run_dir, task.config_class) == wanted:
-            return run_dir
-    return None
+        if load_config(run_dir, task.config_class) != wanted:
+            continue
+        if item["finished"]:
+            return run_dir, "finished"
+        return run_dir, "interrupted" if item["trained"] else "started"
+    return None, ""
 
 
 def _exported_version(task: Any, run_dir: Path, base_path: Path) -> Path | None:
@@ -101,84 +119,192 @@ def plan(names: list[str]) -> list[str]:
     return chosen
 
 
-def run_task(name: str, profile: str, retrain: bool, base_path: Path) -> dict[str, Any]:
-    """Data, training (or a finished run reused), evaluation and export of one task.
+def run_task(name: str, profile: str, retrain: bool, base_path: Path,
+             progress: Progress | None = None) -> dict[str, Any]:
+    """Data, training (or a finished run reused, or an interrupted one resumed), evaluation and
+    export of one task.
 
     Args:
         name: the task.
         profile: the training profile.
         retrain: train a new run even if a finished one with the same config exists.
         base_path: the exports folder.
+        progress: where to report each step (the web page and `rnnkit runs` read it).
 
     Returns:
         The task's summary: run dir, whether it trained now, its headline metrics, the export.
     """
     from pipelines.datasets import dataset_names, prepare_dataset
     from pipelines.evaluation import evaluate_run
-    from pipelines.run_dir import EVALUATION_FILE, read_json
+    from pipelines.run_dir import EVALUATION_FILE, METRICS_FILE, new_run_dir, read_json
     from pipelines.tasks import get_task
-    from pipelines.trainer import train
+    from pipelines.trainer import resume_config, train
     from serving.export import export_run
 
+    def report(state: str, **fields: Any) -> None:
+        if progress is not None:
+            progress.task(name, state, **fields)
+
     task = get_task(name)
+    report("preparing")
     # Named data sets without a TFDS builder are read straight from RNNKIT_DATA_DIR.
     if task.info.dataset in dataset_names():
         data = prepare_dataset(task.info.dataset)
         log.info("%s: data ready: %s", name, data["splits"])
 
-    run_dir = None if retrain else _reusable_run(task, profile)
-    trained = run_dir is None
+    run_dir, how = (None, "") if retrain else _existing_run(task, profile)
+    trained = how != "finished"
     if trained:
-        result = train(task, task.config(profile))
+        resume = how == "interrupted"
+        config = resume_config(task, run_dir) if resume else task.config(profile)
+        # The run dir exists before training starts, so its history can be followed live.
+        run_dir = run_dir if run_dir is not None else new_run_dir(task.name)
+        if resume:
+            log.info("%s: resuming interrupted run %s", name, run_dir)
+        report("training", run_dir=str(run_dir), epochs=config.epochs)
+        result = train(task, config, run_dir, resume=resume)
         if result.terminated_on_nan:
             raise UserError(f"training of {result.run_dir} diverged (NaN loss)",
                             "run `rnnkit run --retrain`; if it repeats, report it")
         run_dir = result.run_dir
     else:
         log.info("%s: reusing finished run %s (--retrain trains a new one)", name, run_dir)
+    assert run_dir is not None
 
     evaluation = None if trained else read_json(run_dir / EVALUATION_FILE)
     if evaluation is None:
+        report("evaluating", run_dir=str(run_dir))
         evaluation = evaluate_run(task, run_dir)
     export = None if trained else _exported_version(task, run_dir, base_path)
     if export is None:
+        report("exporting", run_dir=str(run_dir))
         export = export_run(task, run_dir, base_path)
-    return {
+    summary = {
         "task": name,
         "model": task.export_name,
         "run_dir": str(run_dir),
         "trained_now": trained,
+        "resumed": how == "interrupted" and trained,
         "test": {key: evaluation.get(key) for key in task.info.headline},
         "export": str(export),
     }
+    wall = (read_json(run_dir / METRICS_FILE) or {}).get("train_wall_time_s")
+    report("done", run_dir=str(run_dir), test=summary["test"], export=str(export),
+           trained_now=trained, train_wall_time_s=wall)
+    return summary
 
 
-def _summary_lines(results: list[dict[str, Any]], skipped: dict[str, str]) -> list[str]:
-    """One line per task: its model, headline test metrics and run dir; then the skipped ones."""
+def _first_line(err: BaseException) -> str:
+    """An error as one line: a UserError's own text, else its type and first line."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def run_tasks(names: list[str], args: argparse.Namespace, progress: Progress | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    """Run the tasks one after another; a task that fails or lacks data does not stop the rest.
+
+    Args:
+        names: the tasks, in order.
+        args: the parsed command line (profile, retrain, base path).
+        progress: where to report each step.
+
+    Returns:
+        The finished tasks' summaries, the skipped tasks' reasons, the failed tasks' errors.
+    """
+    results, skipped, failed = [], {}, {}
+    for name in names:
+        try:
+            results.append(run_task(name, args.profile, args.retrain, args.base_path, progress))
+        except DataUnavailable as err:
+            log.warning("%s skipped: %s", name, err)
+            skipped[name] = str(err)
+            if progress is not None:
+                progress.task(name, "skipped", error=skipped[name])
+        except Exception as err:  # one task's failure must not stop the others
+            if isinstance(err, UserError):
+                log.error("%s failed: %s", name, err)
+            else:
+                log.exception("%s failed", name)
+            failed[name] = _first_line(err)
+            if progress is not None:
+                progress.task(name, "failed", error=failed[name])
+    return results, skipped, failed
+
+
+def _summary_lines(results: list[dict[str, Any]], skipped: dict[str, str],
+                   failed: dict[str, str]) -> list[str]:
+    """One line per task: its model, headline test metrics and run dir; then the others."""
     lines = []
     for item in results:
         metrics = ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in item["test"].items())
-        how = "trained now" if item["trained_now"] else "reused"
+        how = ("resumed" if item.get("resumed") else "trained now") if item["trained_now"] \
+            else "reused"
         lines.append(f"  {item['task']:<14} {item['model']:<14} {metrics}  ({how}: "
                      f"{item['run_dir']})")
     lines += [f"  {name:<14} skipped: {why}" for name, why in skipped.items()]
+    lines += [f"  {name:<14} FAILED: {why}" for name, why in failed.items()]
     return lines
 
 
-def _serve(args: argparse.Namespace) -> None:
-    """Serve every exported model and the web app until Ctrl-C or SIGTERM.
+def _print_summary(results: list[dict[str, Any]], skipped: dict[str, str],
+                   failed: dict[str, str]) -> None:
+    print(json.dumps({"tasks": results, "skipped": skipped, "failed": failed}, indent=2),
+          flush=True)
+    print("\n".join(["", "summary (test split):", *_summary_lines(results, skipped, failed)]),
+          flush=True)
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise KeyboardInterrupt in another thread, as Ctrl-C does in the main one.
+
+    It is raised at the thread's next Python bytecode: between two training steps, or when a
+    long TensorFlow call returns. Checkpoints and exports are written by atomic renames, so
+    whatever it interrupts leaves finished files intact.
+    """
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(KeyboardInterrupt))
+
+
+def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
+    """After serving: drop the planned model folders nothing was exported into, and list only
+    exported models in models.config (it is also what docker-compose serves)."""
+    from serving.models_config import exported_models, write_models_config
+
+    for name in planned:
+        folder = base_path / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if exported_models(base_path):
+        write_models_config(base_path, container_base=str(base_path))
+
+
+def _serve_while_training(args: argparse.Namespace, names: list[str],
+                          progress: Progress) -> int:
+    """Serve the models and the web app at once, train the tasks in a background thread, and
+    stop everything on Ctrl-C or SIGTERM.
+
+    Every planned model is in the server's config from the start, its folder polled: each
+    export is loaded the moment its version folder is renamed into place.
 
     Args:
-        args: the parsed command line (base path, host and ports).
+        args: the parsed command line (base path, host and ports, profile).
+        names: the tasks, in order.
+        progress: the job's progress file.
     """
     from app.web.server import make_server
     from pipelines.config import runs_dir
+    from pipelines.tasks import task_info
     from serving.model_server import ModelServer, ServerOptions
     from serving.models_config import write_models_config
 
     base_path = args.base_path.resolve()
-    config_file = write_models_config(base_path, container_base=str(base_path))
+    planned = tuple(dict.fromkeys(task_info(name).export_name for name in names))
+    for name in planned:
+        (base_path / name).mkdir(parents=True, exist_ok=True)
+    config_file = write_models_config(base_path, container_base=str(base_path), planned=planned)
     server = ModelServer(ServerOptions(
         host=args.host, port=args.port, rest_api_port=args.rest_port,
         model_config_file=str(config_file), model_config_file_poll_wait_seconds=60))
@@ -191,46 +317,81 @@ def _serve(args: argparse.Namespace) -> None:
         raise
     web_thread = threading.Thread(target=web.serve_forever, daemon=True, name="web-app")
     web_thread.start()
-    print(f"\nweb app       {web.url}\n"
-          f"REST          http://{args.host}:{args.rest_port}/v1/models\n"
-          f"gRPC          {args.host}:{args.port}\n"
-          "Ctrl-C stops both.", flush=True)
+    urls = {"app": web.url, "rest": f"http://{args.host}:{args.rest_port}/v1/models",
+            "grpc": f"{args.host}:{args.port}"}
+    progress.serving(urls)
+    print(f"\nweb app       {web.url}   (training progress: {web.url}/results)\n"
+          f"REST          {urls['rest']}\n"
+          f"gRPC          {urls['grpc']}\n"
+          f"Training {', '.join(names)} now; each model is served once exported. "
+          "Ctrl-C stops everything (an interrupted run resumes next time).", flush=True)
 
-    stop = threading.Event()
+    stop, done = threading.Event(), threading.Event()
+
+    def job() -> None:
+        try:
+            _print_summary(*run_tasks(names, args, progress))
+            progress.finish("finished")
+            print("All tasks done; serving until Ctrl-C.", flush=True)
+        except KeyboardInterrupt:
+            progress.finish("interrupted")
+        except BaseException:
+            log.exception("the training job failed")
+            progress.finish("interrupted")
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=job, daemon=True, name="rnnkit-run")
     previous = {number: signal.signal(number, lambda *_: stop.set())
                 for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while not stop.wait(1.0):
+        worker.start()
+        while not stop.wait(0.5):
             pass
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        if worker.is_alive():
+            log.info("stopping the training (finished runs and exports stay as they are)")
+            _interrupt(worker)
+            if not done.wait(STOP_WAIT_S):
+                log.warning("the training did not stop within %d s; leaving it", STOP_WAIT_S)
         log.info("stopping the web app and the model server")
         web.shutdown()
         web.server_close()
         server.stop()
+        progress.serving(None)
+        _tidy_exports(base_path, planned)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run every task end to end, print the summary, then serve (unless --no-serve).
+    """Serve at once and train every task in the background; or, with --no-serve, train every
+    task, print the summary and stop.
 
     Args:
         args: the parsed command line.
+
+    Returns:
+        0, or 1 when --no-serve finished with a failed task.
     """
-    results, skipped = [], {}
-    for name in plan(args.tasks):
-        try:
-            results.append(run_task(name, args.profile, args.retrain, args.base_path))
-        except DataUnavailable as err:
-            log.warning("%s skipped: %s", name, err)
-            skipped[name] = str(err)
-    if not results:
-        raise UserError("no task could run: " + "; ".join(skipped.values()),
-                        "put the data sets into RNNKIT_DATA_DIR (see README) or connect to the "
-                        "internet")
-    print(json.dumps({"tasks": results, "skipped": skipped}, indent=2), flush=True)
-    print("\n".join(["", "summary (test split):", *_summary_lines(results, skipped)]),
-          flush=True)
+    from pipelines.config import runs_dir
+    from pipelines.tasks import task_info
+
+    names = plan(args.tasks)
+    progress = Progress(runs_dir(), {name: task_info(name).export_name for name in names},
+                        args.profile)
     if not args.no_serve:
-        _serve(args)
-    return 0
+        return _serve_while_training(args, names, progress)
+    try:
+        results, skipped, failed = run_tasks(names, args, progress)
+    except KeyboardInterrupt:
+        progress.finish("interrupted")
+        raise
+    progress.finish("finished")
+    if not results:
+        raise UserError("no task could run: " + "; ".join([*skipped.values(), *failed.values()]),
+                        "put the data sets into RNNKIT_DATA_DIR (see README) or connect to the "
+                        "internet" if skipped else "see the log above")
+    _print_summary(results, skipped, failed)
+    return 1 if failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 HELP = "list training runs with their validation and test metrics"
@@ -11,7 +12,9 @@ EXAMPLES = """examples:
   rnnkit runs
   rnnkit runs sentiment
   rnnkit runs --json
-Runs are read from RNNKIT_RUNS_DIR (default ./runs).
+Runs are read from RNNKIT_RUNS_DIR (default ./runs). While `rnnkit run` (`make run`) works, or
+after it, the list starts with what it is doing: each task waiting, preparing data, training
+(epoch k of n), evaluating, served, or failed with its error.
 """
 
 
@@ -44,12 +47,26 @@ def _test_summary(evaluation: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={numbers[k]:.4f}" for k in shown[:3]) or "-"
 
 
+def _job_lines(progress: dict[str, Any], task: str | None) -> list[str]:
+    """The main job's state and one line per task, as the web page's progress view shows it."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(progress.get("started", 0)))
+    serving = progress.get("serving") or {}
+    where = f", serving at {serving['app']}" if serving.get("app") else ""
+    lines = [f"rnnkit run ({progress.get('profile')} profile, started {started}): "
+             f"{progress.get('state')}{where}"]
+    lines += [f"  {entry['task']:<14} {entry['label']}" for entry in progress["tasks"]
+              if task is None or entry["task"] == task]
+    return [*lines, ""]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the runs, oldest first.
+    """Print the main job's progress, then the runs, oldest first.
 
     Args:
         args: the parsed command line.
     """
+    from app.run_progress import read_progress
+    from pipelines.config import runs_dir
     from pipelines.run_dir import list_runs
 
     runs = list_runs(args.task)
@@ -57,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         for item in runs:
             print(json.dumps(item))
         return 0
+    progress = read_progress(runs_dir())
+    if progress is not None:
+        print("\n".join(_job_lines(progress, args.task)))
     rows = [("TASK", "RUN", "STATUS", "EPOCHS", "MONITOR", "BEST", "TEST")]
     for item in runs:
         metrics = item["metrics"] or {}

@@ -8,6 +8,7 @@ for that kind's view.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 
 from app import model_kinds
 from app.errors import UserError
+from app.run_progress import read_progress
 from app.web import runs as run_dirs
 from app.web.errors import ApiError, bad_request, unreachable, upstream_error
 
@@ -278,8 +280,20 @@ class WebApi:
                 "this model exports no attention maps"}
 
     def runs(self) -> dict[str, Any]:
-        """Every run dir's summaries and plots, for the results page."""
-        return {"runs_dir": str(self.runs_dir), "runs": run_dirs.list_runs(self.runs_dir)}
+        """Every run dir's summaries and plots, and each task's headline metrics and published
+        anchors, for the results page."""
+        from pipelines.tasks import REGISTRY
+
+        tasks = {info.name: {"kind": info.kind, "model": info.export_name,
+                             "headline": list(info.headline),
+                             "anchors": [dataclasses.asdict(a) for a in info.anchors]}
+                 for info in REGISTRY}
+        return {"runs_dir": str(self.runs_dir), "runs": run_dirs.list_runs(self.runs_dir),
+                "tasks": tasks}
+
+    def progress(self) -> dict[str, Any]:
+        """What the last `rnnkit run` is doing: each task's state, epoch and curves."""
+        return {"progress": read_progress(self.runs_dir)}
 
 
 def _model_field(body: Mapping[str, Any]) -> str:

@@ -41,7 +41,9 @@ PAGES = (
     Page("models", "Models", "Served models",
          "What the model server has loaded: every model, its versions and their state."),
     Page("results", "Results", "Training results",
-         "Curves, metrics and plots from the run directories, the gradient lab included."),
+         "What rnnkit run is doing now, each task's results beside the published numbers, "
+         "and every run's curves, figures and raw JSON, the gradient lab included.",
+         ("progress.js",)),
 )
 PAGE_BY_SLUG = {page.slug: page for page in PAGES}
 

@@ -22,7 +22,11 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".md": "text/plain; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
+    ".jsonl": "text/plain; charset=utf-8",
+    ".csv": "text/plain; charset=utf-8",
 }
+# The raw files a run card links to ("raw JSON" one click away).
+RAW_SUFFIXES = (".json", ".jsonl", ".csv", ".md")
 
 # A summary bigger than this is listed but not inlined (evaluation files can hold every example).
 MAX_SUMMARY_BYTES = 1_000_000
@@ -98,6 +102,9 @@ def describe_run(run: Path, root: Path) -> dict[str, Any]:
         "report": report.read_text(encoding="utf-8", errors="replace")[:MAX_SUMMARY_BYTES]
         if report.is_file() else None,
         "images": _images(run, root),
+        "files": sorted(p.name for p in run.iterdir()
+                        if p.suffix.lower() in RAW_SUFFIXES and p.is_file()
+                        and resolve_run_file(root, p.relative_to(root).as_posix())),
     }
 
 

@@ -107,6 +107,10 @@ async def _get_runs(app: WebServer, request: Request) -> Any:
     return await run_in_threadpool(app.api.runs)
 
 
+async def _get_progress(app: WebServer, request: Request) -> Any:
+    return await run_in_threadpool(app.api.progress)
+
+
 async def _post_predict(app: WebServer, request: Request) -> Any:
     return await run_in_threadpool(app.api.predict, await _read_json(request))
 
@@ -121,6 +125,7 @@ API_ROUTES: dict[tuple[str, str], Callable[[Any, Request], Awaitable[Any]]] = {
     ("GET", "/api/health"): _get_health,
     ("GET", "/api/models"): _get_models,
     ("GET", "/api/runs"): _get_runs,
+    ("GET", "/api/progress"): _get_progress,
     ("POST", "/api/predict"): _post_predict,
     ("POST", "/api/caption"): _post_caption,
 }

@@ -1,4 +1,5 @@
-// Results page: every run dir's summaries (metrics, evaluation, gradient lab), report and plots.
+// Results page: the main job's progress (progress.js), a report table of each task's newest run
+// against its published anchors, then every run dir's figures, samples and raw JSON.
 "use strict";
 
 const MAX_ROWS = 40;
@@ -130,18 +131,27 @@ function runCard(run) {
   card.appendChild(title);
   const shown = new Set();
   if (run.report) card.appendChild(renderMarkdown(run.report, run.path, shown));
+  const info = TASKS[run.task];
+  const evaluation = run.summaries["evaluation.json"];
+  if (info && evaluation) card.appendChild(headlineLine(info, evaluation));
+  if (evaluation && Array.isArray(evaluation.samples)) card.appendChild(samplesTable(evaluation.samples));
   const summaries = el("div", null, "summaries");
   Object.entries(run.summaries).forEach(([name, data]) => {
     summaries.appendChild(summaryTable(name, data));
   });
-  if (summaries.children.length && run.report) {
-    // The report already tells the story; its raw numbers stay one click away.
-    const details = el("details");
-    details.appendChild(el("summary", `numbers (${Object.keys(run.summaries).join(", ")})`));
-    details.appendChild(summaries);
+  if (summaries.children.length) {
+    // The report and the headline tell the story; the raw numbers stay one click away.
+    const details = el("details", null, "raw");
+    details.appendChild(el("summary", `raw JSON (${Object.keys(run.summaries).join(", ")})`));
+    const links = el("p", null, "small");
+    (run.files || Object.keys(run.summaries)).forEach((name) => {
+      const link = el("a", name);
+      link.href = runUrl(`${run.path}/${name}`);
+      link.target = "_blank";
+      links.append(link, " ");
+    });
+    details.append(links, summaries);
     card.appendChild(details);
-  } else if (summaries.children.length) {
-    card.appendChild(summaries);
   }
   const images = run.images.filter((path) => !shown.has(path));
   if (images.length) {
@@ -164,11 +174,101 @@ function runCard(run) {
   return card;
 }
 
+// Registry facts per task (headline metrics, published anchors), from /api/runs.
+let TASKS = {};
+
+function metricText(value) {
+  return typeof value === "number" ? formatValue(value) : (value === undefined ? "—" : String(value));
+}
+
+// `accuracy 0.8712 · f1 0.8690` for the task's headline metrics.
+function headlineLine(info, evaluation) {
+  const line = el("p", null, "headline");
+  info.headline.forEach((key, i) => {
+    if (i) line.append(" · ");
+    line.append(`${key} `);
+    line.appendChild(el("strong", metricText(evaluation[key])));
+  });
+  return line;
+}
+
+// The first sample outputs an evaluation keeps (translations: source, references, output).
+function samplesTable(samples) {
+  const box = el("details", null, "samples");
+  box.open = true;
+  box.appendChild(el("summary", `sample outputs (${Math.min(samples.length, 8)} of ${samples.length})`));
+  const table = el("table", null, "table");
+  const keys = Object.keys(samples[0] || {});
+  const head = el("tr");
+  keys.forEach((key) => head.appendChild(el("th", key)));
+  table.appendChild(head);
+  samples.slice(0, 8).forEach((sample) => {
+    const tr = el("tr");
+    keys.forEach((key) => {
+      const value = sample[key];
+      tr.appendChild(el("td", Array.isArray(value) ? value.join(" / ") : metricText(value)));
+    });
+    table.appendChild(tr);
+  });
+  box.appendChild(table);
+  return box;
+}
+
+function duration(seconds) {
+  if (typeof seconds !== "number") return "—";
+  if (seconds < 60) return `${seconds.toFixed(0)} s`;
+  return seconds < 3600 ? `${(seconds / 60).toFixed(1)} min` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
+// One row per task: its newest evaluated run's headline metrics beside the published anchors.
+function reportTable(runs) {
+  const table = document.querySelector("#report-table tbody");
+  table.replaceChildren();
+  const newest = {};
+  runs.forEach((run) => {
+    if (run.kind !== "lab" && run.summaries["evaluation.json"] && !newest[run.task]) newest[run.task] = run;
+  });
+  Object.values(newest).forEach((run) => {
+    const info = TASKS[run.task] || { headline: [], anchors: [] };
+    const evaluation = run.summaries["evaluation.json"];
+    const metrics = run.summaries["metrics.json"] || {};
+    const tr = el("tr");
+    tr.dataset.task = run.task;
+    const link = el("a", run.task);
+    link.href = `#run-${run.path}`;
+    const task = el("td");
+    task.append(link, el("div", run.run_id, "muted small"));
+    tr.appendChild(task);
+    const test = el("td", null, "num");
+    const keys = info.headline.length ? info.headline
+      : Object.keys(evaluation).filter((k) => typeof evaluation[k] === "number").slice(0, 3);
+    keys.forEach((key) => test.appendChild(el("div", `${key} ${metricText(evaluation[key])}`)));
+    tr.appendChild(test);
+    const anchors = el("td", null, "small");
+    if (!info.anchors.length) anchors.textContent = "—";
+    info.anchors.forEach((anchor) => {
+      const ours = evaluation[anchor.metric];
+      const mark = typeof ours === "number" ? (ours >= anchor.value ? " ✓" : " ✗") : "";
+      anchors.appendChild(el("div", `${anchor.metric} ${formatValue(anchor.value)}${mark} — ${anchor.source}`));
+    });
+    tr.appendChild(anchors);
+    tr.appendChild(el("td", duration(metrics.train_wall_time_s), "num"));
+    tr.appendChild(el("td", metrics.epochs_finished === undefined ? "—"
+      : `${metrics.epochs_finished} (best ${metrics.best_epoch ?? "—"})`, "num"));
+    table.appendChild(tr);
+  });
+  document.getElementById("report").hidden = !Object.keys(newest).length;
+}
+
 async function loadRuns() {
   try {
     const result = await callApi("/api/runs");
+    TASKS = result.tasks || {};
+    reportTable(result.runs);
     const container = document.getElementById("runs");
     container.replaceChildren();
+    const index = document.getElementById("run-index");
+    index.replaceChildren();
     if (!result.runs.length) {
       const empty = document.getElementById("empty");
       withCode(empty, `No runs under ${result.runs_dir} yet — train one with ` +
@@ -176,7 +276,7 @@ async function loadRuns() {
       empty.hidden = false;
       return;
     }
-    const index = document.getElementById("run-index");
+    document.getElementById("empty").hidden = true;
     result.runs.forEach((run) => {
       container.appendChild(runCard(run));
       const link = el("a", run.path);
@@ -189,4 +289,8 @@ async function loadRuns() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", loadRuns);
+document.addEventListener("DOMContentLoaded", () => {
+  loadRuns();
+  // A task that changes state (a run finished, evaluated, exported) brings new results.
+  watchProgress(loadRuns);
+});
