@@ -68,6 +68,10 @@ def _check_size(proto: tensor_pb2.TensorProto, name: str) -> None:
             f"(or tensor_content) for tensors over {MAX_FILLED_ELEMENTS} elements")
 
 
+# DataType values above this are the reference types (DT_FLOAT_REF = DT_FLOAT + 100, ...).
+_LAST_PLAIN_DTYPE = 100
+
+
 def to_numpy(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     """Decode a request's TensorProto; malformed protos are the client's error.
 
@@ -76,6 +80,9 @@ def to_numpy(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
         name: its alias, for the error message.
     """
     _check_size(proto, name)
+    if proto.dtype > _LAST_PLAIN_DTYPE:  # DT_*_REF: a graph's reference types, never values
+        raise invalid_argument(f"tensor parsing error: {name}: {dtype_name(proto.dtype)} is a "
+                               "reference type; send the value's own dtype")
     try:
         return tf.make_ndarray(proto)
     except KeyError:  # make_ndarray has no decoder for this dtype (resource, variant, ...)

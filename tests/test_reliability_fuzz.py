@@ -239,6 +239,13 @@ def test_grpc_tensor_conversion_in_process_accepts_or_refuses_every_proto():
     assert counts["cases"] == 600 and counts["accepted"] > 50 and counts["refused"] > 200
 
 
+def test_reference_dtypes_are_refused_in_process():
+    # Found by the fuzzer above: a DT_*_REF proto decoded into its value type's array.
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT8_E5M2_REF, tensor_content=b"\0")
+    with pytest.raises(ServingError, match="reference type"):
+        to_numpy(proto, "x")
+
+
 def test_deep_nesting_and_odd_strings_in_process():
     deep = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(ServingError, match="nested too deeply") as err:
