@@ -293,15 +293,31 @@ def _copy_half_plus_two(shared_data: Path, target: Path) -> None:
                     target)
 
 
-def test_saved_model_tags_name_the_metagraph_to_load(shared_data, tmp_path):
-    base = tmp_path / "hp"
-    _copy_half_plus_two(shared_data, base / "1")
+def _export_tagged_tf1_model(path: Path, tags: list[str]) -> None:
+    """A TF1-style SavedModel (y = 2x) whose one MetaGraph carries `tags`."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        y = tf.identity(2.0 * x, name="y")
+        builder = tf.compat.v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, tags, signature_def_map={
+            "serving_default": tf.compat.v1.saved_model.predict_signature_def({"x": x},
+                                                                              {"y": y})})
+        builder.save()
+
+
+def test_saved_model_tags_name_the_metagraph_to_load(tmp_path):
+    base = tmp_path / "tagged"
+    _export_tagged_tf1_model(base / "1", ["serve", "custom"])
     done = subprocess.run(
         [sys.executable, "-m", "serving", "--port=0", "--rest_api_port=0",
-         f"--model_base_path={base}", "--saved_model_tags=serve,tpu",
-         "--max_num_load_retries=0"], cwd=REPO, capture_output=True, text=True, timeout=180)
+         f"--model_base_path={base}", "--max_num_load_retries=0"],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
     assert done.returncode == 2
-    assert "no MetaGraph with tags ['serve', 'tpu']" in done.stderr
+    assert "no MetaGraph with tags ['serve']" in done.stderr
+    with running_server([f"--model_base_path={base}", "--saved_model_tags=custom,serve"],
+                        tmp_path / "server.log") as server:
+        assert http("POST", f"{server.url}/v1/models/default:predict",
+                    {"instances": [1.5]}) == (200, {"predictions": [3.0]})
 
 
 def test_batching_file_without_enable_batching_is_a_startup_error(tmp_path):
