@@ -264,11 +264,38 @@ def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny
                               "put them there")
 
     monkeypatch.setattr(flickr8k, "prepare", unavailable)
-    assert main(["run", "--profile", "tiny", "--tasks", "sentiment", "captioning",
-                 "--base-path", str(tmp_path / "exports"), "--no-serve"]) == 0
-    summary = _run_summary(capsys.readouterr().out)
+    # A task that fails (here: a bug in its training) is reported in one line; the others go on.
+    from pipelines import trainer
+    from pipelines.captioning import CaptioningTask
+    from pipelines.sentiment import SentimentBowTask
+
+    for task_class in (SentimentBowTask, CaptioningTask):  # `--profile tiny` must exist for all
+        monkeypatch.setitem(task_class.profiles, "tiny", {})
+    real_train = trainer.train
+
+    def train(task, *args, **kwargs):
+        if task.name == "sentiment_bow":
+            raise RuntimeError("the GPU caught fire\nsecond line")
+        return real_train(task, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", train)
+    assert main(["run", "--profile", "tiny", "--tasks", "sentiment_bow", "sentiment",
+                 "captioning", "--base-path", str(tmp_path / "exports"), "--no-serve"]) == 1
+    out = capsys.readouterr().out
+    summary = _run_summary(out)
     assert [item["task"] for item in summary["tasks"]] == ["sentiment"]
     assert "not found in /nowhere" in summary["skipped"]["captioning"]
+    assert summary["failed"] == {"sentiment_bow": "RuntimeError: the GPU caught fire"}
+    assert "sentiment_bow  FAILED: RuntimeError: the GPU caught fire" in out
+    main(["runs"])
+    job = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert job[0].startswith("rnnkit run (tiny profile, started ") and job[0].endswith("finished")
+    test = summary["tasks"][0]["test"]
+    assert job[1:] == ["  sentiment_bow  failed: RuntimeError: the GPU caught fire",
+                       f"  sentiment      done: accuracy {test['accuracy']:.3f}, "
+                       f"f1 {test['f1']:.3f}, roc_auc {test['roc_auc']:.3f}",
+                       "  captioning     skipped: Flickr8k archives ['Flickr8k_Dataset.zip'] not "
+                       "found in /nowhere — put them there"]
 
     # With every task's data missing the job fails with one line, no traceback.
     assert main(["run", "--tasks", "captioning", "--no-serve"]) == 2

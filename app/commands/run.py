@@ -376,9 +376,11 @@ def run(args: argparse.Namespace) -> int:
         0, or 1 when --no-serve finished with a failed task.
     """
     from pipelines.config import runs_dir
-    from pipelines.tasks import task_info
+    from pipelines.tasks import get_task, task_info
 
     names = plan(args.tasks)
+    for name in names:  # an unknown profile is an error before anything starts
+        get_task(name).config(args.profile)
     progress = Progress(runs_dir(), {name: task_info(name).export_name for name in names},
                         args.profile)
     if not args.no_serve:
