@@ -515,3 +515,40 @@ def test_rest_port_equal_to_grpc_port_skips_rest_as_tf_does(shared_data, tmp_pat
         assert "--rest_api_port cannot be same as --port" in caplog.text
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_num_unload_threads_bounds_versions_unloading_at_once(tmp_path, monkeypatch, threads):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving import model_manager
+
+    closing, most = [0], [0]
+    lock = threading.Lock()
+
+    class Loaded:
+        def wait_idle(self, timeout: float) -> bool:
+            return True
+
+        def close(self) -> None:
+            with lock:
+                closing[0] += 1
+                most[0] = max(most[0], closing[0])
+            time.sleep(0.4)
+            with lock:
+                closing[0] -= 1
+
+    monkeypatch.setattr(model_manager, "load_servable", lambda *args: Loaded())
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in ("a", "b", "c"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        config.model_config_list.config.add(name=name, base_path=str(tmp_path / name))
+    manager = model_manager.ModelManager(poll_wait_seconds=0, load_threads=3,
+                                         unload_threads=threads)
+    try:
+        manager.apply_config(config)
+        manager.apply_config(model_server_config_pb2.ModelServerConfig(
+            model_config_list=model_server_config_pb2.ModelConfigList()))
+    finally:
+        manager.stop()  # waits for the unloads
+    assert most[0] == threads
