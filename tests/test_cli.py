@@ -254,6 +254,21 @@ def test_run_serves_first_and_resumes_an_interrupted_run(reviews, runs_root, tmp
     assert metrics["resumed"] and metrics["epochs_finished"] == 8
 
 
+def test_run_on_a_busy_port_fails_in_one_line_and_leaves_nothing(runs_root, tmp_path, capsys,
+                                                                 tiny_sentiment):
+    exports = tmp_path / "exports"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["run", "--profile", "tiny", "--tasks", "sentiment", "--base-path",
+                     str(exports), "--port", str(free_port()), "--rest-port", str(free_port()),
+                     "--app-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"rnnkit: error: cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+    assert list(exports.iterdir()) == []  # no planned model folder, no models.config
+
+
 def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny_sentiment,
                                       monkeypatch):
     from app.errors import DataUnavailable

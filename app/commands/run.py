@@ -271,7 +271,7 @@ def _interrupt(thread: threading.Thread) -> None:
 def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
     """After serving: drop the planned model folders nothing was exported into, and list only
     exported models in models.config (it is also what docker-compose serves)."""
-    from serving.models_config import exported_models, write_models_config
+    from serving.models_config import MODELS_CONFIG_NAME, exported_models, write_models_config
 
     for name in planned:
         folder = base_path / name
@@ -279,6 +279,8 @@ def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
             folder.rmdir()
     if exported_models(base_path):
         write_models_config(base_path, container_base=str(base_path))
+    else:  # it listed only models that were never exported
+        (base_path / MODELS_CONFIG_NAME).unlink(missing_ok=True)
 
 
 def _serve_while_training(args: argparse.Namespace, names: list[str],
@@ -308,12 +310,17 @@ def _serve_while_training(args: argparse.Namespace, names: list[str],
     server = ModelServer(ServerOptions(
         host=args.host, port=args.port, rest_api_port=args.rest_port,
         model_config_file=str(config_file), model_config_file_poll_wait_seconds=60))
-    server.start()
+    started = False
     try:
+        server.start()
+        started = True
         web = make_server(f"{args.host}:{args.port}", args.host, args.app_port, runs_dir(),
                           base_path=base_path)
-    except BaseException:
-        server.stop()
+    except BaseException:  # e.g. a port in use: nothing trained, nothing left behind
+        if started:
+            server.stop()
+        progress.finish("interrupted")
+        _tidy_exports(base_path, planned)
         raise
     web_thread = threading.Thread(target=web.serve_forever, daemon=True, name="web-app")
     web_thread.start()
