@@ -27,6 +27,11 @@ CLASS_OUTPUTS = ("label", "probability", "probabilities")
 TAG_OUTPUTS = ("tokens", "tags")
 TEXT_OUTPUTS = ("output_text", "translation")
 CAPTION_OUTPUTS = ("output_text", "caption")
+# Language models: serving_default continues the text; `next_words` lists the likeliest next
+# words with their probabilities; `generate` samples (temperature, top_k, seed, words inputs).
+LANGUAGE_MODEL_OUTPUTS = ("continuation",)
+NEXT_WORDS_SIGNATURE = "next_words"
+GENERATE_SIGNATURE = "generate"
 
 
 def signature_defs(metadata: Any) -> dict[str, dict[str, dict[str, str]]]:
@@ -51,7 +56,8 @@ def signature_defs(metadata: Any) -> dict[str, dict[str, dict[str, str]]]:
 
 
 def model_kind(signatures: Mapping[str, Mapping[str, Mapping[str, str]]]) -> str | None:
-    """The model's kind (classify, tag, seq2seq, caption) from its signatures, or None.
+    """The model's kind (classify, tag, seq2seq, caption, language_model) from its signatures,
+    or None.
 
     Args:
         signatures: what `signature_defs` returns.
@@ -66,6 +72,8 @@ def model_kind(signatures: Mapping[str, Mapping[str, Mapping[str, str]]]) -> str
         return None
     if all(name in outputs for name in TAG_OUTPUTS):
         return "tag"
+    if any(name in outputs for name in LANGUAGE_MODEL_OUTPUTS):
+        return "language_model"
     if any(name in outputs for name in TEXT_OUTPUTS):
         return "seq2seq"
     if "label" in outputs or "probabilities" in outputs:

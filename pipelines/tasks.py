@@ -203,6 +203,8 @@ REGISTRY: tuple[TaskInfo, ...] = (
              ("bleu", "chrf"), preset_of="seq2seq", dataset="spa_eng", run_order=30, anchors=(
                  Anchor("bleu", 5.0, "GRU seq2seq lab without attention "
                                      "(sentence BLEU-4 0.05)"),)),
+    TaskInfo("language_model", "pipelines.language_model:LanguageModelTask", "language_model",
+             "language_model", ("perplexity", "validation_perplexity", "top1_accuracy")),
     TaskInfo("caption", "pipelines.captioning:CaptionTask", "caption", "captioner",
              ("bleu_1", "bleu_4", "cider_d")),
     TaskInfo("captioning", "pipelines.captioning:CaptioningTask", "caption", "captioner",

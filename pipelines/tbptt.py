@@ -182,10 +182,9 @@ def truncated_bptt(model: keras.Model, config: TrainConfig
     layers = _check(model, config.tbptt_steps)
     batch_size = config.batch_size
     for layer in layers:
-        # The driver creates a stateful layer's carried-state variables when it builds.
-        layer.stateful = True
-        layer.build((batch_size, None, None))
-        layer.stateful = False
+        # The carried-state variables, made directly: building the layer again would record
+        # (batch, None, None) as its build shape, which a saved checkpoint cannot rebuild from.
+        layer._create_state_variables(batch_size)
     object.__setattr__(model, "train_step", _chunked_train_step(model, layers))
     model.train_function = None
     log.info("truncated BPTT: chunks of %d steps through %d recurrent layer(s)",

@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("predict", "app.commands.predict"),
     ("caption", "app.commands.caption"),
     ("translate", "app.commands.translate"),
+    ("generate", "app.commands.generate"),
     ("lab", "app.commands.lab"),
     ("bench", "app.commands.bench"),
 ]

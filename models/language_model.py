@@ -1,0 +1,217 @@
+"""Word-level language model: embedding -> stacked recurrent layers -> scores over the vocabulary.
+
+The input and output embeddings are one matrix (Press & Wolf 2017): `TiedEmbedding` looks words
+up and, called with `scores=True`, scores hidden states against every word's vector. The last
+recurrent layer therefore has the embedding's size. Dropout sits on the embeddings, between the
+layers, before the output, and (the cell's `recurrent_dropout`) on the recurrent state: the
+cheap parts of AWD-LSTM (Merity et al. 2017).
+
+The training model takes token ids as [batch, time, 1] (pipelines.tbptt chunks inputs of shape
+[batch, time, features]) and returns logits [batch, time, vocabulary]. Its recurrent layers also
+return their final states, which the training graph ignores and `run` uses: evaluation carries
+them across a whole split, generation across the steps of a continuation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from models.layers import recurrent_layer
+
+EMBEDDING = "embedding"
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class TiedEmbedding(keras.layers.Layer):
+    """Word vectors that also score the next word (tied input and output embeddings).
+
+    Called on ids [..] it returns their vectors [.., dim]; called on vectors [.., dim] with
+    `scores=True` it returns logits [.., vocabulary] (a dot product with every word's vector
+    plus a per-word bias).
+
+    Args:
+        vocabulary: the words in id order (id 0 the unknown word); kept in the config, so a
+            saved model carries its vocabulary.
+        dim: size of each word vector.
+        **kwargs: Keras layer arguments (name, dtype, trainable).
+    """
+
+    def __init__(self, vocabulary: list[str], dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vocabulary = list(vocabulary)
+        self.dim = dim
+        # Scores of masked (padding) steps are ignored downstream; the mask passes through.
+        self.supports_masking = True
+
+    def build(self, input_shape: Any) -> None:
+        # Small uniform vectors, as the classic word-level LMs (Zaremba et al. 2014) start.
+        self.embeddings = self.add_weight(
+            shape=(len(self.vocabulary), self.dim), name="embeddings",
+            initializer=keras.initializers.RandomUniform(-0.1, 0.1))
+        self.bias = self.add_weight(shape=(len(self.vocabulary),), name="output_bias",
+                                    initializer="zeros")
+
+    def call(self, inputs: Any, scores: bool = False) -> Any:
+        if scores:
+            return ops.matmul(inputs, ops.transpose(self.embeddings)) + self.bias
+        return ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocabulary": self.vocabulary, "dim": self.dim}
+
+
+def build_language_model(vocabulary: list[str], *, cell: str = "lstm", embedding_dim: int = 200,
+                         units: int = 200, layers: int = 2, dropout: float = 0.3,
+                         embedding_dropout: float = 0.1, recurrent_dropout: float = 0.0,
+                         seed: int = 42, name: str = "language_model") -> keras.Model:
+    """The language model: ids [batch, time, 1] -> logits [batch, time, vocabulary].
+
+    Args:
+        vocabulary: the words in id order.
+        cell: recurrent cell, a key of models.layers.RECURRENT_LAYERS.
+        embedding_dim: word vector size (also the last recurrent layer's, for the tied output).
+        units: size of the recurrent layers below the last.
+        layers: number of stacked recurrent layers.
+        dropout: dropout between layers and before the output.
+        embedding_dropout: dropout on the word vectors.
+        recurrent_dropout: dropout on each layer's recurrent state.
+        seed: seeds the dropout masks.
+        name: the model's name.
+    """
+    tokens = keras.Input((None, 1), dtype="int32", name="tokens")
+    embedding = TiedEmbedding(vocabulary, embedding_dim, name=EMBEDDING)
+    x = embedding(keras.layers.Reshape((-1,), name="ids")(tokens))
+    x = keras.layers.Dropout(embedding_dropout, seed=seed, name="embedding_dropout")(x)
+    for i in range(layers):
+        size = embedding_dim if i == layers - 1 else units
+        layer = recurrent_layer(cell, size, return_sequences=True, return_state=True,
+                                recurrent_dropout=recurrent_dropout, seed=seed + 1 + i,
+                                name=f"rnn_{i}")
+        x = layer(x)[0]
+        x = keras.layers.Dropout(dropout, seed=seed + 100 + i, name=f"dropout_{i}")(x)
+    logits = embedding(x, scores=True)
+    return keras.Model(tokens, logits, name=name)
+
+
+def vocabulary(model: keras.Model) -> list[str]:
+    """A language model's vocabulary, in id order.
+
+    Args:
+        model: a model from build_language_model.
+    """
+    return model.get_layer(EMBEDDING).vocabulary
+
+
+def recurrent(model: keras.Model) -> list:
+    """A language model's recurrent layers, bottom first.
+
+    Args:
+        model: a model from build_language_model.
+    """
+    return [layer for layer in model.layers if layer.name.startswith("rnn_")]
+
+
+def zero_states(model: keras.Model, batch_size: Any) -> list:
+    """Zero states of every recurrent layer: one list of state tensors per layer.
+
+    Args:
+        model: a language model.
+        batch_size: number of rows (int or scalar tensor).
+    """
+    return [layer.get_initial_state(batch_size) for layer in recurrent(model)]
+
+
+def run(model: keras.Model, ids: Any, states: list, mask: Any = None) -> tuple[Any, list]:
+    """Logits of every step and the final states, starting from `states` (inference).
+
+    Args:
+        model: a language model.
+        ids: int token ids [batch, time].
+        states: per layer, its list of state tensors (zero_states, or a previous call's).
+        mask: bool [batch, time]; masked steps carry states and outputs forward (right
+            padding), so the last step's logits are those after each row's last word.
+    """
+    embedding = model.get_layer(EMBEDDING)
+    x = embedding(ids)
+    final = []
+    for layer, state in zip(recurrent(model), states, strict=True):
+        out = layer(x, initial_state=state, mask=mask, training=False)
+        x, new = out[0], list(out[1:])
+        final.append(new)
+    return embedding(x, scores=True), final
+
+
+def choose(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor,
+           step: tf.Tensor) -> tf.Tensor:
+    """The next word of each row: sampled among its top_k words at a temperature.
+
+    top_k 1 is greedy. Sampling adds Gumbel noise drawn from (seed, step) of each row, so the
+    same request answers the same words whatever else shares its batch.
+
+    Args:
+        logits: [batch, vocabulary].
+        temperature: float [batch], > 0.
+        top_k: int32 [batch], >= 1.
+        seed: int64 [batch].
+        step: int32 scalar, the position in the continuation.
+    """
+    vocabulary_size = tf.shape(logits)[1]
+    k = tf.minimum(tf.reduce_max(top_k), vocabulary_size)
+    values, indices = tf.math.top_k(logits / temperature[:, None], k=k)
+    keep = tf.range(k)[None, :] < top_k[:, None]
+    values = tf.where(keep, values, tf.constant(-float("inf"), values.dtype))
+
+    def noise(row_seed: tf.Tensor) -> tf.Tensor:
+        seed_pair = tf.stack([row_seed, tf.cast(step, tf.int64)])
+        uniform = tf.random.stateless_uniform([k], seed=seed_pair, minval=1e-9, maxval=1.0)
+        return -tf.math.log(-tf.math.log(uniform))
+
+    gumbel = tf.map_fn(noise, seed, fn_output_signature=tf.TensorSpec([None], tf.float32))
+    gumbel = tf.where(top_k[:, None] > 1, gumbel, tf.zeros_like(gumbel))
+    best = tf.argmax(values + tf.cast(gumbel, values.dtype), axis=1, output_type=tf.int32)
+    return tf.gather(indices, best, batch_dims=1)
+
+
+def generate(model: keras.Model, ids: tf.Tensor, mask: tf.Tensor, temperature: tf.Tensor,
+             top_k: tf.Tensor, seed: tf.Tensor, words: tf.Tensor, stop_id: int,
+             banned_id: int) -> tf.Tensor:
+    """Continue each prompt word by word inside the graph; ids [batch, words] (stop_id pads).
+
+    A row's continuation ends at `stop_id` (the end-of-document token) or after `words` words.
+
+    Args:
+        model: a language model.
+        ids: the prompts' ids [batch, time], right-padded.
+        mask: bool [batch, time], True on words.
+        temperature: float [batch].
+        top_k: int32 [batch].
+        seed: int64 [batch].
+        words: int32 [batch], words to generate per row.
+        stop_id: the id that ends a continuation.
+        banned_id: an id never generated (the unknown word).
+    """
+    batch = tf.shape(ids)[0]
+    logits, states = run(model, ids, zero_states(model, batch), mask)
+    last = logits[:, -1]
+    flat = tf.nest.flatten(states)
+    steps = tf.reduce_max(tf.concat([words, [0]], axis=0))
+    ban = tf.one_hot(banned_id, tf.shape(last)[1], on_value=-float("inf"), off_value=0.0,
+                     dtype=last.dtype)
+
+    def body(step, last, flat, done, out):
+        chosen = choose(last + ban, temperature, top_k, seed, step)
+        done = done | (step >= words)
+        chosen = tf.where(done, stop_id, chosen)
+        done = done | tf.equal(chosen, stop_id)
+        logits, new = run(model, chosen[:, None], tf.nest.pack_sequence_as(states, flat))
+        return step + 1, logits[:, -1], tf.nest.flatten(new), done, out.write(step, chosen)
+
+    _, _, _, _, out = tf.while_loop(
+        lambda step, *_: step < steps, body,
+        (tf.constant(0), last, flat, tf.zeros([batch], tf.bool),
+         tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))))
+    return tf.transpose(tf.reshape(out.stack(), [steps, batch]))

@@ -1,0 +1,179 @@
+"""`language_model`: a tiny seeded run on a few thousand real WikiText-2 tokens written to .txt
+files learns (perplexity clearly below the unigram baseline of the same run), evaluates,
+exports, reloads and generates / answers next_words, also through the model server and
+`rnnkit generate`; the tokenizers agree in Python and TensorFlow; the Kneser-Ney baseline is a
+distribution; every bad input is one clear error (or, for unknown words, an answer)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app.cli import main
+from app.errors import UserError
+from pipelines import text_corpus, wikitext2
+from pipelines.ngram_baselines import bigram_kneser_ney_probabilities
+from pipelines.tasks import get_task
+from tests.serving_harness import running_server
+
+SMALL = ["epochs=6", "batch_size=8", "tbptt_steps=20", "learning_rate=0.01", "layers=1",
+         "embedding_dim=48", "units=48", "max_tokens=800", "dropout=0.1",
+         "embedding_dropout=0.0", "early_stopping_patience=6", "generate_words=8"]
+
+
+def first_tokens(split: str, tokens: int) -> list[str]:
+    """The first lines of a WikiText-2 split holding about `tokens` tokens."""
+    lines, count = [], 0
+    for _, row in wikitext2.rows(split):
+        lines.append(row["text"])
+        count += len(row["text"].split()) + 1
+        if count >= tokens:
+            break
+    return lines
+
+
+@pytest.fixture(scope="module")
+def corpus(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wikitext")
+    for split, tokens in (("train", 12_000), ("validation", 2_500), ("test", 2_500)):
+        (folder / f"{split}.txt").write_text("\n".join(first_tokens(split, tokens)) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lm_run(corpus, tmp_path_factory):
+    from pipelines.trainer import train
+
+    task = get_task("language_model")
+    config = task.config("quick", [f"data={corpus / 'train.txt'}",
+                                   f"validation_data={corpus / 'validation.txt'}",
+                                   f"test_data={corpus / 'test.txt'}", *SMALL])
+    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "lm")
+
+
+@pytest.fixture(scope="module")
+def exported(lm_run, tmp_path_factory):
+    from serving.export import export_run
+
+    task, _, result = lm_run
+    return export_run(task, result.run_dir, tmp_path_factory.mktemp("exports"), "wiki")
+
+
+def test_learns_below_the_count_baselines(lm_run, capsys):
+    _, _, result = lm_run
+    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    baselines = report["baselines"]
+    assert report["perplexity"] < 0.7 * baselines["unigram_perplexity"], report
+    assert baselines["kneser_ney_bigram_perplexity"] < baselines["unigram_perplexity"]
+    assert 0 < report["validation_perplexity"] < baselines["unigram_perplexity"]
+    assert 0 < report["top1_accuracy"] <= report["top5_accuracy"] < 1
+    assert report["vocabulary"] == 800 and report["tokens"] > 2000
+
+
+def test_export_generates_and_answers_next_words(exported):
+    loaded = tf.saved_model.load(str(exported))
+    prompts = tf.constant(["the game was", "Valkyria Chronicles", "zzzqqq xxyyzz", ""])
+    greedy = loaded.signatures["serving_default"](text=prompts)["continuation"].numpy()
+    assert greedy.shape == (4,)
+    assert all(0 < len(text.split()) <= 8 for text in greedy[:3]), greedy
+    assert not any(b"<unk>" in text for text in greedy)
+
+    def sample(temperature, top_k, seed, words=6):
+        n = prompts.shape[0]
+        return loaded.signatures["generate"](
+            text=prompts, temperature=tf.fill([n], temperature), top_k=tf.fill([n], top_k),
+            seed=tf.fill([n], tf.constant(seed, tf.int64)),
+            words=tf.fill([n], words))["continuation"].numpy()
+
+    # top_k 1 is greedy whatever the temperature or seed; a seed repeats a sample exactly.
+    greedy6 = sample(0.5, 1, 3)
+    assert [t.split()[:6] for t in greedy6] == [t.split()[:6] for t in greedy]
+    assert list(sample(1.5, 50, 7)) == list(sample(1.5, 50, 7))
+    assert list(sample(1.5, 50, 7)) != list(sample(1.5, 50, 8))
+    assert all(len(t.split()) <= 2 for t in sample(1.0, 5, 1, words=2))
+
+    out = loaded.signatures["next_words"](text=prompts)
+    words, p = out["words"].numpy(), out["probabilities"].numpy()
+    assert words.shape == (4, 5) and p.shape == (4, 5)
+    assert (np.diff(p, axis=1) <= 0).all() and (p > 0).all() and (p.sum(axis=1) <= 1 + 1e-5).all()
+    assert b"<unk>" not in words.ravel()
+    # After "the" comes a word, not another "the": the model knows the text a little.
+    after_the = loaded.signatures["next_words"](text=tf.constant(["It was one of the"]))
+    assert after_the["words"].numpy()[0, 0] != b"the"
+
+    for bad, reason in (({"temperature": 0.0}, "temperature must be > 0"),
+                        ({"top_k": 0}, "top_k must be >= 1"),
+                        ({"words": 1000}, "words must be <= 100")):
+        args = {"temperature": 1.0, "top_k": 5, "words": 3, **bad}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
+            loaded.signatures["generate"](
+                text=tf.constant(["the"]), temperature=tf.constant([args["temperature"]]),
+                top_k=tf.constant([args["top_k"]]), seed=tf.constant([1], tf.int64),
+                words=tf.constant([args["words"]]))
+
+
+def test_generate_command_through_the_server(exported, tmp_path, capsys):
+    with running_server(["--model_name=wiki", f"--model_base_path={exported.parent}"],
+                        tmp_path / "server.log") as server:
+        address = f"--server=127.0.0.1:{server.grpc_port}"
+        assert main(["generate", "The game was", "--model", "wiki", address, "--words", "5",
+                     "--temperature", "0.8", "--seed", "11"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert main(["generate", "The game was", "--model", "wiki", address, "--words", "5",
+                     "--temperature", "0.8", "--seed", "11"]) == 0
+        assert json.loads(capsys.readouterr().out) == first
+        assert main(["generate", "The game was", "--model", "wiki", address, "--next"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert main(["generate", "x", "--model", "wiki", address, "--top-k", "0"]) == 2
+        error = capsys.readouterr().err
+        # `rnnkit predict` (and the web page) read the kind from the signatures.
+        assert main(["predict", "--model", "wiki", address, "zzzqqq"]) == 0
+        predicted = json.loads(capsys.readouterr().out)
+    [result] = first["generations"]
+    assert result["prompt"] == "The game was" and 0 < len(result["continuation"].split()) <= 5
+    assert first["seed"] == 11
+    assert len(answer["next_words"][0]["words"]) == 5
+    assert error.count("\n") == 1 and "top_k must be >= 1" in error, error
+    assert predicted["kind"] == "language_model"
+    assert len(predicted["outputs"]["continuation"]) == 1  # unknown words answer, too
+
+
+def test_tokenizers_agree_in_python_and_tensorflow():
+    texts = ["A quiet, lovely film.<br /><br />I'd see it AGAIN!", "  café (1990) -- ok ",
+             "= Valkyria Chronicles III =", ""]
+    for mode in text_corpus.TOKENIZERS:
+        graph = text_corpus.tf_words(tf.constant(texts), mode).to_list()
+        assert [[w.decode() for w in row] for row in graph] == \
+            [text_corpus.words(t, mode) for t in texts]
+    assert text_corpus.words(texts[0], "lower_punct")[:4] == ["a", "quiet", ",", "lovely"]
+
+
+def test_kneser_ney_bigram_is_a_distribution():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 30, 2000)
+    for context in (0, 5, 35):  # 35: a context never seen in training
+        p = bigram_kneser_ney_probabilities(train, 40, np.full(40, context), np.arange(40))
+        assert (p > 0).all()
+        np.testing.assert_allclose(p.sum(), 1.0, atol=1e-9)
+
+
+def datasets_error(tmp_path, text, *overrides):
+    (tmp_path / "c.txt").write_text(text)
+    task = get_task("language_model")
+    config = task.config("quick", [f"data={tmp_path / 'c.txt'}", *overrides])
+    with pytest.raises(UserError) as err:
+        task.datasets(config)
+    return str(err.value)
+
+
+def test_bad_corpora_are_one_clear_error(tmp_path):
+    assert "has no words" in datasets_error(tmp_path, "\n\n  \n")
+    message = datasets_error(tmp_path, "a b c d e f g h\n" * 20, "batch_size=4",
+                             "tbptt_steps=35")
+    assert "fewer than one BPTT window" in message and "\n" not in message
+    assert "is not a way to read text" in datasets_error(tmp_path, "a b\n", "documents=pages")
+    assert "tbptt_steps=none" in datasets_error(tmp_path, "a b\n", "tbptt_steps=none")
