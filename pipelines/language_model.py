@@ -175,6 +175,9 @@ class LanguageModelTask(Task):
             # only ever as the test part (`evaluate`), never trained on.
             rows = self._imdb_rows("train+unsupervised" if split == "train" else split)
         elif named is not None:
+            if named.kind not in ("language_model", "classify"):
+                raise UserError(f"data set {source!r} is for {named.kind} tasks, not running "
+                                "text", "pass a .txt/.csv/.jsonl file, wikitext2 or imdb")
             rows = named.rows(split, [column])
         elif data_files.file_format(source, formats) in text_corpus.TEXT_FORMATS:
             rows = text_corpus.iter_text_lines(source, column)

@@ -177,3 +177,6 @@ def test_bad_corpora_are_one_clear_error(tmp_path):
     assert "fewer than one BPTT window" in message and "\n" not in message
     assert "is not a way to read text" in datasets_error(tmp_path, "a b\n", "documents=pages")
     assert "tbptt_steps=none" in datasets_error(tmp_path, "a b\n", "tbptt_steps=none")
+    task = get_task("language_model")
+    with pytest.raises(UserError, match="is for tag tasks, not running text"):
+        task.datasets(task.config("quick", ["data=ud_en_ewt"]))
