@@ -209,6 +209,7 @@ def _interrupt_mid_training(rest: int, app: int, seen: dict) -> None:
             if task["state"] == "training" and task.get("epoch", 0) >= 1:
                 seen["training"] = task
                 seen["model"] = http("GET", f"http://127.0.0.1:{rest}/v1/models/sentiment")
+                seen["page_models"] = http("GET", f"http://127.0.0.1:{app}/api/models")[1]
                 break
             time.sleep(0.1)
     finally:
@@ -237,6 +238,9 @@ def test_run_serves_first_and_resumes_an_interrupted_run(reviews, runs_root, tmp
     assert seen["training"]["label"].startswith(f"training: epoch {seen['training']['epoch']} "
                                                 "of 8, loss ")
     assert "model_version_status" not in seen["model"][1]  # nothing exported yet
+    listed = {m["name"]: m for m in seen["page_models"]["models"]}
+    assert listed["sentiment"]["state"] == "NOT_LOADED"
+    assert listed["sentiment"]["message"].startswith("not served yet: rnnkit run: training: epoch")
     run_dir = Path(seen["training"]["run_dir"])
     assert not (run_dir / "metrics.json").exists()
     assert not (exports / "sentiment").exists()  # the empty planned folder was tidied away

@@ -125,8 +125,14 @@ class WebApi:
 
     def models(self) -> dict[str, Any]:
         """Every known model with its versions, states, signatures and kind."""
-        return {"server": self.server, "views": list(VIEWS),
-                "models": [self._model_status(n) for n in self.model_names()]}
+        job = read_progress(self.runs_dir) or {"tasks": []}
+        # A model `rnnkit run` is still training says so instead of "not served".
+        coming = {t["model"]: t["label"] for t in job["tasks"] if t["state"] != "done"}
+        models = [self._model_status(n) for n in self.model_names()]
+        for model in models:
+            if model["state"] == "NOT_LOADED" and model["name"] in coming:
+                model["message"] = f"not served yet: rnnkit run: {coming[model['name']]}"
+        return {"server": self.server, "views": list(VIEWS), "models": models}
 
     def _model_status(self, name: str) -> dict[str, Any]:
         """One model's versions, state and kind; NOT_LOADED when the server does not know it."""
