@@ -133,7 +133,9 @@ function runCard(run) {
   if (run.report) card.appendChild(renderMarkdown(run.report, run.path, shown));
   const info = TASKS[run.task];
   const evaluation = run.summaries["evaluation.json"];
-  if (info && evaluation) card.appendChild(headlineLine(info, evaluation));
+  if (info && evaluation && info.headline.some((key) => key in evaluation)) {
+    card.appendChild(headlineLine(info, evaluation));
+  }
   if (evaluation && Array.isArray(evaluation.samples)) card.appendChild(samplesTable(evaluation.samples));
   const summaries = el("div", null, "summaries");
   Object.entries(run.summaries).forEach(([name, data]) => {
