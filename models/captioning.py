@@ -41,29 +41,76 @@ def normalize_caption(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.strip(text)
 
 
-def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+# Images with more pixels than this are refused before decoding (a decompression bomb: a 774 KB
+# PNG can hold 16,000 x 16,000 pixels, 768 MB decoded).
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def image_size_from_header(image_bytes: tf.Tensor) -> tf.Tensor:
+    """[height, width] of a JPEG, PNG, GIF or BMP image read from its header, without decoding.
+
+    [0, 0] for bytes of another format or too short to hold a header (decoding then says what
+    is wrong with them).
+
+    Args:
+        image_bytes: scalar string tensor with the encoded image.
+    """
+    def field(offset: int, dtype: tf.DType, little_endian: bool) -> tf.Tensor:
+        size = 4 if dtype == tf.uint16 else 8
+        raw = tf.io.decode_raw(tf.strings.substr(image_bytes, offset, size), dtype,
+                               little_endian=little_endian)
+        return tf.abs(tf.cast(raw, tf.int64))  # [width, height]; a BMP's height may be < 0
+
+    head = tf.strings.substr(image_bytes, 0, 4)
+    long_enough = tf.strings.length(image_bytes) >= 26
+    unknown = tf.zeros([2], tf.int64)
+    width_height = tf.case([
+        (tf.equal(tf.strings.substr(head, 0, 2), b"\xff\xd8"),
+         lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[1::-1], tf.int64)),
+        (long_enough & tf.equal(head, b"\x89PNG"), lambda: field(16, tf.int32, False)),
+        (long_enough & tf.equal(tf.strings.substr(head, 0, 3), b"GIF"),
+         lambda: field(6, tf.uint16, True)),
+        (long_enough & tf.equal(tf.strings.substr(head, 0, 2), b"BM"),
+         lambda: field(18, tf.int32, True)),
+    ], default=lambda: unknown, exclusive=False)
+    return width_height[::-1]
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: int,
+                      max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Decode one JPEG/PNG/BMP/GIF image to RGB and resize it to [size, size, 3] uint8.
 
-    Training and serving both use this, so the model sees identically prepared pixels.
+    Training and serving both use this, so the model sees identically prepared pixels. An image
+    whose header says it has more than `max_pixels` pixels is refused before it is decoded
+    (INVALID_ARGUMENT naming its size and the limit).
 
     Args:
         image_bytes: scalar string tensor with the encoded image.
         image_size: output height and width.
+        max_pixels: the most pixels an image may have.
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    height_width = image_size_from_header(image_bytes)
+    check = tf.debugging.Assert(
+        tf.reduce_prod(height_width) <= max_pixels,
+        ["the image is", height_width[1], "x", height_width[0],
+         f"pixels, more than the limit of {max_pixels:,} pixels; send a smaller image"])
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_images(image_bytes: tf.Tensor, image_size: int,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Encoded images [batch] -> uint8 pixels [batch, size, size, 3], inside the graph.
 
     Args:
         image_bytes: string tensor [batch] of JPEG/PNG/BMP/GIF files.
         image_size: output height and width.
+        max_pixels: the most pixels an image may have (checked before decoding).
     """
-    return tf.map_fn(lambda b: decode_and_resize(b, image_size), image_bytes,
+    return tf.map_fn(lambda b: decode_and_resize(b, image_size, max_pixels), image_bytes,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
 
@@ -242,6 +289,8 @@ class Captioner(keras.Model):
             it. Early in training the context (nearly the same at every step) otherwise
             drowns the decoder's word-by-word signal; with the residual a small model learns
             four images' captions in 40 steps instead of stalling.
+        max_image_pixels: served images with more pixels (read from their header) are
+            refused before decoding.
         seed: seed of augmentation, dropout and a random encoder's initial weights.
         **kwargs: keras.Model arguments (name).
     """
@@ -254,7 +303,7 @@ class Captioner(keras.Model):
                  augment: bool = True, max_length: int = 20, beam_width: int = 3,
                  length_penalty: float = 0.7, attention_regularization: float = 0.0,
                  normalize_features: bool = False, residual_attention: bool = False,
-                 seed: int = 42, **kwargs):
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, seed: int = 42, **kwargs):
         super().__init__(**kwargs)
         if list(vocabulary[:4]) != [PAD, OOV, START, END]:
             raise ValueError(f"vocabulary must start with {[PAD, OOV, START, END]}, "
@@ -275,6 +324,7 @@ class Captioner(keras.Model):
         self.attention_regularization = attention_regularization
         self.normalize_features = normalize_features
         self.residual_attention = residual_attention
+        self.max_image_pixels = max_image_pixels
         self.seed = seed
         vocab_size = len(self.vocabulary)
 
@@ -489,7 +539,7 @@ class Captioner(keras.Model):
             caption [batch], output_tokens [batch, time] ("" after the caption's end) and
             attention [batch, time, h, w] (zero after the end).
         """
-        images = decode_images(image_bytes, self.image_size)
+        images = decode_images(image_bytes, self.image_size, self.max_image_pixels)
         ids = self.generate(images, beam_width=beam_width)
         end = self.vocabulary.index(END)
         words = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, end), tf.int32), axis=1), 0) & (ids > 0)
@@ -506,7 +556,8 @@ class Captioner(keras.Model):
             image_bytes: string tensor [batch].
             beam_width: overrides the model's beam width (1 = greedy).
         """
-        return self.caption(decode_images(image_bytes, self.image_size), beam_width=beam_width)
+        return self.caption(decode_images(image_bytes, self.image_size, self.max_image_pixels),
+                            beam_width=beam_width)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -519,6 +570,7 @@ class Captioner(keras.Model):
             "attention_regularization": self.attention_regularization,
             "normalize_features": self.normalize_features,
             "residual_attention": self.residual_attention,
+            "max_image_pixels": self.max_image_pixels,
             "embed_dim": self.embed_dim,
             "units": self.units, "cell": self.cell_type, "attention": self.use_attention,
             "dropout": self.dropout_rate, "augment": self.augment,

@@ -31,6 +31,7 @@ import tensorflow as tf
 from app.errors import UserError
 from models.captioning import (
     END,
+    MAX_IMAGE_PIXELS,
     OOV,
     PAD,
     START,
@@ -128,6 +129,8 @@ class CaptionConfig(TrainConfig):
         attention_samples: test images whose attention maps are drawn into the run dir.
         max_skipped_images: largest share of listed images that may be missing or
             undecodable (they are skipped and counted); more is an error.
+        max_image_pixels: the export refuses images with more pixels (read from the header,
+            before decoding).
     """
 
     data: str = ""
@@ -161,6 +164,7 @@ class CaptionConfig(TrainConfig):
     gallery_size: int = 16
     attention_samples: int = 4
     max_skipped_images: float = 0.05
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
 @dataclasses.dataclass
@@ -645,6 +649,7 @@ class CaptionTask(Task):
                 attention_regularization=config.attention_regularization,
                 normalize_features=config.normalize_features,
                 residual_attention=config.residual_attention,
+                max_image_pixels=config.max_image_pixels,
                 dropout=config.dropout, augment=config.augment,
                 max_length=config.max_caption_length, beam_width=config.beam_width,
                 length_penalty=config.length_penalty, seed=config.seed, name="captioner")
@@ -795,7 +800,8 @@ class CaptionTask(Task):
     def export_metadata(self, config: CaptionConfig, run_dir: Path | None) -> dict[str, Any]:
         """The encoder input size and the attention grid the page draws maps on."""
         return {"image_size": config.image_size, "attention": config.attention,
-                "max_caption_length": config.max_caption_length}
+                "max_caption_length": config.max_caption_length,
+                "max_image_pixels": config.max_image_pixels}
 
     def warmup_requests(self) -> list[Any]:
         """Two real test images as Predict requests, when Flickr8k is prepared (else none)."""

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import logging
 import shutil
+import struct
+import time
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from app.cli import main
 from app.errors import UserError
@@ -221,6 +226,34 @@ def test_export_serves_the_same_captions_for_jpeg_and_png(trained, tmp_path):
     # Bytes that are no image: INVALID_ARGUMENT (HTTP 400) saying which formats it takes.
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         serve(image_bytes=tf.constant([b"these are not image bytes"]))
+    # A 16,000 x 16,000 PNG (768 MB decoded) is refused from its header, before decoding.
+    started = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"\[16000\] \[x\] \[16000\] \[pixels, more than the limit "
+                             r"of 40,000,000"):
+        serve(image_bytes=tf.constant([_png_header(16000, 16000)]))
+    assert time.monotonic() - started < 1.0
+    meta = json.loads((path / "assets.extra" / "rnnkit_export.json").read_text())
+    assert meta["max_image_pixels"] == 40_000_000
+
+
+def _png_header(width, height):
+    """The start of a PNG file whose IHDR chunk says width x height (RGB, 8 bits)."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
+            + struct.pack(">I", zlib.crc32(ihdr)) + b"\x00" * 64)
+
+
+def test_image_sizes_are_read_from_headers_of_every_format():
+    from models.captioning import image_size_from_header
+
+    for fmt in ("JPEG", "PNG", "GIF", "BMP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (37, 21), (10, 200, 30)).save(buffer, fmt)
+        assert image_size_from_header(tf.constant(buffer.getvalue())).numpy().tolist() == [21, 37]
+    assert image_size_from_header(tf.constant(_png_header(16000, 9000))).numpy().tolist() == [
+        9000, 16000]
+    assert image_size_from_header(tf.constant(b"GIF8")).numpy().tolist() == [0, 0]
 
 
 def test_caption_command_reports_unreachable_server_in_one_line(tmp_path, capsys):
