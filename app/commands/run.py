@@ -270,7 +270,7 @@ def _interrupt(thread: threading.Thread) -> None:
 
 def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
     """After serving: drop the planned model folders nothing was exported into, and list only
-    exported models in models.config (it is also what docker-compose serves)."""
+    exported models in models.config (as `rnnkit run` wrote it before serving while training)."""
     from serving.models_config import MODELS_CONFIG_NAME, exported_models, write_models_config
 
     for name in planned:
