@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from models.layers import Bidirectional, recurrent_layer
+from models.text_bounds import cut_characters
 from models.translation_text import END, PAD_ID, START, detokenize, standardize
 
 ATTENTION_SCORES = ("additive", "multiplicative")
@@ -286,13 +287,19 @@ class Translator(keras.Model):
 
     # ---- text in, text out ----
 
-    def source_ids(self, text: tf.Tensor) -> tf.Tensor:
+    def source_ids(self, text: tf.Tensor, max_tokens: int | None = None) -> tf.Tensor:
         """Standardise and vectorize raw source sentences: ids [batch, source_len], 0-padded.
 
         Args:
             text: tf.string [batch].
+            max_tokens: read at most this many tokens of each sentence; None for all.
         """
-        ids = self.source_vectorizer(standardize(text)).to_tensor(PAD_ID)
+        if max_tokens is not None:
+            text = cut_characters(text, max_tokens)
+        ids = self.source_vectorizer(standardize(text))
+        if max_tokens is not None:
+            ids = ids[:, :max_tokens]
+        ids = ids.to_tensor(PAD_ID)
         # At least one (padding) step: a batch of empty sentences must not give the encoder a
         # sequence of length 0.
         return tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
@@ -308,7 +315,7 @@ class Translator(keras.Model):
         return tf.where(special, "", tokens)
 
     def translate(self, text: tf.Tensor, beam_width: int = 4, max_length: int = 50,
-                  length_penalty: float = 1.0) -> tf.Tensor:
+                  length_penalty: float = 1.0, max_input_tokens: int | None = None) -> tf.Tensor:
         """Translate raw source sentences to target sentences (tf.string [batch]).
 
         Args:
@@ -316,13 +323,16 @@ class Translator(keras.Model):
             beam_width: 1 for greedy search, more for beam search.
             max_length: most output tokens.
             length_penalty: see `beam_search`.
+            max_input_tokens: read at most this many tokens of each sentence; None for all.
         """
         text = tf.convert_to_tensor(text, tf.string)
-        ids = self.beam_search(self.source_ids(text), beam_width, max_length, length_penalty)
+        ids = self.beam_search(self.source_ids(text, max_input_tokens), beam_width, max_length,
+                               length_penalty)
         return detokenize(self.output_tokens(ids))
 
     def translate_with_attention(self, text: tf.Tensor, beam_width: int = 4,
-                                 max_length: int = 50, length_penalty: float = 1.0) -> dict:
+                                 max_length: int = 50, length_penalty: float = 1.0,
+                                 max_input_tokens: int | None = None) -> dict:
         """Translate one sentence and return the attention behind each output token.
 
         Returns a dict, each value with a leading axis of 1 (one sentence): translation [1],
@@ -335,6 +345,7 @@ class Translator(keras.Model):
             beam_width: 1 for greedy search, more for beam search.
             max_length: most output tokens.
             length_penalty: see `beam_search`.
+            max_input_tokens: read at most this many tokens of the sentence; None for all.
         """
         text = tf.reshape(tf.convert_to_tensor(text, tf.string), [-1])
         check = tf.debugging.assert_equal(
@@ -342,7 +353,9 @@ class Translator(keras.Model):
         with tf.control_dependencies([check]):
             # [:1] keeps the batch size dynamic, like the encoder states the decoder starts from.
             text = text[:1]
-        source_ids = self.source_ids(text)
+        if max_input_tokens is not None:
+            text = cut_characters(text, max_input_tokens)
+        source_ids = self.source_ids(text, max_input_tokens)
         ids = self.beam_search(source_ids, beam_width, max_length, length_penalty)
         ids = ids[:, :tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32))]  # [END] included
         # Teacher-forcing the chosen output repeats the search's steps and yields their weights.
@@ -350,7 +363,10 @@ class Translator(keras.Model):
         encoder_outputs, source_mask, states = self.encode(source_ids)
         _, weights = self.decode(tf.concat([start, ids[:, :-1]], axis=1), encoder_outputs,
                                  source_mask, states)
-        source_tokens = tf.strings.split(standardize(text)).to_tensor()
+        source_tokens = tf.strings.split(standardize(text))
+        if max_input_tokens is not None:
+            source_tokens = source_tokens[:, :max_input_tokens]
+        source_tokens = source_tokens.to_tensor()
         return {
             "translation": detokenize(self.output_tokens(ids)),
             "source_tokens": source_tokens,

@@ -59,6 +59,9 @@ class Seq2SeqConfig(TrainConfig):
         beam_width: 1 decodes greedily, more uses beam search (evaluation and export).
         length_penalty: beam hypotheses are ranked by log-prob / length**length_penalty.
         max_output_length: most tokens an output may have.
+        max_input_tokens: the export reads at most this many tokens of each sentence (the rest
+            is cut inside the graph; recorded in the export's metadata).
+        max_request_texts: the export refuses requests of more sentences (INVALID_ARGUMENT).
         eval_batch_size: sentences translated at once in evaluation.
         samples: sample outputs listed in the evaluation result.
         heatmaps: test sentences drawn in the attention heat map.
@@ -82,6 +85,8 @@ class Seq2SeqConfig(TrainConfig):
     beam_width: int = 4
     length_penalty: float = 1.0
     max_output_length: int = 50
+    max_input_tokens: int = 100
+    max_request_texts: int = 64
     eval_batch_size: int = 128
     samples: int = 8
     heatmaps: int = 3
@@ -509,13 +514,16 @@ class Seq2SeqTask(Task):
                            run_dir: Path | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
-        search = (config.beam_width, config.max_output_length, config.length_penalty)
+        from models.text_bounds import check_batch_size
+
+        search = (config.beam_width, config.max_output_length, config.length_penalty,
+                  config.max_input_tokens)
 
         # `translation` is the translator's output name since its first export; `output_text`
         # is every text-producing model's (docs/app.md, "Model kinds").
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serving_default(text):
-            output = model.translate(text, *search)
+            output = model.translate(check_batch_size(text, config.max_request_texts), *search)
             return {"translation": output, "output_text": output}
 
         # Shape [None], not [1], so clients send a batch of one like any other request.
@@ -528,7 +536,10 @@ class Seq2SeqTask(Task):
 
     def export_metadata(self, config: TrainConfig, run_dir: Path | None) -> dict[str, Any]:
         return {"data": config.data, "source_column": config.source_column,
-                "target_column": config.target_column, "beam_width": config.beam_width}
+                "target_column": config.target_column, "beam_width": config.beam_width,
+                "max_input_tokens": config.max_input_tokens,
+                "max_output_length": config.max_output_length,
+                "max_request_texts": config.max_request_texts}
 
     def warmup_requests(self) -> list[Any]:
         from serving.export import predict_log

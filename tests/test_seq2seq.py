@@ -94,6 +94,8 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
     metadata = json.loads((Path(exported["path"]) / "assets.extra" /
                            "rnnkit_export.json").read_text())
     assert (metadata["kind"], metadata["source_column"]) == ("seq2seq", "spanish")
+    limit, most_texts = metadata["max_input_tokens"], metadata["max_request_texts"]
+    assert (limit, most_texts) == (100, 64)  # the defaults, recorded
 
     loaded = tf.saved_model.load(exported["path"])
     reply = loaded.signatures["serving_default"](text=tf.constant(["Tengo hambre.", "Hola."]))
@@ -102,6 +104,15 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
     assert all(outputs), outputs
     attention = loaded.signatures["translate_with_attention"](text=tf.constant(["Hola."]))
     assert attention["attention"].shape[0] == 1
+    # Issue 24: a 200,000-word sentence is cut to max_input_tokens inside the graph; a batch
+    # beyond max_request_texts is refused with a sentence naming both numbers.
+    words = "tengo hambre " * 100_000
+    long = loaded.signatures["serving_default"](text=tf.constant([words]))
+    cut = loaded.signatures["serving_default"](
+        text=tf.constant([" ".join(words.split()[:limit])]))
+    assert long["translation"].numpy().tolist() == cut["translation"].numpy().tolist()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at most {most_texts} are read"):
+        loaded.signatures["serving_default"](text=tf.constant(["Hola."] * (most_texts + 1)))
 
     assert main(["export", "seq2seq", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path), "--model-name", "es_en"]) == 0

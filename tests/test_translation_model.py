@@ -79,6 +79,18 @@ def test_empty_sentences_and_batches_translate_in_a_graph(model):
         attend(tf.constant(["hola", "hola"]))
 
 
+def test_max_input_tokens_cuts_long_sentences_in_the_graph(model):
+    long = " ".join(["hola"] * 3 + ["dónde"] * 200_000)  # 1.2 MB, as issue 24's request
+    translate = tf.function(lambda text: model.translate(text, 2, 5, max_input_tokens=4),
+                            input_signature=[tf.TensorSpec([None], tf.string)])
+    cut = translate(tf.constant([long])).numpy()
+    assert np.array_equal(cut, translate(tf.constant(["hola hola hola dónde"])).numpy())
+    assert model.source_ids(tf.constant([long]), 4).shape == (1, 4)
+    attend = model.translate_with_attention(tf.constant([long]), 2, 5, max_input_tokens=4)
+    assert attend["source_tokens"].shape == (1, 4)
+    assert attend["attention"].shape[2] == 4
+
+
 def test_beam_search_scores_at_least_greedy_with_no_length_penalty(model):
     source = model.source_ids(tf.constant(["¿Dónde está?", "hola .", "está"]))
 
