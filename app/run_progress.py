@@ -16,8 +16,8 @@ from typing import Any
 
 PROGRESS_FILE = ".run-progress.json"
 # A task's states in order; `failed`, `skipped` and `interrupted` end it early.
-STATES = ("waiting", "preparing", "training", "evaluating", "exporting", "done")
-ACTIVE = ("preparing", "training", "evaluating", "exporting")
+STATES = ("waiting", "preparing", "training", "exporting", "evaluating", "done")
+ACTIVE = ("preparing", "training", "exporting", "evaluating")
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -151,6 +151,8 @@ def describe(entry: dict[str, Any], serving: bool = False) -> str:
         return text + (f", loss {loss[-1]:.4f}" if loss else "")
     if state == "preparing":
         return "preparing data"
+    if state == "evaluating" and serving and entry.get("export"):
+        return "served; evaluating on the test split"
     if state in ("failed", "skipped"):
         return f"{state}: {entry.get('error', '')}".rstrip(": ")
     if state == "done":

@@ -234,6 +234,10 @@ def test_progress_api_follows_the_job_epoch_by_epoch(job_app: WebServer) -> None
         task = body["progress"]["tasks"][0]
         assert task["epoch"] == epoch and task["history"] == history
         assert task["label"] == f"training: epoch {epoch} of 3, loss {loss:.4f}"
+    # Exported first, so it is served while the test split is evaluated.
+    progress.task("sentiment", "evaluating", export="exports/sentiment/1")
+    _, body = _json(job_app, "GET", "/api/progress")
+    assert body["progress"]["tasks"][0]["label"] == "served; evaluating on the test split"
     progress.task("sentiment", "done", test={"accuracy": 0.8712})
     progress.task("translation", "failed", error="spa_eng not found — put it there")
     _, body = _json(job_app, "GET", "/api/progress")

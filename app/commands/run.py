@@ -121,8 +121,8 @@ def plan(names: list[str]) -> list[str]:
 
 def run_task(name: str, profile: str, retrain: bool, base_path: Path,
              progress: Progress | None = None) -> dict[str, Any]:
-    """Data, training (or a finished run reused, or an interrupted one resumed), evaluation and
-    export of one task.
+    """Data, training (or a finished run reused, or an interrupted one resumed), export and
+    evaluation of one task.
 
     Args:
         name: the task.
@@ -171,14 +171,16 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path,
         log.info("%s: reusing finished run %s (--retrain trains a new one)", name, run_dir)
     assert run_dir is not None
 
-    evaluation = None if trained else read_json(run_dir / EVALUATION_FILE)
-    if evaluation is None:
-        report("evaluating", run_dir=str(run_dir))
-        evaluation = evaluate_run(task, run_dir)
+    # Export before the test-split evaluation (the export needs none of it), so the model is
+    # served while it is evaluated.
     export = None if trained else _exported_version(task, run_dir, base_path)
     if export is None:
         report("exporting", run_dir=str(run_dir))
         export = export_run(task, run_dir, base_path)
+    evaluation = None if trained else read_json(run_dir / EVALUATION_FILE)
+    if evaluation is None:
+        report("evaluating", run_dir=str(run_dir), export=str(export))
+        evaluation = evaluate_run(task, run_dir)
     summary = {
         "task": name,
         "model": task.export_name,
