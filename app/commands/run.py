@@ -21,7 +21,7 @@ log = logging.getLogger("app.commands.run")
 STOP_WAIT_S = 60
 
 HELP = ("serve the web app and the models at once while preparing, training (or reusing), "
-        "evaluating and exporting every task's model")
+        "exporting and evaluating every task's model")
 EXAMPLES = """examples:
   rnnkit run                       # what `make run` does: serve now, train in the background
   rnnkit run --no-serve            # train everything, print the summary, stop
@@ -31,8 +31,8 @@ EXAMPLES = """examples:
 A finished run of the same profile is reused, and so are its evaluation and export; an interrupted
 one (Ctrl-C) resumes from its last epoch. A task whose data set cannot be prepared (no mirror, no
 internet) is skipped with the reason; a task that fails is reported and the others go on. The web
-page's Results tab and `rnnkit runs` show each task's progress. The tasks, their
-order and their headline metrics come from the task registry (pipelines/tasks.py).
+page's Results tab and `rnnkit runs` show each task's progress. The tasks, their order and their
+headline metrics come from the task registry (pipelines/tasks.py).
 """
 
 
@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-path", type=Path, default=Path("exports"), metavar="DIR",
                         help="the exports folder (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true",
-                        help="print the summary and stop instead of serving")
+                        help="train every task in the foreground, print the summary and stop "
+                             "(no servers)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the model server and web app listen on "
                              "(default: %(default)s, this machine only)")
