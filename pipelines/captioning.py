@@ -467,10 +467,9 @@ def plot_attention(path: Path, image: bytes, words: list[str], maps: np.ndarray,
         maps: [len(words), h, w] attention weights.
         caption: the caption, as the title.
     """
-    import matplotlib
+    from pipelines.run_dir import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pixels = tf.io.decode_image(image, channels=3, expand_animations=False).numpy()
     columns = min(len(words), 5) or 1
@@ -486,11 +485,7 @@ def plot_attention(path: Path, image: bytes, words: list[str], maps: np.ndarray,
                   interpolation="bilinear", vmin=0.0, vmax=float(maps.max()) or 1.0)
         ax.set_title(word, fontsize=11)
     fig.suptitle(caption, fontsize=11)
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=80)
 
 
 class CaptionTask(Task):

@@ -3,7 +3,6 @@ confusion-matrix plot."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,10 +60,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
         path: the PNG to write (atomically).
         title: the figure title.
     """
-    import matplotlib
+    from pipelines.run_dir import pyplot, save_figure
 
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     counts = np.asarray(matrix, dtype=np.float64)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -83,8 +81,4 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
     fig.colorbar(image, ax=ax, label="share of the true class")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

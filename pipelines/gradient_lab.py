@@ -362,23 +362,6 @@ def summarize(records: list[dict[str, Any]], config: LabConfig) -> dict[str, Any
     return summary
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    """Write a figure atomically and close it."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=100, format="png")
-    _pyplot().close(fig)
-    os.replace(tmp, path)
 
 
 def _find(records, problem: str, cell: str, length: int, clipped: bool = True):
@@ -398,7 +381,7 @@ def plot_gradients(records: list[dict[str, Any]], config: LabConfig, path: Path)
         config: the lab settings (curve_length picks the runs).
         path: the PNG to write.
     """
-    plt = _pyplot()
+    plt = runs.pyplot()
     rows = len(config.problems)
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), squeeze=False)
     for row, problem in enumerate(config.problems):
@@ -417,7 +400,7 @@ def plot_gradients(records: list[dict[str, Any]], config: LabConfig, path: Path)
             ax.set_title(f"{problem} problem, T={config.curve_length}, {when}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-    _save(fig, path)
+    runs.save_figure(fig, path)
 
 
 def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -> None:
@@ -428,7 +411,7 @@ def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -
         config: the lab settings.
         path: the PNG to write.
     """
-    plt = _pyplot()
+    plt = runs.pyplot()
     cols = len(config.problems)
     fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 3.8), squeeze=False)
     for ax, problem in zip(axes[0], config.problems, strict=True):
@@ -450,7 +433,7 @@ def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -
         ax.set_title(f"{problem} problem: who learns it")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    _save(fig, path)
+    runs.save_figure(fig, path)
 
 
 def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Path) -> None:
@@ -461,7 +444,7 @@ def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Pa
         config: the lab settings (unclipped_lengths picks the runs).
         path: the PNG to write.
     """
-    plt = _pyplot()
+    plt = runs.pyplot()
     panels = [(p, n) for p in config.problems for n in config.unclipped_lengths]
     if not panels:
         return
@@ -483,7 +466,7 @@ def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Pa
             ax.set_title(f"{problem} problem, T={length}, {label}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-    _save(fig, path)
+    runs.save_figure(fig, path)
 
 
 def _cell_by_length(lab: dict[str, Any], heading: Callable[[str], str],

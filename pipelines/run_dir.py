@@ -191,6 +191,32 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
     return runs
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # must precede importing pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG through a temporary file (readers never see half a
+    file) and close it.
+
+    Args:
+        fig: the figure.
+        path: the PNG to write.
+        dpi: its resolution.
+    """
+    fig.tight_layout()
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
+    os.replace(tmp, path)
+
+
 def plot_curves(history: dict[str, list[float]], path: Path, title: str = "",
                 best_epoch: int | None = None) -> None:
     """Draw each metric's training and validation curve against the epoch into a PNG.
@@ -201,11 +227,9 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str = "",
         title: the figure title.
         best_epoch: 1-based epoch of the kept (best) weights, marked with a dashed line.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
     if not names:
@@ -226,8 +250,4 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str = "",
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -166,10 +166,9 @@ def plot_attention(items: list[dict[str, Any]], path: Path, source_name: str = "
         source_name: the x axis label (e.g. Spanish).
         target_name: the y axis label (e.g. English).
     """
-    import matplotlib
+    from pipelines.run_dir import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(items), figsize=(4.5 * len(items), 4.5), squeeze=False)
     for ax, item in zip(axes[0], items, strict=True):
@@ -179,11 +178,7 @@ def plot_attention(items: list[dict[str, Any]], path: Path, source_name: str = "
         ax.set_xlabel(source_name)
         ax.set_ylabel(target_name)
         ax.set_title(item["translation"], fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 class Seq2SeqTask(Task):
