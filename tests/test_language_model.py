@@ -152,6 +152,22 @@ def test_tokenizers_agree_in_python_and_tensorflow():
     assert text_corpus.words(texts[0], "lower_punct")[:4] == ["a", "quiet", ",", "lovely"]
 
 
+def test_documents_lines_or_running_and_tables(tmp_path):
+    assert list(text_corpus.token_stream(["a b", "", "c"], "whitespace", "lines")) == \
+        ["a", "b", "<eos>", "<eos>", "c", "<eos>"]
+    assert list(text_corpus.token_stream(["a b", "", "c"], "whitespace", "running")) == \
+        ["a", "b", "c"]
+    (tmp_path / "reviews.csv").write_text('id,review\n1,"Great, great film."\n2,A dull film.\n')
+    task = get_task("language_model")
+    config = task.config("quick", [f"data={tmp_path / 'reviews.csv'}", "text_column=review",
+                                   "validation_fraction=0.01"])
+    words = task.vocabulary(config)
+    # Counts 2 each, ties in order of first appearance; punctuation split off, lower-cased.
+    assert words[:5] == ["<unk>", "<eos>", "great", "film", "."] and "," in words
+    with pytest.raises(UserError, match="has no column 'text'"):
+        task.vocabulary(task.config("quick", [f"data={tmp_path / 'reviews.csv'}"]))
+
+
 def test_kneser_ney_bigram_is_a_distribution():
     rng = np.random.default_rng(0)
     train = rng.integers(0, 30, 2000)
