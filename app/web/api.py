@@ -31,7 +31,7 @@ IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 # What TF Serving and serving.export accept as a model name.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The kinds the page has a view for; a model of another kind is listed without one.
-VIEWS = ("classify", "tag", "seq2seq", "caption")
+VIEWS = ("classify", "tag", "seq2seq", "caption", "language_model")
 
 
 def known_model_names(base_path: Path | None) -> list[str]:
@@ -180,7 +180,8 @@ class WebApi:
             `model`, `kind`, `version`, `elapsed_ms` and, by kind: classify: `label`,
             `probability`, `classes` ([{"name", "probability"}], most likely first); tag:
             `tokens`, `tags`; seq2seq: `output_text`, `attention` (or None and
-            `attention_note`).
+            `attention_note`); language_model: `next_words` ([{"word", "probability"}]) for
+            the body's `mode` "next" (the default), `continuation` for "continue".
         """
         model = _model_field(body)
         text = _text_field(body, "text")
@@ -192,6 +193,8 @@ class WebApi:
             raise bad_request(f"model '{model}' is not a classifier, tagger or text-to-text "
                               "model the page knows", "call it with `rnnkit predict`")
         started = time.perf_counter()
+        if kind == "language_model":
+            return self._language_model(model, text, body.get("mode", "next"), started)
         outputs, _ = self._predict(model, {model_kinds.TEXT_INPUT: [text]})
         result: dict[str, Any] = {"model": model, "kind": kind, "version": _version(outputs)}
         if kind == "classify":
@@ -202,6 +205,27 @@ class WebApi:
             name = model_kinds.text_output(outputs, kind) or model_kinds.TEXT_OUTPUTS[0]
             result.update(output_text=_as_text(_first(outputs, name, model)),
                           **self._attention(model, text, signatures))
+        result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    def _language_model(self, model: str, text: str, mode: Any, started: float
+                        ) -> dict[str, Any]:
+        """A language model's likeliest next words (mode `next`) or its greedy continuation
+        (mode `continue`)."""
+        if mode not in ("next", "continue"):
+            raise bad_request(f"mode {mode!r} is not one a language model answers",
+                              "send mode 'next' or 'continue'")
+        signature = model_kinds.NEXT_WORDS_SIGNATURE if mode == "next" else None
+        outputs, _ = self._predict(model, {model_kinds.TEXT_INPUT: [text]}, signature)
+        result: dict[str, Any] = {"model": model, "kind": "language_model",
+                                  "version": _version(outputs)}
+        if mode == "next":
+            words = _to_list(_output(outputs, "words", model))[0]
+            probabilities = _to_list(_output(outputs, "probabilities", model))[0]
+            result["next_words"] = [{"word": w, "probability": float(p)}
+                                    for w, p in zip(words, probabilities, strict=True)]
+        else:
+            result["continuation"] = _as_text(_first(outputs, "continuation", model))
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
 

@@ -31,13 +31,13 @@ class Page:
 
 
 # One script per model kind: each adds its view to VIEWS (common.js), keyed by the kind.
-VIEW_SCRIPTS = ("classify.js", "tag.js", "seq2seq.js", "caption.js")
+VIEW_SCRIPTS = ("classify.js", "tag.js", "seq2seq.js", "caption.js", "language_model.js")
 
 
 PAGES = (
     Page("try", "Try", "Try the models",
          "Every served model with the view its kind needs: classifiers, taggers, text-to-text "
-         "models and captioners, yours included.", VIEW_SCRIPTS),
+         "models, captioners and language models, yours included.", VIEW_SCRIPTS),
     Page("models", "Models", "Served models",
          "What the model server has loaded: every model, its versions and their state."),
     Page("results", "Results", "Training results",

@@ -27,7 +27,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SERVED = ("sentiment", "translator", "captioner", "questions", "pos_tagger")
+SERVED = ("sentiment", "translator", "captioner", "questions", "pos_tagger", "storyteller")
 # Longest any helper process may live; the whole browser suite takes well under a minute.
 PROCESS_LIFETIME_S = 300
 

@@ -13,6 +13,8 @@ trained exports, in seconds. Their answers are simple and predictable so tests c
 - questions: stands for a classifier a user trained on their own CSV (a name no code knows,
   found in the exports folder): three classes by the question's first word.
 - pos_tagger: a tagger: DET for "the"/"a", PUNCT for punctuation, NOUN for the rest.
+- storyteller: a language model: after "the" its next words are film, cast, story, ending, music;
+  after any other word the, a, and, of, "."; its continuation is always "film was good".
 """
 
 from __future__ import annotations
@@ -188,9 +190,31 @@ def _captioner_module():
                     "caption_with_attention": caption_with_attention}
 
 
+def _language_model_module():
+    import tensorflow as tf
+
+    module = tf.Module()
+    after_the = tf.constant([["film", "cast", "story", "ending", "music"]])
+    after_other = tf.constant([["the", "a", "and", "of", "."]])
+    probabilities = tf.constant([[0.4, 0.2, 0.1, 0.05, 0.05]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        return {"continuation": tf.fill(tf.shape(text), "film was good")}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def next_words(text):
+        last = _tokens(text)[:, -1:].to_tensor(default_value="")[:, 0]
+        words = tf.where((last == "the")[:, None], after_the, after_other)
+        return {"words": words,
+                "probabilities": tf.tile(probabilities, [tf.shape(text)[0], 1])}
+
+    return module, {"serving_default": serving_default, "next_words": next_words}
+
+
 STANDINS = {"sentiment": _sentiment_module, "translator": _translator_module,
             "captioner": _captioner_module, "questions": _questions_module,
-            "pos_tagger": _tagger_module}
+            "pos_tagger": _tagger_module, "storyteller": _language_model_module}
 
 
 def export_standins(base_path: Path) -> Path:

@@ -51,7 +51,8 @@ def test_try_page_lists_every_served_model_by_kind(page, web_app: str, artifacts
         "bs => bs.map(b => [b.dataset.model, b.querySelector('.tag').textContent])"))
     # Registry models the server serves, and `questions`, found only in the exports folder.
     assert listed == {"sentiment": "classify", "translator": "seq2seq", "captioner": "caption",
-                      "questions": "classify", "pos_tagger": "tag"}
+                      "questions": "classify", "pos_tagger": "tag",
+                      "storyteller": "language_model"}
     assert "sentiment_bow (NOT_LOADED)" in page.text_content("#other-models")
     # The first model is shown at once; a click switches the view and the address.
     page.wait_for_selector("#view[data-model='sentiment']:not([hidden])")
@@ -106,6 +107,30 @@ def test_tagger_view_colours_tokens_by_tag(page, web_app: str, artifacts: Path) 
     assert len(set(colours.values())) == 3  # one colour per tag, the same on every token
     assert all(colours[tag] == colour for _, tag, colour in tokens)
     page.screenshot(path=artifacts / "web-tag.png")
+
+
+def test_next_word_view_suggests_as_you_type_and_continues(page, web_app: str,
+                                                         artifacts: Path) -> None:
+    _open(page, web_app, "storyteller", "language_model")
+
+    def suggestions() -> list[str]:
+        return page.eval_on_selector_all("#next-words .word-choice",
+                                         "cs => cs.map(c => c.dataset.word)")
+
+    page.type("#view-text", "I watched the")  # typed key by key, no submit
+    page.wait_for_selector("#next-words .word-choice:first-child[data-word='film']")
+    assert suggestions() == ["film", "cast", "story", "ending", "music"]
+    page.click("#next-words .word-choice[data-word='film']")
+    assert page.input_value("#view-text") == "I watched the film "
+    page.wait_for_selector("#next-words .word-choice:first-child[data-word='the']")
+    page.click("#view-submit")
+    for _ in range(100):  # the page's CSP forbids wait_for_function's string evaluation
+        if "was good" in page.input_value("#view-text"):
+            break
+        page.wait_for_timeout(100)
+    assert page.input_value("#view-text") == "I watched the film film was good "
+    assert page.is_hidden("#error")
+    page.screenshot(path=artifacts / "web-next-word.png")
 
 
 def test_seq2seq_view_draws_the_attention_heat_map(page, web_app: str,

@@ -34,6 +34,7 @@ const KIND_NAMES = {
   tag: "tagger (tokens → one tag each)",
   seq2seq: "text to text (encoder-decoder with attention)",
   caption: "captioner (image → text)",
+  language_model: "language model (text → the next words)",
 };
 
 async function loadModels() {
