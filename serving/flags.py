@@ -138,6 +138,11 @@ OUR_FLAGS: tuple[Flag, ...] = (
          "REST request bodies larger than this get HTTP 413"),
     Flag("shutdown_grace_seconds", float, 10.0, OURS,
          "after SIGTERM, how long in-flight requests may finish"),
+    Flag("max_concurrent_runs_per_model", int, 2 * _CPUS, OURS,
+         "requests of one model running at once (default 2 per CPU); 0 for no limit; not "
+         "applied with --enable_batching, whose queue bounds the work"),
+    Flag("max_queued_runs_per_model", int, 32, OURS,
+         "requests of one model waiting for a run; beyond, UNAVAILABLE / HTTP 503"),
 )
 
 FLAGS = {flag.name: flag for flag in TF_FLAGS + OUR_FLAGS}

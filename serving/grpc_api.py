@@ -26,6 +26,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.cancellation import RunToken, request_scope
 from serving.server import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
 from serving.tensors import to_numpy, to_proto
@@ -37,6 +38,8 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 # TF Serving's ToGRPCStatus cuts longer error messages to this many characters.
 ERROR_MESSAGE_LIMIT = 1024
+# The calls that run a model, and so wait for its admission (serving.admission).
+ADMITTED_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
 T = TypeVar("T")
 
 
@@ -76,13 +79,34 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
 
 def _answer(core: ServingCore, api: str, model: str, context: grpc.ServicerContext,
             work: Callable[[], T]) -> T:
-    """Run one RPC: record it in the metrics, and abort with the error's code if it failed."""
+    """Run one RPC: record it in the metrics, and abort with the error's code if it failed.
+
+    A model call waits for its model's admission first; when the call ends early (its deadline
+    passed or the client cancelled it) its TensorFlow run is cancelled.
+    """
+    token = RunToken(api)
+
+    def ended() -> None:  # gRPC calls this when the RPC ends, also after a normal answer
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            token.cancel(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        else:
+            token.cancel(Code.CANCELLED, "the client cancelled the call")
+
     try:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded before the request ran")
-        with core.track(api, "GRPC", model):
-            return work()
+        context.add_callback(ended)
+        with core.track(api, "GRPC", model), request_scope(token):
+            slot = None
+            if core.admission is not None and api in ADMITTED_APIS:
+                slot = core.admission.enter(model, context.time_remaining())
+            try:
+                return work()
+            finally:
+                if slot is not None:
+                    slot.release()
     except Exception as err:
         error = as_serving_error(err)
         context.abort(grpc.StatusCode[error.code.name], grpc_message(error.message))  # raises

@@ -15,6 +15,7 @@ from typing import Any
 from tensorflow_serving.config import model_server_config_pb2
 
 from app.errors import UserError
+from serving.admission import Admission
 from serving.batching import BatchScheduler
 from serving.config_files import (
     load_batching_parameters,
@@ -80,6 +81,9 @@ class ServerOptions:
         tensorflow_intra_op_parallelism: threads one op may use; 0 lets TF choose.
         tensorflow_inter_op_parallelism: ops running at once; 0 lets TF choose.
         tensorflow_session_config_file: text-format ConfigProto giving the two sizes.
+        max_concurrent_runs_per_model: requests of one model running at once; 0 for no limit
+            (admission control, serving.admission; off with enable_batching).
+        max_queued_runs_per_model: requests of one model waiting; beyond, UNAVAILABLE.
     """
 
     host: str = "127.0.0.1"
@@ -116,6 +120,8 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_config_file: str | None = None
+    max_concurrent_runs_per_model: int = 2 * (os.cpu_count() or 1)
+    max_queued_runs_per_model: int = 32
 
 
 def _absolute_base_paths(config: model_server_config_pb2.ModelServerConfig,
@@ -220,8 +226,14 @@ class ModelServer:
             saved_model_tags=tuple(tag.strip() for tag in options.saved_model_tags.split(",")
                                    if tag.strip()),
             allow_unavailable_labels=options.allow_version_labels_for_unavailable_models)
+        # With batching, TF's batching queue is the bound (a per-model limit would keep
+        # batches from filling).
+        admission = (Admission(options.max_concurrent_runs_per_model,
+                               options.max_queued_runs_per_model)
+                     if batcher is None and options.max_concurrent_runs_per_model > 0 else None)
         self.core = ServingCore(self.manager, batcher, self.metrics,
-                                check_method_name=options.enable_signature_method_name_check)
+                                check_method_name=options.enable_signature_method_name_check,
+                                admission=admission)
         self.rest: RestServer | None = None
         self.grpc: Any = None
         self.health: Any = None

@@ -10,8 +10,10 @@ monitoring config's path when monitoring is enabled.
 
 The HTTP work is serving.http_server's (uvicorn); this module is an ASGI app. Requests run on a
 pool of --rest_api_num_threads threads (TF's REST thread pool), so the model's work never blocks
-the event loop and at most that many run at once; a request still running after
---rest_api_timeout_in_ms is answered 504 (its run finishes in the background).
+the event loop and at most that many run at once; a model request first waits for its model's
+admission (serving.admission: 503 when the model's queue is full). A request still running after
+--rest_api_timeout_in_ms is answered 504 and its TensorFlow run is cancelled
+(serving.cancellation).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import logging
 import re
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
@@ -28,6 +31,7 @@ from starlette.requests import Request
 from tensorflow_serving.apis import model_pb2
 
 from serving import rest_json
+from serving.cancellation import RunToken, check_not_cancelled, request_scope
 from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
 from serving.server import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
@@ -166,23 +170,46 @@ class RestApi:
             Code.NOT_FOUND, f"Not found: {method} {path}; the API is under /v1/models"))
 
     async def _run_v1(self, method: str, path: str, body: bytes) -> _Reply:
-        """Run a /v1 request on the thread pool, or answer 504 once its time is up."""
-        work = asyncio.get_running_loop().run_in_executor(self.executor, self._v1_reply,
-                                                          method, path, body)
-        if self.timeout_seconds is None:
+        """Run a /v1 request on the thread pool, or answer 504 once its time is up.
+
+        A model request first waits for its model's admission (on the event loop, holding no
+        thread); at the timeout its run is cancelled, and the model's slot is freed only when
+        the run has really ended.
+        """
+        deadline = (None if self.timeout_seconds is None
+                    else time.monotonic() + self.timeout_seconds)
+        slot = None
+        admission = self.core.admission
+        match = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
+        if match and admission is not None:
+            try:
+                slot = await admission.enter_async(unquote(match.group(1)), deadline)
+            except ServingError as err:
+                if err.code == Code.DEADLINE_EXCEEDED:
+                    return _error(err, close=True)
+                return _error(err)
+        token = RunToken(f"{method} {path}")
+        future = self.executor.submit(self._v1_reply, method, path, body, token)
+        if slot is not None:
+            future.add_done_callback(lambda _: slot.release())
+        work = asyncio.wrap_future(future)
+        if deadline is None:
             return await work
-        # asyncio.wait leaves the run going when time is up (it cannot be stopped anyway).
-        done, _ = await asyncio.wait({work}, timeout=self.timeout_seconds)
+        done, _ = await asyncio.wait({work}, timeout=max(0.0, deadline - time.monotonic()))
         if work in done:
             return work.result()
-        return _error(ServingError(
+        error = ServingError(
             Code.DEADLINE_EXCEEDED,
             f"Deadline exceeded: the request took longer than "
-            f"{self.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)"), close=True)
+            f"{self.timeout_seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)")
+        token.cancel(error.code, error.message)  # stops its TensorFlow run (cancellation.py)
+        return _error(error, close=True)
 
-    def _v1_reply(self, method: str, path: str, body: bytes) -> _Reply:
+    def _v1_reply(self, method: str, path: str, body: bytes, token: RunToken) -> _Reply:
         try:
-            return _Reply(200, rest_json.dumps(self._v1(method, path, body)))
+            with request_scope(token):
+                check_not_cancelled()  # waited for a thread past its deadline
+                return _Reply(200, rest_json.dumps(self._v1(method, path, body)))
         except BaseException as err:
             return _error(as_serving_error(err))
 

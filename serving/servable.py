@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
+from serving.cancellation import cancellable_run, cancelled_error, check_not_cancelled
 from serving.status import Code, ServingError
 
 log = logging.getLogger("serving.servable")
@@ -159,10 +161,47 @@ class Servable(abc.ABC):
         return f"{type(self).__name__}({self.name!r}, {self.version})"
 
 
+# TensorFlow's wrapping of an op's error: a header, where the node was defined (a stack trace or
+# "<stack traces unavailable>"), then the op's own message, then node and function names.
+_GRAPH_HEADER = re.compile(r"^\s*Graph execution error:\s*")
+_DETECTED_AT = re.compile(r"Detected at node .*? defined at \(most recent call last\):\n"
+                          r"(?:(?:[ \t]+.*|<stack traces unavailable>|)\n)*")
+_NODE_NAMES = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\s*\[Op:[^\]]*\]"
+                         r"|\{\{(?:function_)?node [^}]*\}\}")
+_ROOT_ERRORS = re.compile(r"^\d+ root error\(s\) found\.\s*\(0\) \w+: ", re.DOTALL)
+_ASSERT_PARTS = re.compile(r"\[([^\[\]]*)\]")
+
+
+def clean_run_message(message: str) -> str:
+    """TensorFlow's message for a failed run as one sentence: what went wrong, no graph internals.
+
+    Drops "Graph execution error", "Detected at node ... defined at" with its stack trace, the
+    [[{{node ...}}]] and [Op:...] names and every root error but the first; an assertion's
+    "assertion failed: [part] [part]" becomes its parts joined.
+
+    Args:
+        message: an OpError's message.
+    """
+    text = _DETECTED_AT.sub("", _GRAPH_HEADER.sub("", message))
+    text = _ROOT_ERRORS.sub("", text.strip())
+    text = text.split("\n  (1) ", 1)[0]
+    text = _NODE_NAMES.sub("", text)
+    if text.startswith("assertion failed:"):
+        text = " ".join(part.strip() for part in _ASSERT_PARTS.findall(text) if part.strip())
+    text = " ".join(text.split())
+    if not text:
+        return "the model failed while running"
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def _run_error(err: Exception) -> ServingError:
     """Translate what TensorFlow raised while running a signature into a status."""
     if isinstance(err, tf.errors.OpError):
-        return ServingError(Code(err.error_code), err.message)
+        if isinstance(err, tf.errors.CancelledError):
+            cancelled = cancelled_error()  # the request's deadline passed or its client left
+            if cancelled is not None:
+                return cancelled
+        return ServingError(Code(err.error_code), clean_run_message(err.message))
     # Argument binding of signature functions (wrong shape or dtype) raises these.
     return ServingError(Code.INVALID_ARGUMENT, str(err))
 
@@ -199,8 +238,11 @@ class FunctionServable(Servable):
                                f"signature '{signature_name}' cannot be run (it has no function)")
         dtypes = self.input_dtypes(signature_name)
         try:
-            outputs = function(**{alias: tf.convert_to_tensor(value, dtype=dtypes.get(alias))
-                                  for alias, value in inputs.items()})
+            tensors = {alias: tf.convert_to_tensor(value, dtype=dtypes.get(alias))
+                       for alias, value in inputs.items()}
+            # The request's deadline or its client's going away stops the run (cancellation).
+            with cancellable_run():
+                outputs = function(**tensors)
             return {key: _as_array(outputs[key].numpy()) for key in output_keys}
         except (tf.errors.OpError, TypeError, ValueError) as err:
             raise _run_error(err) from None
@@ -274,6 +316,7 @@ class SessionServable(Servable):
         aliases = tuple(inputs)
         feeds = tuple(signature.inputs[alias].name for alias in aliases)
         fetches = tuple(signature.outputs[key].name for key in output_keys)
+        check_not_cancelled()  # a Session run itself is not cancelled (see docs/reliability.md)
         try:
             values = self._callable(feeds, fetches)(*(inputs[alias] for alias in aliases))
         except (tf.errors.OpError, TypeError, ValueError) as err:

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.admission import Admission
 from serving.batching import QueueFullError, SchedulerClosedError
 from serving.export import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
 from serving.model_manager import ModelManager
@@ -89,14 +90,17 @@ class ServingCore:
         check_method_name: refuse classify/regress on signatures whose method_name is not
             classify/regress (TF's --enable_signature_method_name_check, off by default so that
             native TF2 exports, whose signatures all say predict, answer Classify and Regress).
+        admission: per-model limits on running and waiting requests, which the protocol
+            adapters apply to predict/classify/regress; None for none.
     """
 
     def __init__(self, manager: ModelManager, batcher: Any = None, metrics: Any = None, *,
-                 check_method_name: bool = False) -> None:
+                 check_method_name: bool = False, admission: Admission | None = None) -> None:
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
         self.check_method_name = check_method_name
+        self.admission = admission
 
     # ---- requests around the model ---------------------------------------------------------
 
