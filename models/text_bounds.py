@@ -13,6 +13,9 @@ import tensorflow as tf
 # Characters read per allowed token: words average well under 10 characters, so the cut never
 # drops a token the token limit would keep unless the text is mostly whitespace or huge words.
 CHARS_PER_TOKEN = 32
+# Characters of one token a model reads: longer tokens (no vocabulary holds them) are cut, so a
+# single 60 MB "word" costs what a long word does.
+MAX_TOKEN_CHARS = 64
 
 
 def cut_characters(text: tf.Tensor, max_tokens: int) -> tf.Tensor:
@@ -39,3 +42,12 @@ def check_batch_size(text: tf.Tensor, max_texts: int) -> tf.Tensor:
          "(max_request_texts in the export's metadata): send fewer per request"])
     with tf.control_dependencies([check]):
         return tf.identity(text)
+
+
+def cut_tokens(tokens: tf.Tensor) -> tf.Tensor:
+    """Each token cut to its first MAX_TOKEN_CHARS characters (UTF-8 characters kept whole).
+
+    Args:
+        tokens: tf.string tokens of any shape.
+    """
+    return tf.strings.substr(tokens, 0, MAX_TOKEN_CHARS, unit="UTF8_CHAR")

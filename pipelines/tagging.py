@@ -62,6 +62,9 @@ class TagConfig(TrainConfig):
         word_dropout: share of training words replaced by the unknown word, so its vector
             learns to stand for words training never saw.
         max_length: training sentences longer than this are cut (evaluation reads them whole).
+        max_input_tokens: the export tags at most this many tokens of each text (cut inside the
+            graph; recorded in the export's metadata).
+        max_request_texts: the export refuses requests of more texts (INVALID_ARGUMENT).
     """
 
     data: str = ""
@@ -82,6 +85,8 @@ class TagConfig(TrainConfig):
     dropout: float = 0.3
     word_dropout: float = 0.0
     max_length: int = 100
+    max_input_tokens: int = 512
+    max_request_texts: int = 64
 
 
 @dataclasses.dataclass
@@ -331,24 +336,29 @@ class TagTask(Task):
         import tensorflow as tf
 
         from models.label_names import label_names
+        from models.text_bounds import check_batch_size, cut_characters, cut_tokens
 
         tags = label_names(model)
         self._export_tags = tags
         names = tf.constant(tags)
 
         def tag(tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+            # Bounded work per request (issue 24): so many texts, tokens, characters per token.
+            tokens = check_batch_size(tokens, config.max_request_texts)
+            tokens = tokens[:, :config.max_input_tokens]
             # At least one (padding) column: the RNN cannot run over zero steps, and a batch of
             # empty texts has none.
             missing = tf.maximum(1 - tf.shape(tokens)[1], 0)
             tokens = tf.pad(tokens, [[0, 0], [0, missing]], constant_values="")
-            best = tf.argmax(model(tokens, training=False), axis=-1)
+            best = tf.argmax(model(cut_tokens(tokens), training=False), axis=-1)
             return {"tokens": tokens,
                     "tags": tf.where(tokens != "", tf.gather(names, best), "")}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")],
                      autograph=False)
         def serving_default(text: tf.Tensor) -> dict[str, tf.Tensor]:
-            return tag(tf.strings.split(text).to_tensor(default_value=""))
+            words = tf.strings.split(cut_characters(text, config.max_input_tokens))
+            return tag(words[:, :config.max_input_tokens].to_tensor(default_value=""))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")],
                      autograph=False)
@@ -364,7 +374,12 @@ class TagTask(Task):
             from pipelines.checkpoints import CheckpointStore
 
             tags = label_names(CheckpointStore(run_dir).load_model("best"))
-        return {"tags": tags, "tokens_signature": "tag_tokens"}
+        from models.text_bounds import MAX_TOKEN_CHARS
+
+        return {"tags": tags, "tokens_signature": "tag_tokens",
+                "max_input_tokens": config.max_input_tokens,
+                "max_request_texts": config.max_request_texts,
+                "max_token_chars": MAX_TOKEN_CHARS}
 
     def warmup_requests(self) -> list[Any]:
         from serving.export import predict_log

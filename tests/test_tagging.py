@@ -80,6 +80,21 @@ def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):
     by_tokens = loaded.signatures["tag_tokens"](tokens=tf.constant(
         [["The", "dog", "barked", ".", ""]]))
     assert by_tokens["tags"].numpy().astype(str).tolist()[0] == tags[0][:5]
+    # Issue 24: bounded work. A 200,000-word text is cut to max_input_tokens in the graph, a
+    # 1 MB token is read up to max_token_chars, too many texts are refused in one sentence.
+    limit, most = meta["max_input_tokens"], meta["max_request_texts"]
+    assert (limit, most, meta["max_token_chars"]) == (512, 64, 64)
+    long = loaded.signatures["serving_default"](text=tf.constant(["The dog barked . " * 50_000]))
+    assert long["tags"].shape == (1, limit)
+    assert long["tags"].numpy().astype(str).tolist()[0][:4] == tags[0][:4]
+    huge = loaded.signatures["tag_tokens"](tokens=tf.constant([["x" * 1_000_000, "."]]))
+    assert huge["tags"].numpy().astype(str).tolist()[0][1] == "PUNCT"
+    assert len(huge["tokens"].numpy()[0][0]) == 1_000_000  # returned whole
+    # The text beyond 32 characters per allowed token is not read.
+    cut = loaded.signatures["serving_default"](text=tf.constant(["x" * 1_000_000 + " ."]))
+    assert cut["tokens"].shape == (1, 1) and len(cut["tokens"].numpy()[0][0]) == 32 * limit
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at most {most} are read"):
+        loaded.signatures["serving_default"](text=tf.constant(["a ."] * (most + 1)))
 
 
 def write_conll(path, sentences):
