@@ -141,7 +141,7 @@ OUR_FLAGS: tuple[Flag, ...] = (
     Flag("max_concurrent_runs_per_model", int, 2 * _CPUS, OURS,
          "requests of one model running at once (default 2 per CPU); 0 for no limit; not "
          "applied with --enable_batching, whose queue bounds the work"),
-    Flag("max_queued_runs_per_model", int, 32, OURS,
+    Flag("max_queued_runs_per_model", int, 128, OURS,
          "requests of one model waiting for a run; beyond, UNAVAILABLE / HTTP 503"),
 )
 

@@ -121,7 +121,7 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_config_file: str | None = None
     max_concurrent_runs_per_model: int = 2 * (os.cpu_count() or 1)
-    max_queued_runs_per_model: int = 32
+    max_queued_runs_per_model: int = 128
 
 
 def _absolute_base_paths(config: model_server_config_pb2.ModelServerConfig,
