@@ -214,4 +214,7 @@ def generate(model: keras.Model, ids: tf.Tensor, mask: tf.Tensor, temperature: t
         lambda step, *_: step < steps, body,
         (tf.constant(0), last, flat, tf.zeros([batch], tf.bool),
          tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))))
-    return tf.transpose(tf.reshape(out.stack(), [steps, batch]))
+    # An empty TensorArray (no words asked, or no prompts) cannot stack rows of unknown width.
+    chosen = tf.cond(steps > 0, lambda: tf.reshape(out.stack(), [steps, batch]),
+                     lambda: tf.zeros([0, batch], tf.int32))
+    return tf.transpose(chosen)

@@ -392,7 +392,11 @@ class LanguageModelTask(Task):
             ids = tf.ragged.map_flat_values(table.lookup, tokens)
             starts = tf.fill([tf.shape(text)[0], 1], end)
             ids = tf.concat([tf.RaggedTensor.from_tensor(starts), ids], axis=1)
-            return ids.to_tensor(0), tf.sequence_mask(ids.row_lengths())
+            # At least one step even for an empty batch (whose widest row is no row).
+            width = tf.maximum(tf.cast(tf.reduce_max(tf.concat(
+                [ids.row_lengths(), [1]], axis=0)), tf.int32), 1)
+            dense = ids.to_tensor(0, shape=tf.stack([tf.shape(text)[0], width]))
+            return dense, tf.sequence_mask(ids.row_lengths(), maxlen=width)
 
         def continuation(text, temperature, top_k, seed, count):
             checks = [

@@ -95,6 +95,11 @@ def test_export_generates_and_answers_next_words(exported):
     assert list(sample(1.5, 50, 7)) == list(sample(1.5, 50, 7))
     assert list(sample(1.5, 50, 7)) != list(sample(1.5, 50, 8))
     assert all(len(t.split()) <= 2 for t in sample(1.0, 5, 1, words=2))
+    assert list(sample(1.0, 5, 1, words=0)) == [b""] * 4
+    # An empty batch answers an empty batch.
+    nothing = tf.constant([], tf.string)
+    assert loaded.signatures["serving_default"](text=nothing)["continuation"].shape == (0,)
+    assert loaded.signatures["next_words"](text=nothing)["words"].shape == (0, 5)
 
     out = loaded.signatures["next_words"](text=prompts)
     words, p = out["words"].numpy(), out["probabilities"].numpy()
