@@ -480,9 +480,11 @@ def plot_attention(path: Path, image: bytes, words: list[str], maps: np.ndarray,
     height, width = pixels.shape[:2]
     for ax, word, weights in zip(axes.flat, words, maps, strict=False):
         ax.imshow(pixels)
-        # Each grid cell covers its share of the frame; bilinear smoothing as in the paper.
-        ax.imshow(weights, cmap="gray", alpha=0.6, extent=(0, width, height, 0),
-                  interpolation="bilinear", vmin=0.0, vmax=float(maps.max()) or 1.0)
+        # A dark veil that lifts where this word's weight is high (each map scaled to its own
+        # peak); each grid cell covers its share of the frame, smoothed as in the paper.
+        veil = np.zeros([*weights.shape, 4])
+        veil[..., 3] = 0.8 * (1.0 - weights / (weights.max() or 1.0))
+        ax.imshow(veil, extent=(0, width, height, 0), interpolation="bilinear")
         ax.set_title(word, fontsize=11)
     fig.suptitle(caption, fontsize=11)
     save_figure(fig, path, dpi=80)
