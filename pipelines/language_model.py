@@ -66,6 +66,9 @@ class LanguageModelConfig(TrainConfig):
         embedding_dropout: dropout on the word vectors.
         recurrent_dropout: dropout on the recurrent state.
         generate_words: words serving_default (greedy) generates.
+        max_input_tokens: the export reads at most the last this many words of a prompt (cut
+            inside the graph; recorded in the export's metadata).
+        max_request_texts: the export refuses requests of more prompts (INVALID_ARGUMENT).
     """
 
     data: str = ""
@@ -83,6 +86,8 @@ class LanguageModelConfig(TrainConfig):
     embedding_dropout: float = 0.1
     recurrent_dropout: float = 0.0
     generate_words: int = 20
+    max_input_tokens: int = 200
+    max_request_texts: int = 64
     tbptt_steps: int | None = 35
 
 
@@ -374,6 +379,7 @@ class LanguageModelTask(Task):
         import tensorflow as tf
 
         from models.language_model import generate, run, vocabulary, zero_states
+        from models.text_bounds import CHARS_PER_TOKEN, check_batch_size, cut_tokens
 
         words = vocabulary(model)
         vocab = tf.constant(words)
@@ -385,10 +391,19 @@ class LanguageModelTask(Task):
         model._rnnkit_vocabulary_table = table
         end = words.index(text_corpus.END)
 
+        limit = config.max_input_tokens
+
         def prompt_ids(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             # Each prompt starts after an <eos> (a document's start, as in training), so an
             # empty prompt has one step too; unknown words are <unk>, never an error.
-            tokens = text_corpus.tf_words(text, tokenize)
+            text = check_batch_size(text, config.max_request_texts)
+            # The words nearest the continuation matter: keep the end of a long prompt (its
+            # last characters first, so a huge prompt is never split in full).
+            length = tf.strings.length(text, unit="UTF8_CHAR")
+            keep = limit * CHARS_PER_TOKEN
+            text = tf.strings.substr(text, tf.maximum(length - keep, 0),
+                                     tf.fill(tf.shape(length), keep), unit="UTF8_CHAR")
+            tokens = cut_tokens(text_corpus.tf_words(text, tokenize)[:, -limit:])
             ids = tf.ragged.map_flat_values(table.lookup, tokens)
             starts = tf.fill([tf.shape(text)[0], 1], end)
             ids = tf.concat([tf.RaggedTensor.from_tensor(starts), ids], axis=1)
@@ -442,6 +457,13 @@ class LanguageModelTask(Task):
 
         return {"serving_default": serving_default, "generate": sample,
                 "next_words": next_words}
+
+    def export_metadata(self, config: TrainConfig, run_dir: Path | None) -> dict[str, Any]:
+        return {"data": config.data, "tokenize": resolved_tokenize(config),
+                "documents": config.documents, "generate_words": config.generate_words,
+                "max_words": MAX_WORDS, "next_words": NEXT_WORDS,
+                "max_input_tokens": config.max_input_tokens,
+                "max_request_texts": config.max_request_texts}
 
     def warmup_requests(self) -> list[Any]:
         from serving.export import predict_log

@@ -96,6 +96,13 @@ def test_export_generates_and_answers_next_words(exported):
     assert list(sample(1.5, 50, 7)) != list(sample(1.5, 50, 8))
     assert all(len(t.split()) <= 2 for t in sample(1.0, 5, 1, words=2))
     assert list(sample(1.0, 5, 1, words=0)) == [b""] * 4
+    # A huge prompt is read up to its last max_input_tokens words; too many prompts are refused.
+    huge = loaded.signatures["next_words"](text=tf.constant([("word " * 200_000) + "the"]))
+    assert huge["words"].shape == (1, 5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 64 are read"):
+        loaded.signatures["next_words"](text=tf.constant(["the"] * 65))
+    meta = json.loads((exported / "assets.extra" / "rnnkit_export.json").read_text())
+    assert meta["kind"] == "language_model" and meta["max_input_tokens"] == 200
     # An empty batch answers an empty batch.
     nothing = tf.constant([], tf.string)
     assert loaded.signatures["serving_default"](text=nothing)["continuation"].shape == (0,)
@@ -142,7 +149,7 @@ def test_generate_command_through_the_server(exported, tmp_path, capsys):
     assert result["prompt"] == "The game was" and 0 < len(result["continuation"].split()) <= 5
     assert first["seed"] == 11
     assert len(answer["next_words"][0]["words"]) == 5
-    assert error.count("\n") == 1 and "top_k must be >= 1" in error, error
+    assert error.count("\n") == 1 and "top_k must be >= 1 —" in error, error
     assert predicted["kind"] == "language_model"
     assert len(predicted["outputs"]["continuation"]) == 1  # unknown words answer, too
 

@@ -64,10 +64,11 @@ def _call(client: Any, args: argparse.Namespace, inputs: dict, signature: str) -
     except ServerReplyError as err:
         if err.code() != Code.INVALID_ARGUMENT:
             raise
-        # The model's in-graph check says why in TensorFlow's "assertion failed: [reason]"
-        # among lines of graph detail; other refusals are shown whole, on one line.
+        # The model's in-graph check says why: rnnkit's server answers the assertion's parts
+        # joined, TF Serving "assertion failed: [reason] [Condition ...]" among graph detail.
         found = re.search(r"assertion failed: \[([^\]]+)\]", err.details())
         reason = found.group(1) if found else " ".join(err.details().split())
+        reason = reason.split(" Condition ")[0]  # tf.debugging's own wording after the reason
         raise UserError(f"model {args.model!r} refused the request: {reason}",
                         "check --temperature (> 0), --top-k (>= 1) and --words (0-100)"
                         ) from None
