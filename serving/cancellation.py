@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterator
 
 from serving.status import Code, ServingError
@@ -35,10 +37,13 @@ class RunToken:
 
     Args:
         what: a few words naming the request, for messages.
+        deadline: `time.monotonic()` when the request's time is up, or None; runs that cannot
+            be cancelled from outside (TF1 Sessions) are given it as their own timeout.
     """
 
-    def __init__(self, what: str = "the request") -> None:
+    def __init__(self, what: str = "the request", deadline: float | None = None) -> None:
         self.what = what
+        self.deadline = deadline
         self._lock = threading.Lock()
         self._managers: set = set()
         self.error: ServingError | None = None
@@ -98,6 +103,14 @@ def check_not_cancelled() -> None:
     token = _current.get()
     if token is not None and token.error is not None:
         raise token.error
+
+
+def remaining_ms() -> int | None:
+    """Milliseconds left before the current request's deadline (at least 1), or None."""
+    token = _current.get()
+    if token is None or token.deadline is None:
+        return None
+    return max(1, math.ceil((token.deadline - time.monotonic()) * 1000))
 
 
 def install() -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -84,7 +85,8 @@ def _answer(core: ServingCore, api: str, model: str, context: grpc.ServicerConte
     A model call waits for its model's admission first; when the call ends early (its deadline
     passed or the client cancelled it) its TensorFlow run is cancelled.
     """
-    token = RunToken(api)
+    remaining = context.time_remaining()
+    token = RunToken(api, None if remaining is None else time.monotonic() + remaining)
 
     def ended() -> None:  # gRPC calls this when the RPC ends, also after a normal answer
         remaining = context.time_remaining()

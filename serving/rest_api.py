@@ -188,7 +188,7 @@ class RestApi:
                 if err.code == Code.DEADLINE_EXCEEDED:
                     return _error(err, close=True)
                 return _error(err)
-        token = RunToken(f"{method} {path}")
+        token = RunToken(f"{method} {path}", deadline)
         future = self.executor.submit(self._v1_reply, method, path, body, token)
         if slot is not None:
             future.add_done_callback(lambda _: slot.release())

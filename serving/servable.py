@@ -20,7 +20,12 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
-from serving.cancellation import cancellable_run, cancelled_error, check_not_cancelled
+from serving.cancellation import (
+    cancellable_run,
+    cancelled_error,
+    check_not_cancelled,
+    remaining_ms,
+)
 from serving.status import Code, ServingError
 
 log = logging.getLogger("serving.servable")
@@ -290,8 +295,8 @@ class SessionServable(Servable):
             self._input_dtypes[signature_name] = dtypes
         return dtypes
 
-    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
-        key = (feeds, fetches)
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...], timeout_ms: int = 0):
+        key = (feeds, fetches, timeout_ms)
         runner = self._callables.get(key)
         if runner is None:
             with self._callables_lock:
@@ -304,8 +309,12 @@ class SessionServable(Servable):
                     if make is None:  # a TensorFlow without it: Session.run's checks apply
                         runner = self._session.make_callable(list(fetches), list(feeds))
                     else:
-                        runner = make(config_pb2.CallableOptions(feed=list(feeds),
-                                                                 fetch=list(fetches)))
+                        # As TF Serving passes a request's deadline into RunOptions: the
+                        # Session cancels the step when the time is up.
+                        options = config_pb2.CallableOptions(feed=list(feeds),
+                                                             fetch=list(fetches))
+                        options.run_options.timeout_in_ms = timeout_ms
+                        runner = make(options)
                     self._callables[key] = runner
         return runner
 
@@ -316,9 +325,15 @@ class SessionServable(Servable):
         aliases = tuple(inputs)
         feeds = tuple(signature.inputs[alias].name for alias in aliases)
         fetches = tuple(signature.outputs[key].name for key in output_keys)
-        check_not_cancelled()  # a Session run itself is not cancelled (see docs/reliability.md)
+        check_not_cancelled()
+        # The run's own timeout is the request's remaining time rounded up to a power of two
+        # milliseconds, so that a few callables serve every deadline (a run may outlive its
+        # deadline by less than its remaining time).
+        remaining = remaining_ms()
+        timeout_ms = 0 if remaining is None else 1 << (remaining - 1).bit_length()
         try:
-            values = self._callable(feeds, fetches)(*(inputs[alias] for alias in aliases))
+            values = self._callable(feeds, fetches, timeout_ms)(
+                *(inputs[alias] for alias in aliases))
         except (tf.errors.OpError, TypeError, ValueError) as err:
             raise _run_error(err) from None
         return dict(zip(output_keys, values, strict=True))

@@ -177,6 +177,44 @@ def test_cancelling_a_token_stops_its_run_and_only_its_run(slow_export):
     assert caught.value.code == Code.DEADLINE_EXCEEDED
 
 
+def export_slow_session_model(path: Path) -> Path:
+    """A TF1-style SavedModel (no object graph, run in a Session): `steps` loop iterations."""
+    graph = tf.Graph()
+    with graph.as_default():
+        steps = tf.compat.v1.placeholder(tf.int32, [None], name="steps")
+
+        def body(i, state):
+            return i + 1, tf.tanh(tf.matmul(state, state) * 0.01)
+
+        done, _ = tf.while_loop(lambda i, _: i < tf.reduce_max(steps), body,
+                                (tf.constant(0), tf.ones([64, 64])))
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def(
+                {"steps": steps}, {"done": done})
+            builder.add_meta_graph_and_variables(session, ["serve"],
+                                                 {"serving_default": signature})
+            builder.save()
+    return path
+
+
+def test_a_session_run_stops_at_the_requests_deadline(tmp_path):
+    from serving.servable import SessionServable
+
+    version = export_slow_session_model(tmp_path / "session" / "1")
+    servable = SessionServable("session", 1, version, read_meta_graph(version))
+    quick = servable.run("serving_default", {"steps": np.array([10], np.int32)}, ["done"])
+    assert int(quick["done"]) == 10
+    started = time.monotonic()
+    with request_scope(RunToken("slow", time.monotonic() + 0.5)), \
+            pytest.raises(ServingError) as caught:
+        servable.run("serving_default", {"steps": np.array([2**30], np.int32)}, ["done"])
+    # The timeout is the remaining 0.5 s rounded up to 512 ms; allow for the busy machine.
+    assert time.monotonic() - started < 3.0
+    assert caught.value.code == Code.DEADLINE_EXCEEDED, caught.value
+    servable.close()
+
+
 # ---- admission control ---------------------------------------------------------------------
 
 def test_admission_bounds_running_and_queued_requests_per_model():
