@@ -19,9 +19,11 @@ admission (serving.admission: 503 when the model's queue is full). A request sti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -54,6 +56,8 @@ V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 JSON_TYPE = "application/json"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INT64_MAX = 2**63 - 1
+# Bodies larger than this are parsed one at a time (see RestApi._parsing).
+BIG_BODY_BYTES = 4 << 20
 # TF Serving's CORS answers (--rest_api_enable_cors_support): every answer allows any origin; a
 # preflight (OPTIONS) from a web origin is told which methods and headers it may use.
 CORS_ORIGIN = ("Access-Control-Allow-Origin", "*")
@@ -117,6 +121,7 @@ class RestApi:
         self.monitoring_path = monitoring_path
         self.cors = cors
         self.executor = ThreadPoolExecutor(max(1, num_threads), thread_name_prefix="rest")
+        self._big_parse = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Answer one HTTP request (the ASGI interface)."""
@@ -245,9 +250,15 @@ class RestApi:
                 return rest_json.proto_json(core.model_status(spec))
         raise invalid_argument(f"Malformed request: {http_method} {path}")
 
+    def _parsing(self, body: bytes) -> Any:
+        """One big body parsed at a time: json.loads of tens of MB holds the GIL in one C call,
+        and several back to back would keep the event loop (and /healthz) waiting for seconds."""
+        return self._big_parse if len(body) > BIG_BODY_BYTES else contextlib.nullcontext()
+
     def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
         core = self.core
-        document = rest_json.parse_body(body)
+        with self._parsing(body):
+            document = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(document)
         with core.acquire(spec) as servable:
             name = signature_name or "serving_default"
@@ -256,7 +267,8 @@ class RestApi:
                 raise invalid_argument(f"Serving signature name: \"{name}\" not found in "
                                        f"signature def. This model has: "
                                        f"{', '.join(sorted(servable.signature_defs))}")
-            inputs, request_format = rest_json.predict_inputs(document, signature, name)
+            with self._parsing(body):
+                inputs, request_format = rest_json.predict_inputs(document, signature, name)
             _, outputs = core.predict(servable, signature_name, inputs)
         return rest_json.predict_response(outputs, request_format)
 
