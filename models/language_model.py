@@ -7,7 +7,8 @@ layers, before the output, and (the cell's `recurrent_dropout`) on the recurrent
 cheap parts of AWD-LSTM (Merity et al. 2017).
 
 The training model takes token ids as [batch, time, 1] (pipelines.tbptt chunks inputs of shape
-[batch, time, features]) and returns logits [batch, time, vocabulary]. Its recurrent layers also
+[batch, time, features]) and returns the top layer's hidden states; the loss (exact or sampled
+softmax) scores them against the tied embedding. Its recurrent layers also
 return their final states, which the training graph ignores and `run` uses: evaluation carries
 them across a whole split, generation across the steps of a continuation.
 """
@@ -64,14 +65,18 @@ class TiedEmbedding(keras.layers.Layer):
         return {**super().get_config(), "vocabulary": self.vocabulary, "dim": self.dim}
 
 
-def build_language_model(vocabulary: list[str], *, cell: str = "lstm", embedding_dim: int = 200,
-                         units: int = 200, layers: int = 2, dropout: float = 0.3,
-                         embedding_dropout: float = 0.1, recurrent_dropout: float = 0.0,
-                         seed: int = 42, name: str = "language_model") -> keras.Model:
-    """The language model: ids [batch, time, 1] -> logits [batch, time, vocabulary].
+@keras.saving.register_keras_serializable(package="rnnkit")
+class LanguageModel(keras.Model):
+    """The language model: ids [batch, time, 1] -> hidden states [batch, time, embedding_dim].
+
+    The scores over the vocabulary are the tied embedding's (`run` computes them); the training
+    loss is computed from the hidden states in `compute_loss`: the exact softmax, or with
+    `sampled_words` a sampled softmax (Jean et al. 2015) over that many words drawn from a
+    log-uniform (Zipf) distribution, which fits a vocabulary in order of frequency. Validation
+    (training=False) always takes the exact softmax, so val_loss is the true cross-entropy.
 
     Args:
-        vocabulary: the words in id order.
+        vocabulary: the words in id order, the most frequent first after the reserved ones.
         cell: recurrent cell, a key of models.layers.RECURRENT_LAYERS.
         embedding_dim: word vector size (also the last recurrent layer's, for the tied output).
         units: size of the recurrent layers below the last.
@@ -80,21 +85,66 @@ def build_language_model(vocabulary: list[str], *, cell: str = "lstm", embedding
         embedding_dropout: dropout on the word vectors.
         recurrent_dropout: dropout on each layer's recurrent state.
         seed: seeds the dropout masks.
-        name: the model's name.
+        sampled_words: words sampled per training step for the sampled softmax; 0 (or at least
+            the vocabulary's size) for the exact softmax.
+        **kwargs: Keras model arguments (name, trainable).
     """
-    tokens = keras.Input((None, 1), dtype="int32", name="tokens")
-    embedding = TiedEmbedding(vocabulary, embedding_dim, name=EMBEDDING)
-    x = embedding(keras.layers.Reshape((-1,), name="ids")(tokens))
-    x = keras.layers.Dropout(embedding_dropout, seed=seed, name="embedding_dropout")(x)
-    for i in range(layers):
-        size = embedding_dim if i == layers - 1 else units
-        layer = recurrent_layer(cell, size, return_sequences=True, return_state=True,
-                                recurrent_dropout=recurrent_dropout, seed=seed + 1 + i,
-                                name=f"rnn_{i}")
-        x = layer(x)[0]
-        x = keras.layers.Dropout(dropout, seed=seed + 100 + i, name=f"dropout_{i}")(x)
-    logits = embedding(x, scores=True)
-    return keras.Model(tokens, logits, name=name)
+
+    def __init__(self, vocabulary: list[str], cell: str = "lstm", embedding_dim: int = 200,
+                 units: int = 200, layers: int = 2, dropout: float = 0.3,
+                 embedding_dropout: float = 0.1, recurrent_dropout: float = 0.0, seed: int = 42,
+                 sampled_words: int = 0, **kwargs: Any) -> None:
+        tokens = keras.Input((None, 1), dtype="int32", name="tokens")
+        embedding = TiedEmbedding(vocabulary, embedding_dim, name=EMBEDDING)
+        x = embedding(keras.layers.Reshape((-1,), name="ids")(tokens))
+        x = keras.layers.Dropout(embedding_dropout, seed=seed, name="embedding_dropout")(x)
+        for i in range(layers):
+            size = embedding_dim if i == layers - 1 else units
+            layer = recurrent_layer(cell, size, return_sequences=True, return_state=True,
+                                    recurrent_dropout=recurrent_dropout, seed=seed + 1 + i,
+                                    name=f"rnn_{i}")
+            x = layer(x)[0]
+            x = keras.layers.Dropout(dropout, seed=seed + 100 + i, name=f"dropout_{i}")(x)
+        super().__init__(tokens, x, **kwargs)
+        self.lm_config = {"vocabulary": list(vocabulary), "cell": cell,
+                          "embedding_dim": embedding_dim, "units": units, "layers": layers,
+                          "dropout": dropout, "embedding_dropout": embedding_dropout,
+                          "recurrent_dropout": recurrent_dropout, "seed": seed,
+                          "sampled_words": sampled_words}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        embedding = self.get_layer(EMBEDDING)
+        hidden = tf.reshape(y_pred, [-1, embedding.dim])
+        labels = tf.reshape(tf.cast(y, tf.int64), [-1])
+        sampled = self.lm_config["sampled_words"]
+        if training and 0 < sampled < len(embedding.vocabulary):
+            losses = tf.nn.sampled_softmax_loss(
+                weights=embedding.embeddings, biases=embedding.bias, labels=labels[:, None],
+                inputs=hidden, num_sampled=sampled, num_classes=len(embedding.vocabulary),
+                seed=self.lm_config["seed"])
+        else:
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=embedding(hidden, scores=True))
+        return tf.reduce_mean(losses)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable, **self.lm_config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+def build_language_model(vocabulary: list[str], *, cell: str = "lstm", embedding_dim: int = 200,
+                         units: int = 200, layers: int = 2, dropout: float = 0.3,
+                         embedding_dropout: float = 0.1, recurrent_dropout: float = 0.0,
+                         seed: int = 42, sampled_words: int = 0,
+                         name: str = "language_model") -> keras.Model:
+    """The language model (see LanguageModel for the arguments); `name` names the model."""
+    return LanguageModel(vocabulary, cell=cell, embedding_dim=embedding_dim, units=units,
+                         layers=layers, dropout=dropout, embedding_dropout=embedding_dropout,
+                         recurrent_dropout=recurrent_dropout, seed=seed,
+                         sampled_words=sampled_words, name=name)
 
 
 def vocabulary(model: keras.Model) -> list[str]:

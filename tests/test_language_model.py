@@ -20,7 +20,7 @@ from pipelines.tasks import get_task
 from tests.serving_harness import running_server
 
 SMALL = ["epochs=6", "batch_size=8", "tbptt_steps=20", "learning_rate=0.01", "layers=1",
-         "embedding_dim=48", "units=48", "max_tokens=800", "dropout=0.1",
+         "embedding_dim=48", "units=48", "max_tokens=800", "sampled_words=200", "dropout=0.1",
          "embedding_dropout=0.0", "early_stopping_patience=6", "generate_words=8"]
 
 
@@ -178,6 +178,24 @@ def test_documents_lines_or_running_and_tables(tmp_path):
     assert words[:5] == ["<unk>", "<eos>", "great", "film", "."] and "," in words
     with pytest.raises(UserError, match="has no column 'text'"):
         task.vocabulary(task.config("quick", [f"data={tmp_path / 'reviews.csv'}"]))
+
+
+def test_loss_is_exact_in_validation_and_sampled_in_training():
+    from models.language_model import build_language_model, run, zero_states
+
+    words = ["<unk>", "<eos>", *[f"w{i}" for i in range(60)]]
+    model = build_language_model(words, embedding_dim=8, units=8, layers=2, sampled_words=10)
+    ids = np.random.default_rng(0).integers(0, len(words), (3, 7)).astype("int32")
+    targets = np.roll(ids, -1, axis=1)
+    hidden = model(ids[..., None], training=False)
+    logits, _ = run(model, ids, zero_states(model, 3))
+    exact = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+    np.testing.assert_allclose(model.compute_loss(y=targets, y_pred=hidden, training=False),
+                               exact, rtol=1e-5)
+    sampled = model.compute_loss(y=targets, y_pred=hidden, training=True)
+    assert np.isfinite(sampled) and abs(float(sampled) - float(exact)) > 1e-3
+    # The setting survives a save and load (the checkpoints' format).
+    assert type(model).from_config(model.get_config()).lm_config["sampled_words"] == 10
 
 
 def test_kneser_ney_bigram_is_a_distribution():
