@@ -171,10 +171,12 @@ def test_exports_in_a_loop_are_never_seen_half_written(tmp_path):
     # A folder left by an export killed half-way: hidden, so never taken for a version.
     (base / ".tmp-2-99999-abcd").mkdir()
     (base / ".tmp-2-99999-abcd" / "saved_model.pb").write_bytes(b"half")
+    # No load retries: the half-written control below must fail at once, not be retried for
+    # TF's default 5 minutes (5 tries, 1 min apart).
     server = ModelServer(ServerOptions(port=0, rest_api_port=0, model_name="textual",
                                        model_base_path=str(base),
                                        file_system_poll_wait_seconds=0.05,
-                                       enable_model_warmup=False))
+                                       enable_model_warmup=False, max_num_load_retries=0))
     server.start()
     manager = server.manager
 
