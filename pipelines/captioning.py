@@ -303,7 +303,7 @@ def resolve_encoder_weights(config: CaptionConfig) -> str:
     return "imagenet"
 
 
-def _encoder_error(err: Exception, config: CaptionConfig) -> UserError:
+def _encoder_error(err: Exception) -> UserError:
     """The UserError for an encoder that cannot be built with these settings."""
     offline = ", ".join(f"{name} alpha={alpha:g}" for name, alpha in MIRRORED_WEIGHTS)
     return UserError(f"cannot build the captioner's encoder: {err}",
@@ -547,16 +547,16 @@ class CaptionTask(Task):
         Args:
             config: the task config.
         """
-        key = json.dumps([config.encoder, config.image_size, config.encoder_alpha,
-                          resolve_encoder_weights(config), config.seed])
+        weights = resolve_encoder_weights(config)
+        key = json.dumps([config.encoder, config.image_size, config.encoder_alpha, weights,
+                          config.seed])
         if key not in self._encoders:
             try:
                 self._encoders[key] = build_encoder(
-                    config.encoder, config.image_size, config.encoder_alpha,
-                    resolve_encoder_weights(config), config.encoder_bn_momentum,
-                    seed=config.seed)
+                    config.encoder, config.image_size, config.encoder_alpha, weights,
+                    config.encoder_bn_momentum, seed=config.seed)
             except ValueError as err:
-                raise _encoder_error(err, config) from None
+                raise _encoder_error(err) from None
         return self._encoders[key]
 
     def features(self, config: CaptionConfig, part: str, limit: int | None) -> tuple[
@@ -652,7 +652,7 @@ class CaptionTask(Task):
                 max_length=config.max_caption_length, beam_width=config.beam_width,
                 length_penalty=config.length_penalty, seed=config.seed, name="captioner")
         except ValueError as err:
-            raise _encoder_error(err, config) from None
+            raise _encoder_error(err) from None
         model.build()
         return model
 
