@@ -45,8 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
     parser.add_argument("--profile", default=None, metavar="NAME",
                         help="settings profile: quick (default) or full")
-    parser.add_argument("--cell", choices=("rnn", "lstm", "gru", "ln_lstm"), default=None,
-                        help="recurrent cell, for tasks that have one (same as --set cell=...)")
+    # No `choices`: run() checks the name against models.layers.CELLS, which holds every
+    # registered cell (importing it here would load TensorFlow for `--help`).
+    parser.add_argument("--cell", default=None, metavar="NAME",
+                        help="recurrent cell, for tasks that have one: rnn, lstm, gru, ln_lstm "
+                             "or any cell registered in models.layers (same as --set cell=...)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="tf.distribute strategy: default (one device), mirrored (this "
                              "machine's GPUs) or multi_worker (the workers in TF_CONFIG; see "
@@ -78,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         if "cell" not in {f.name for f in dataclasses.fields(task.config_class)}:
             raise UserError(f"task {task.name} has no recurrent cell to choose",
                             "drop --cell")
+        from models.layers import CELLS
+
+        if args.cell not in CELLS:
+            raise UserError(f"--cell {args.cell} is not a registered cell",
+                            f"use one of {', '.join(sorted(CELLS))}, or register yours with "
+                            "models.layers.register_cell")
         overrides.insert(0, f"cell={args.cell}")
     if args.strategy:
         overrides.insert(0, f"strategy={args.strategy}")
