@@ -222,7 +222,7 @@ def train_run(problem: Problem, cell: str, length: int, clipped: bool,
     import keras
     import tensorflow as tf
 
-    from models.gradient_probe import HiddenStateProbe, clip_gradients, global_norm
+    from models.gradient_probe import HiddenStateProbe, clipping_norms
 
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
@@ -241,8 +241,7 @@ def train_run(problem: Problem, cell: str, length: int, clipped: bool,
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
-        return tf.stack([tf.cast(loss, tf.float32), global_norm(grads),
-                         global_norm(clip_gradients(grads, optimizer))])
+        return tf.stack([tf.cast(loss, tf.float32), *clipping_norms(grads, optimizer)])
 
     @tf.function(jit_compile=config.jit_compile)
     def train_block(xs, ys):
