@@ -3,6 +3,11 @@ masked sequences, and errors that name the fix."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -184,3 +189,34 @@ def test_state_names_match_the_states_a_layer_returns(cell):
     assert len(ours.state_names(cell)) == len(states)
     with pytest.raises(ValueError, match="not a registered cell"):
         ours.state_names("transformer")
+
+
+def test_keras_still_has_the_private_helper_rnn_imports():
+    """rnn.py imports keras.src.utils.tracking.no_automatic_dependency_tracking, which is private:
+    when a Keras upgrade moves it, this test names it (and the import names Keras's version)."""
+    try:
+        tracking = importlib.import_module("keras.src.utils.tracking")
+    except ImportError as err:
+        pytest.fail(f"Keras {keras.__version__} has no keras.src.utils.tracking ({err}); "
+                    "models/layers/rnn.py imports no_automatic_dependency_tracking from it")
+    assert hasattr(tracking, "no_automatic_dependency_tracking"), (
+        f"Keras {keras.__version__} moved no_automatic_dependency_tracking out of "
+        "keras.src.utils.tracking; models/layers/rnn.py imports it from there")
+
+
+def test_a_moved_private_helper_fails_the_import_with_the_keras_version():
+    # A fresh interpreter: re-importing rnn.py here would re-register RNN for the whole session.
+    code = ("import keras.src.utils.tracking as tracking; "
+            "del tracking.no_automatic_dependency_tracking; import models.layers")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], timeout=300, check=False)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "no_automatic_dependency_tracking" in last_line
+    assert f"Keras {keras.__version__}" in last_line
+
+
+def test_another_backend_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match=r"TensorFlow backend only.*KERAS_BACKEND=tensorflow"):
+        ours.LSTM(3)
