@@ -19,7 +19,8 @@ from models.layers.simple_rnn_cell import SimpleRNNCell
 # The driver's own arguments and Keras's layer arguments; every other argument is the cell's.
 _RNN_ARGS = tuple(name for name in inspect.signature(RNN.__init__).parameters
                   if name not in ("self", "cell", "kwargs"))
-_LAYER_ARGS = ("name", "trainable", "dtype", "activity_regularizer")
+_LAYER_ARGS = ("name", "trainable", "dtype", "autocast", "activity_regularizer", "input_dim",
+               "input_shape")
 
 
 def _snake_case(name: str) -> str:
