@@ -220,3 +220,17 @@ def test_another_backend_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match=r"TensorFlow backend only.*KERAS_BACKEND=tensorflow"):
         ours.LSTM(3)
+
+
+def test_cell_rnn_hands_layer_arguments_to_the_layer_and_the_rest_to_the_cell():
+    layer = ours.LSTM(3, name="encoder", autocast=False, dtype="float64", dropout=0.5,
+                      activity_regularizer="l2", return_sequences=True)
+    assert (layer.name, layer.autocast, layer.return_sequences) == ("encoder", False, True)
+    assert layer.activity_regularizer is not None and layer.cell.activity_regularizer is None
+    assert (layer.cell.name, layer.cell.dropout, layer.cell.dtype) == ("lstm_cell", 0.5, "float64")
+    with pytest.raises(ValueError, match="Unrecognized keyword arguments passed to LSTMCell"):
+        ours.LSTM(3, bogus=1)
+    with pytest.raises(ValueError, match="LSTM runs LSTMCell, got cell_class=GRUCell"):
+        ours.LSTM(3, cell_class=ours.GRUCell)
+    with pytest.raises(ValueError, match="cell_class must be an RNNCell subclass"):
+        ours.CellRNN(3)
