@@ -28,7 +28,7 @@ import time
 
 from task_run import task_parser, timed_run
 
-from app.logging_setup import configure_logging
+from serving.logging_setup import configure_logging
 
 SCORES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider_d")
 

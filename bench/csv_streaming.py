@@ -59,7 +59,7 @@ def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
 
 def child(path: Path, steps: int) -> dict:
     """Scan, adapt and train in this process; returns rates and peak memory."""
-    from app.logging_setup import quiet_tensorflow
+    from serving.logging_setup import quiet_tensorflow
 
     quiet_tensorflow()
     import keras

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from task_run import cores, cpu_seconds, task_parser
 
-from app.logging_setup import configure_logging
+from serving.logging_setup import configure_logging
 
 # data set -> (task, published test accuracies, targets per profile: (accuracy, wall seconds))
 BENCHES = {

@@ -25,8 +25,8 @@ from typing import Any
 
 from task_run import task_parser, timed_run
 
-from app.logging_setup import configure_logging
 from pipelines.tasks import task_info
+from serving.logging_setup import configure_logging
 
 # What each profile must reach (the project's spec).
 TARGETS = {("sentiment", "quick"): 0.85, ("sentiment", "full"): 0.90,

@@ -27,8 +27,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Importing models.captioning registers Captioner, which loading a checkpoint needs.
-from app.errors import UserError
 from models.captioning import (
     END,
     MAX_IMAGE_PIXELS,
@@ -51,6 +49,9 @@ from pipelines.data_files import (
     source_columns,
 )
 from pipelines.tasks import Task
+
+# Importing models.captioning registers Captioner, which loading a checkpoint needs.
+from serving.errors import UserError
 
 log = logging.getLogger("pipelines.captioning")
 

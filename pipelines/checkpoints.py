@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.errors import UserError
 from pipelines.run_dir import CHECKPOINTS_DIR, read_json, write_json
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

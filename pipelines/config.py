@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.errors import UserError
+from serving.errors import UserError
 
 C = TypeVar("C", bound="TrainConfig")
 

@@ -4,7 +4,7 @@ and the data sets rnnkit knows by name (`--data trec`), all read through the sam
 Files are read line by line (never whole), so memory does not grow with a file's size: Python's
 `csv` module parses quoting and embedded newlines, each physical line is decoded as UTF-8 on its
 own so an invalid byte is reported with its line, and `.gz` files are decompressed as they stream.
-Every problem a user can fix raises `app.errors.UserError` naming the file (and line).
+Every problem a user can fix raises `serving.errors.UserError` naming the file (and line).
 
 Two levels, one code path:
 - `iter_table` / `iter_tagged` yield `(line, row)` in Python: tasks scan a training file once with
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from app.errors import UserError
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from app.errors import UserError
+from serving.errors import UserError
 
 log = logging.getLogger("pipelines.datasets")
 

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import UserError
 from pipelines.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

@@ -7,8 +7,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-from app.errors import DataUnavailable
 from pipelines.config import data_dir, tfds_dir
+from serving.errors import DataUnavailable
 
 log = logging.getLogger("pipelines.downloads")
 

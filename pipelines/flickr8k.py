@@ -25,9 +25,9 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from app.errors import DataUnavailable
 from pipelines.config import data_dir, tfds_dir
 from pipelines.data_files import NamedDataset, Row
+from serving.errors import DataUnavailable
 
 log = logging.getLogger("pipelines.flickr8k")
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import DataUnavailable, UserError
 from pipelines.config import data_dir, tfds_dir
+from serving.errors import DataUnavailable, UserError
 
 if TYPE_CHECKING:
     import tensorflow as tf

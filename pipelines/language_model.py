@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from app.errors import UserError
 from pipelines import data_files, text_corpus
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.errors import UserError
 from pipelines.config import TrainConfig, runs_dir
+from serving.errors import UserError
 
 log = logging.getLogger("pipelines.run_dir")
 

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import UserError
 from pipelines import imdb
 from pipelines.run_dir import load_config, run_task
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

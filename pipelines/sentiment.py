@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from app.errors import UserError
 from pipelines import imdb
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

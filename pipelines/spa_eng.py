@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from app.errors import DataUnavailable, UserError
 from pipelines.config import data_dir, tfds_dir
+from serving.errors import DataUnavailable, UserError
 
 log = logging.getLogger("pipelines.spa_eng")
 

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from app.errors import UserError
 from pipelines import data_files
 from pipelines.classify import CACHE_ROWS, EVAL_BATCH_SIZE, evaluation_report
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

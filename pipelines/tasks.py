@@ -10,7 +10,7 @@ The life of a run: `pipelines.trainer.train(task, config)` calls `datasets`, `bu
 and `metrics`, checkpoints the whole model every epoch (`keras.saving` format, so every custom
 layer or function must be registered with `keras.saving.register_keras_serializable`), and keeps
 the best epoch by `monitor`. `pipelines.evaluation.evaluate_run` reloads the best checkpoint and
-calls `evaluate`; `serving.export.export_run` reloads it and exports `serving_signatures`, with
+calls `evaluate`; `pipelines.export.export_run` reloads it and exports `serving_signatures`, with
 `signature_methods` and `warmup_requests`.
 """
 
@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from app.errors import UserError
 from pipelines.config import TrainConfig, make_config
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

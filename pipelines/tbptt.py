@@ -24,8 +24,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from app.errors import UserError
 from pipelines.config import TrainConfig
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

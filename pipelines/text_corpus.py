@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import UserError
 from pipelines import data_files
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import UserError
 from pipelines import distribute
 from pipelines import run_dir as runs
 from pipelines.checkpoints import CheckpointStore, is_finite
 from pipelines.config import TrainConfig
 from pipelines.tbptt import truncated_bptt
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     import keras

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from app.errors import UserError
 from pipelines.data_files import NamedDataset, Row
 from pipelines.downloads import fetch
+from serving.errors import UserError
 
 BASE_URL = "https://cogcomp.seas.upenn.edu/Data/QA/QC/"
 FILES = {"train": "train_5500.label", "test": "TREC_10.label"}

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from app.errors import UserError
 from pipelines.config import data_dir
 from pipelines.data_files import NamedDataset, Row
 from pipelines.text_corpus import iter_text_lines
+from serving.errors import UserError
 
 FILES = {"train": "wiki.train.tokens", "validation": "wiki.valid.tokens",
          "test": "wiki.test.tokens"}

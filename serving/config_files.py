@@ -23,7 +23,7 @@ from google.protobuf import (
     wrappers_pb2,
 )
 
-from app.errors import UserError
+from serving.errors import UserError
 
 # TF Serving's defaults when a batching field is absent: BasicBatchScheduler::Options
 # (max_batch_size 1000, batch_timeout_micros 0, max_enqueued_batches 10, num_batch_threads =

@@ -1,4 +1,8 @@
-"""The one exception type for mistakes a user can fix."""
+"""The one exception type for mistakes a user can fix, raised by serving, pipelines and app alike.
+
+It lives in the lowest package that raises it: pipelines and app import serving (export, the
+client), serving imports neither, and models raises no UserError.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The one logging configuration for every rnnkit process."""
+"""The one logging configuration for every rnnkit process.
+
+Here, not in app/, so that `python -m serving` sets up logging without importing the app.
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from app.errors import UserError
 from serving.admission import Admission
 from serving.batching import BatchScheduler
 from serving.config_files import (
@@ -24,6 +23,7 @@ from serving.config_files import (
     load_session_config,
     load_ssl_config,
 )
+from serving.errors import UserError
 from serving.grpc_api import (
     create_grpc_server,
     default_grpc_threads,

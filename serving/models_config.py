@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from app.errors import UserError
+from serving.errors import UserError
 
 log = logging.getLogger("serving.models_config")
 

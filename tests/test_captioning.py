@@ -20,7 +20,6 @@ import tensorflow as tf
 from PIL import Image
 
 from app.cli import main
-from app.errors import UserError
 from pipelines.captioning import (
     CaptioningTask,
     CaptionTask,
@@ -31,8 +30,9 @@ from pipelines.captioning import (
     normalize,
     split_captions,
 )
+from pipelines.export import export_run
 from pipelines.trainer import train
-from serving.export import export_run
+from serving.errors import UserError
 
 IMAGES = 4
 # Small encoder input: a 3 x 3 feature grid, enough to tell four images apart, fast to cache.

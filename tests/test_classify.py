@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 
 from app.cli import main
-from app.errors import UserError
 from pipelines import trec
 from pipelines.tasks import get_task
+from serving.errors import UserError
 from tests.serving_harness import http, running_server
 
 SMALL = ["epochs=4", "batch_size=32", "learning_rate=0.003", "max_tokens=3000",
@@ -54,7 +54,7 @@ def csv_run(questions, tmp_path_factory):
 
 def test_classify_learns_evaluates_and_serves_label_names(csv_run, tmp_path):
     from pipelines.evaluation import evaluate_run
-    from serving.export import export_run
+    from pipelines.export import export_run
 
     task, _, result = csv_run
     evaluation = evaluate_run(task, result.run_dir)

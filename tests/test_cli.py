@@ -275,8 +275,8 @@ def test_run_on_a_busy_port_fails_in_one_line_and_leaves_nothing(runs_root, tmp_
 
 def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny_sentiment,
                                       monkeypatch):
-    from app.errors import DataUnavailable
     from pipelines import flickr8k
+    from serving.errors import DataUnavailable
 
     def unavailable():
         raise DataUnavailable("Flickr8k archives ['Flickr8k_Dataset.zip'] not found in /nowhere",

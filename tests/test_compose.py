@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from app.errors import UserError
 from serving.config_files import load_model_server_config
+from serving.errors import UserError
 from serving.flags import parse_flags
 from serving.models_config import (
     exported_models,

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script by the tests below
     sys.path.insert(0, str(REPO))
 
-from app.errors import UserError  # noqa: E402
 from pipelines import distribute  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
+from serving.errors import UserError  # noqa: E402
 
 # Small enough for about a minute on 2 busy cores; dropout off, so every strategy draws the same.
 SMALL = ["max_train_examples=128", "epochs=1", "batch_size=32", "learning_rate=0.002",
@@ -135,7 +135,7 @@ def _run_worker(run_dir: Path) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    from app.logging_setup import configure_logging
+    from serving.logging_setup import configure_logging
 
     configure_logging()
     mode, out = argv[0], Path(argv[1])

@@ -15,7 +15,6 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from app.errors import UserError
 from models import layers as ours
 from models.sentiment import (
     FirstTokens,
@@ -29,6 +28,7 @@ from pipelines.binary_metrics import best_threshold, binary_report, roc_auc
 from pipelines.checkpoints import CheckpointStore
 from pipelines.sentiment import THRESHOLD_FILE
 from pipelines.tasks import get_task
+from serving.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["max_train_examples=2000", "max_eval_examples=600", "epochs=2", "batch_size=32",
@@ -259,7 +259,8 @@ def test_bad_settings_are_user_errors(reviews):
 
 
 def test_export_answers_like_the_model(sequence_run, tmp_path):
-    from serving.export import CLASSIFY_METHOD, export_run
+    from pipelines.export import export_run
+    from serving.export import CLASSIFY_METHOD
 
     task, _, result = sequence_run
     texts = tf.constant([t for t, _ in imdb.load_test(24).as_numpy_iterator()])

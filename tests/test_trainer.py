@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from app.errors import UserError
 from pipelines import imdb
 from pipelines.checkpoints import CheckpointStore
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
+from serving.errors import UserError
 
 TRAIN_EXAMPLES = 1500
 HELD_OUT = 600

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import UserError
 from pipelines import word_vectors
 from pipelines.tasks import get_task
+from serving.errors import UserError
 
 
 def test_cooccurrences_weight_by_distance_and_stop_at_padding():

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.errors import DataUnavailable, UserError
 from app.run_progress import Progress
+from serving.errors import DataUnavailable, UserError
 
 log = logging.getLogger("app.commands.run")
 
@@ -137,10 +137,10 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path,
     """
     from pipelines.datasets import dataset_names, prepare_dataset
     from pipelines.evaluation import evaluate_run
+    from pipelines.export import export_run
     from pipelines.run_dir import EVALUATION_FILE, METRICS_FILE, new_run_dir, read_json
     from pipelines.tasks import get_task
     from pipelines.trainer import resume_config, train
-    from serving.export import export_run
 
     def report(state: str, **fields: Any) -> None:
         if progress is not None:

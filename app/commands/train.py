@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from app.errors import UserError
+from serving.errors import UserError
 
 log = logging.getLogger("app.commands.train")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from app import model_kinds
-from app.errors import UserError
 from app.run_progress import read_progress
 from app.web import runs as run_dirs
 from app.web.errors import ApiError, bad_request, unreachable, upstream_error
+from serving.errors import UserError
 
 log = logging.getLogger("app.web.api")
 
