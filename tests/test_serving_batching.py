@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.batching import BatchScheduler, QueueFullError, SchedulerClosedError
-from serving.config_files import BatchingParameters
+from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from serving.config_files import (
+from serving.config_readers import (
     BatchingParameters,
     load_batching_parameters,
     load_model_server_config,

@@ -274,7 +274,11 @@ def _interrupt(thread: threading.Thread) -> None:
 def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
     """After serving: drop the planned model folders nothing was exported into, and list only
     exported models in models.config (as `rnnkit run` wrote it before serving while training)."""
-    from serving.models_config import MODELS_CONFIG_NAME, exported_models, write_models_config
+    from serving.models_config_writer import (
+        MODELS_CONFIG_NAME,
+        exported_models,
+        write_models_config,
+    )
 
     for name in planned:
         folder = base_path / name
@@ -303,7 +307,7 @@ def _serve_while_training(args: argparse.Namespace, names: list[str],
     from pipelines.config import runs_dir
     from pipelines.tasks import task_info
     from serving.model_server import ModelServer, ServerOptions
-    from serving.models_config import write_models_config
+    from serving.models_config_writer import write_models_config
 
     base_path = args.base_path.resolve()
     planned = tuple(dict.fromkeys(task_info(name).export_name for name in names))

@@ -44,7 +44,7 @@ def known_model_names(base_path: Path | None) -> list[str]:
             None for the registry's names only.
     """
     from pipelines.tasks import served_model_names
-    from serving.models_config import exported_models
+    from serving.models_config_writer import exported_models
 
     names = served_model_names()
     if base_path is not None:

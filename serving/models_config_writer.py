@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from serving.errors import UserError
 
-log = logging.getLogger("serving.models_config")
+log = logging.getLogger("serving.models_config_writer")
 
 MODELS_CONFIG_NAME = "models.config"
 
@@ -95,7 +95,7 @@ def write_models_config(base_path: Path, container_base: str = "/models",
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m serving.models_config EXPORTS_DIR [--container-base DIR]`: write models.config.
+    """`python -m serving.models_config_writer EXPORTS_DIR [--container-base DIR]`.
 
     Args:
         argv: the arguments (default: sys.argv[1:]).
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m serving.models_config",
+        prog="python -m serving.models_config_writer",
         description="Write EXPORTS_DIR/models.config listing every exported model.")
     parser.add_argument("exports_dir", type=Path, help="the exports dir (<name>/<version>/)")
     parser.add_argument("--container-base", default="/models",

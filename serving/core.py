@@ -33,7 +33,7 @@ from serving.servable import Servable
 from serving.status import Code, ServingError, invalid_argument
 from serving.tensors import datatype_of, dtype_name
 
-log = logging.getLogger("serving.server")
+log = logging.getLogger("serving.core")
 
 DEFAULT_SIGNATURE = "serving_default"
 # The runtime label of TF's runtime_latency metric for SavedModels run as TF graphs.
