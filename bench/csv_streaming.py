@@ -65,7 +65,7 @@ def child(path: Path, steps: int) -> dict:
     import keras
 
     from pipelines.tasks import get_task
-    from pipelines.trainer import compile_model
+    from pipelines.training.trainer import compile_model
 
     task = get_task("classify")
     # Validation rows from the small file: holding them out of the big one would add a whole

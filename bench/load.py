@@ -106,10 +106,10 @@ def sample_reviews(count: int = 256) -> list[str]:
     from serving.errors import UserError
 
     with contextlib.suppress(UserError, OSError):
-        from pipelines import imdb
+        from pipelines.datasets import imdb
 
         return [text.decode() for text, _ in imdb.load_test(count).as_numpy_iterator()]
-    from pipelines.sentiment import WARMUP_REVIEWS
+    from pipelines.tasks.sentiment import WARMUP_REVIEWS
 
     words = " ".join(WARMUP_REVIEWS * 12).split()
     return [" ".join(words[i % 17:][:230]) for i in range(count)]

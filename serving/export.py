@@ -175,7 +175,7 @@ def warmup_file(logs: list[prediction_log_pb2.PredictionLog]) -> bytes:
 
 
 def export_provenance(version_dir: Path) -> dict[str, Any] | None:
-    """An exported version's metadata and its run (`pipelines.export.export_run`), or None.
+    """An exported version's metadata and its run (`pipelines.training.export.export_run`), or None.
 
     Args:
         version_dir: `<base>/<name>/<version>`.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import imdb
+from pipelines.datasets import imdb
 from serving.errors import UserError
 
 

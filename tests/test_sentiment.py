@@ -23,11 +23,11 @@ from models.sentiment import (
     many_to_one,
     standardize_review,
 )
-from pipelines import imdb
-from pipelines.binary_metrics import best_threshold, binary_report, roc_auc
-from pipelines.checkpoints import CheckpointStore
-from pipelines.sentiment import THRESHOLD_FILE
+from pipelines.datasets import imdb
 from pipelines.tasks import get_task
+from pipelines.tasks.sentiment import THRESHOLD_FILE
+from pipelines.training.binary_metrics import best_threshold, binary_report, roc_auc
+from pipelines.training.checkpoints import CheckpointStore
 from serving.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def reviews(shared_data, tfds_dir):
 @pytest.fixture(scope="module")
 def sequence_run(reviews, tmp_path_factory):
     """A small bidirectional GRU trained for two epochs on 2000 real reviews."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment")
     config = task.config("quick", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
@@ -55,7 +55,7 @@ def sequence_run(reviews, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bow_run(reviews, tmp_path_factory):
     """The bag-of-words control trained for two epochs on 2000 real reviews."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment_bow")
     config = task.config("quick", [*SMALL, "units=32", "dropout=0.2"])
@@ -259,7 +259,7 @@ def test_bad_settings_are_user_errors(reviews):
 
 
 def test_export_answers_like_the_model(sequence_run, tmp_path):
-    from pipelines.export import export_run
+    from pipelines.training.export import export_run
     from serving.export import CLASSIFY_METHOD
 
     task, _, result = sequence_run
@@ -306,7 +306,7 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
 
 
 def test_self_training_adds_the_teachers_answers(sequence_run, bow_run):
-    from pipelines import self_training
+    from pipelines.tasks import self_training
 
     task = get_task("sentiment")
     teachers = [sequence_run[2].run_dir, bow_run[2].run_dir]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import ud_english
+from pipelines.datasets import ud_english
 from pipelines.tasks import get_task
 from serving.errors import UserError
 
@@ -39,7 +39,7 @@ def sentences(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tag_run(sentences, shared_data, tmp_path_factory):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("tag")
     config = task.config("quick", [
@@ -50,8 +50,8 @@ def tag_run(sentences, shared_data, tmp_path_factory):
 
 
 def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):
-    from pipelines.evaluation import evaluate_run
-    from pipelines.export import export_run
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.export import export_run
 
     task, _, result = tag_run
     evaluation = evaluate_run(task, result.run_dir)

@@ -137,8 +137,8 @@ def test_run_refuses_a_task_that_needs_the_users_data(monkeypatch) -> None:
 
 
 def test_export_model_name_and_default_name(registered, tmp_path, monkeypatch) -> None:
-    from pipelines.export import export_run
-    from pipelines.trainer import train
+    from pipelines.training.export import export_run
+    from pipelines.training.trainer import train
 
     monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
     task = get_task("stand_in")

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from pipelines import spa_eng
+from pipelines.datasets import spa_eng
 from serving.errors import UserError
 
 

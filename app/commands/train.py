@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     from app.commands.data_flags import add_data_arguments
-    from pipelines.distribute import STRATEGIES
     from pipelines.tasks import task_names
+    from pipelines.training.distribute import STRATEGIES
 
     parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
     parser.add_argument("--profile", default=None, metavar="NAME",
@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed command line.
     """
     from app.commands.data_flags import data_overrides
-    from pipelines.run_dir import list_runs
     from pipelines.tasks import get_task
-    from pipelines.trainer import resume_config, train
+    from pipelines.training.run_dir import list_runs
+    from pipelines.training.trainer import resume_config, train
 
     task = get_task(args.task)
     overrides = data_overrides(args, task) + list(args.overrides)
