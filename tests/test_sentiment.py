@@ -319,13 +319,13 @@ def test_self_training_adds_the_teachers_answers(sequence_run, bow_run):
     confident = (mean >= 0.7) | (mean <= 0.3)
     assert 0 < confident.sum() < len(texts)  # some reviews are kept, some are not
 
-    pseudo = list(self_training.pseudo_labelled(config).as_numpy_iterator())
+    pseudo = list(self_training.pseudo_labelled(config, task.registry).as_numpy_iterator())
     assert [text for text, _ in pseudo] == [t for t, keep in zip(texts, confident, strict=True)
                                             if keep]
     labels = np.array([label[0] for _, label in pseudo])
     np.testing.assert_array_equal(labels, (mean[confident] >= 0.5).astype(np.float32))
     # By default (distillation) every review, labelled with the teachers' mean probability.
-    soft = list(self_training.pseudo_labelled(distill).as_numpy_iterator())
+    soft = list(self_training.pseudo_labelled(distill, task.registry).as_numpy_iterator())
     assert [text for text, _ in soft] == texts
     np.testing.assert_allclose([label[0] for _, label in soft], mean, atol=1e-5)
 

@@ -12,7 +12,8 @@ import pytest
 from app.commands import run as run_command
 from pipelines import tasks
 from pipelines.config import TrainConfig
-from pipelines.tasks import KINDS, REGISTRY, Task, TaskInfo, get_task, run_order, task_info
+from pipelines.tasks import REGISTRY, get_task, run_order, task_info
+from pipelines.training.task import KINDS, Task, TaskInfo
 from serving.errors import UserError
 
 

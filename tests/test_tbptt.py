@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from models.layers import GRU, LSTM, Bidirectional
 from pipelines.config import TrainConfig
-from pipelines.tasks import Task
+from pipelines.training.task import Task
 from pipelines.training.tbptt import chunk_batches, truncated_bptt
 from pipelines.training.trainer import train
 from serving.errors import UserError

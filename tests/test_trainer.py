@@ -13,8 +13,8 @@ import pytest
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import imdb
-from pipelines.tasks import Task
 from pipelines.training.checkpoints import CheckpointStore
+from pipelines.training.task import Task
 from serving.errors import UserError
 
 TRAIN_EXAMPLES = 1500

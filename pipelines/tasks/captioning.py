@@ -48,7 +48,7 @@ from pipelines.datasets.data_files import (
     part_source,
     source_columns,
 )
-from pipelines.tasks import Task
+from pipelines.training.task import Task
 
 # Importing models.captioning registers Captioner, which loading a checkpoint needs.
 from serving.errors import UserError

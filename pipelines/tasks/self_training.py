@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.datasets import imdb
+from pipelines.training.checkpoints import CheckpointStore
 from pipelines.training.run_dir import load_config, run_task
 from serving.errors import UserError
 
@@ -22,36 +23,44 @@ if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
 
-    from pipelines.tasks.sentiment import ReviewConfig
+    from pipelines.config import TrainConfig
+    from pipelines.training.task import Registry, Task
 
 log = logging.getLogger("pipelines.tasks.self_training")
 
 
-
-def teacher_tasks() -> list[str]:
-    """The tasks whose runs can teach: the registry's IMDB classifiers."""
-    from pipelines.tasks import REGISTRY
-
-    return [info.name for info in REGISTRY if info.kind == "classify" and info.dataset == "imdb"]
-
-
-def teacher_runs(config: ReviewConfig) -> list[Path]:
-    """The run directories named by `config.teachers`, each checked to be a usable teacher.
+def teacher_tasks(registry: Registry) -> list[str]:
+    """The tasks whose runs can teach: the registry's IMDB classifiers.
 
     Args:
-        config: the student's config; `teachers` is a comma-separated list of run directories.
+        registry: the student task's view of the registry (`Task.registry`).
+    """
+    return [info.name for info in registry.lines
+            if info.kind == "classify" and info.dataset == "imdb"]
+
+
+def teacher_runs(config: TrainConfig, registry: Registry | None) -> list[tuple[Path, Task]]:
+    """The runs named by `config.teachers` with their tasks, each checked to be a usable teacher.
+
+    Args:
+        config: the student's config (a ReviewConfig); `teachers` is a comma-separated list of
+            run directories.
+        registry: the student task's view of the registry (`Task.registry`, set by get_task).
     """
     runs = [Path(part.strip()).expanduser() for part in config.teachers.split(",")
             if part.strip()]
+    if runs and registry is None:
+        raise ValueError("self-training needs a task made by get_task (it has no registry)")
+    teachers = []
     for run in runs:
+        names = teacher_tasks(registry)
         task_name = run_task(run) if run.is_dir() else None
-        if task_name not in teacher_tasks():
+        if task_name not in names:
             raise UserError(f"teacher {run} is not a trained IMDB run",
                             "pass --set teachers= with the --run-dir of finished `rnnkit train "
-                            f"{' or '.join(teacher_tasks())}` runs, separated by commas")
-        from pipelines.tasks import get_task
-
-        teacher = load_config(run, get_task(task_name).config_class)
+                            f"{' or '.join(names)}` runs, separated by commas")
+        task = registry.get_task(task_name)
+        teacher = load_config(run, task.config_class)
         if (teacher.seed, teacher.validation_fraction) != (config.seed,
                                                             config.validation_fraction):
             raise UserError(
@@ -60,24 +69,23 @@ def teacher_runs(config: ReviewConfig) -> list[Path]:
                 f"{config.seed}, validation_fraction {config.validation_fraction})",
                 "use teachers trained with this run's seed and validation_fraction, so that "
                 "no teacher has learned from the reviews this run validates on")
-    return runs
+        teachers.append((run, task))
+    return teachers
 
 
-def teacher_probabilities(runs: list[Path], max_examples: int | None = None) -> np.ndarray:
+def teacher_probabilities(teachers: list[tuple[Path, Task]], max_examples: int | None = None,
+                          ) -> np.ndarray:
     """The teachers' mean probability that each unlabelled review is positive, in split order.
 
     Args:
-        runs: teacher run directories (see `teacher_runs`).
+        teachers: teacher run directories with their tasks (see `teacher_runs`); each task's
+            `predict` (the task contract) answers for its run's best model.
         max_examples: only the first this many unlabelled reviews; None for all 50k.
     """
     import numpy as np
 
-    from pipelines.tasks import get_task
-    from pipelines.training.checkpoints import CheckpointStore
-
     total = None
-    for run in runs:
-        task = get_task(run_task(run))
+    for run, task in teachers:
         config = load_config(run, task.config_class)
         model = CheckpointStore(run).load_model("best")
         # predict batches reviews of similar length together; the index puts them back in order.
@@ -87,7 +95,7 @@ def teacher_probabilities(runs: list[Path], max_examples: int | None = None) -> 
         log.info("teacher %s: %.1f%% of %d unlabelled reviews positive", run,
                  100 * float((probabilities >= 0.5).mean()), len(probabilities))
         total = probabilities if total is None else total + probabilities
-    return np.asarray(total) / len(runs)
+    return np.asarray(total) / len(teachers)
 
 
 def _numbered(max_examples: int | None) -> tf.data.Dataset:
@@ -98,7 +106,8 @@ def _numbered(max_examples: int | None) -> tf.data.Dataset:
         lambda index, text: (text, tf.cast(index, tf.float32)[None]))
 
 
-def pseudo_labelled(config: ReviewConfig) -> tf.data.Dataset | None:
+def pseudo_labelled(config: TrainConfig, registry: Registry | None,
+                    ) -> tf.data.Dataset | None:
     """The unlabelled reviews with the teachers' labels, as unbatched (text, label).
 
     A review is kept when the teachers' mean probability is at least
@@ -106,18 +115,20 @@ def pseudo_labelled(config: ReviewConfig) -> tf.data.Dataset | None:
     `soft_labels` its label is that probability. None when `config.teachers` names no run.
 
     Args:
-        config: the student's config (teachers, pseudo_label_confidence, soft_labels,
-            max_train_examples).
+        config: the student's config, a ReviewConfig (teachers, pseudo_label_confidence,
+            soft_labels, max_train_examples).
+        registry: the student task's view of the registry (`Task.registry`), where the
+            teachers' tasks are found.
     """
     import numpy as np
     import tensorflow as tf
 
-    runs = teacher_runs(config)
-    if not runs:
+    teachers = teacher_runs(config, registry)
+    if not teachers:
         return None
     confidence = config.pseudo_label_confidence
     # The unlabelled split only; subsets for tests take as many as the labelled training part.
-    probabilities = teacher_probabilities(runs, config.max_train_examples)
+    probabilities = teacher_probabilities(teachers, config.max_train_examples)
     keep = (probabilities >= confidence) | (probabilities <= 1 - confidence)
     labels = probabilities[keep] if config.soft_labels else probabilities[keep] >= 0.5
     labels = labels.astype(np.float32)[:, None]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import imdb
-from pipelines.tasks import Task
+from pipelines.training.task import Task
 from serving.errors import UserError
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class _ReviewSentiment(Task):
                                            config.max_train_examples)
         from pipelines.tasks.self_training import pseudo_labelled
 
-        pseudo = pseudo_labelled(config)
+        pseudo = pseudo_labelled(config, self.registry)
         if pseudo is not None:
             train = train.concatenate(pseudo)
         max_length = self._max_length(config)

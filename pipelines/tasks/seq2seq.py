@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import data_files
-from pipelines.tasks import Task
+from pipelines.training.task import Task
 from serving.errors import UserError
 
 if TYPE_CHECKING:

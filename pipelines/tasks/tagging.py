@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import data_files
-from pipelines.tasks import Task
 from pipelines.tasks.classify import CACHE_ROWS, EVAL_BATCH_SIZE, evaluation_report
+from pipelines.training.task import Task
 from serving.errors import UserError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pipelines.training.checkpoints import CheckpointStore
 from pipelines.training.run_dir import EVALUATION_FILE, load_config, write_json
 
 if TYPE_CHECKING:
-    from pipelines.tasks import Task
+    from pipelines.training.task import Task
 
 log = logging.getLogger("pipelines.training.evaluation")
 

@@ -22,7 +22,7 @@ from serving.export import (
 )
 
 if TYPE_CHECKING:
-    from pipelines.tasks import Task
+    from pipelines.training.task import Task
 
 
 def export_run(task: Task, run_dir: Path, base_path: Path | str,

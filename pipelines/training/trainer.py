@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from pipelines.tasks import Task
+    from pipelines.training.task import Task
 
 log = logging.getLogger("pipelines.training.trainer")
 
