@@ -30,6 +30,7 @@ from pipelines.gradient_lab.long_range_tasks import (
     adding_problem,
     recall_problem,
 )
+from pipelines.training import plots
 from pipelines.training import run_dir as runs
 
 log = logging.getLogger("pipelines.gradient_lab.lab")
@@ -379,7 +380,7 @@ def plot_gradients(records: list[dict[str, Any]], config: LabConfig, path: Path)
         config: the lab settings (curve_length picks the runs).
         path: the PNG to write.
     """
-    plt = runs.pyplot()
+    plt = plots.pyplot()
     rows = len(config.problems)
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), squeeze=False)
     for row, problem in enumerate(config.problems):
@@ -398,7 +399,7 @@ def plot_gradients(records: list[dict[str, Any]], config: LabConfig, path: Path)
             ax.set_title(f"{problem} problem, T={config.curve_length}, {when}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-    runs.save_figure(fig, path)
+    plots.save_figure(fig, path)
 
 
 def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -> None:
@@ -409,7 +410,7 @@ def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -
         config: the lab settings.
         path: the PNG to write.
     """
-    plt = runs.pyplot()
+    plt = plots.pyplot()
     cols = len(config.problems)
     fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 3.8), squeeze=False)
     for ax, problem in zip(axes[0], config.problems, strict=True):
@@ -431,7 +432,7 @@ def plot_success(records: list[dict[str, Any]], config: LabConfig, path: Path) -
         ax.set_title(f"{problem} problem: who learns it")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    runs.save_figure(fig, path)
+    plots.save_figure(fig, path)
 
 
 def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Path) -> None:
@@ -442,7 +443,7 @@ def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Pa
         config: the lab settings (unclipped_lengths picks the runs).
         path: the PNG to write.
     """
-    plt = runs.pyplot()
+    plt = plots.pyplot()
     panels = [(p, n) for p in config.problems for n in config.unclipped_lengths]
     if not panels:
         return
@@ -464,7 +465,7 @@ def plot_norm_history(records: list[dict[str, Any]], config: LabConfig, path: Pa
             ax.set_title(f"{problem} problem, T={length}, {label}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-    runs.save_figure(fig, path)
+    plots.save_figure(fig, path)
 
 
 def _cell_by_length(lab: dict[str, Any], heading: Callable[[str], str],

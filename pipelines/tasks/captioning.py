@@ -469,7 +469,7 @@ def plot_attention(path: Path, image: bytes, words: list[str], maps: np.ndarray,
         maps: [len(words), h, w] attention weights.
         caption: the caption, as the title.
     """
-    from pipelines.training.run_dir import pyplot, save_figure
+    from pipelines.training.plots import pyplot, save_figure
 
     plt = pyplot()
 

@@ -166,7 +166,7 @@ def plot_attention(items: list[dict[str, Any]], path: Path, source_name: str = "
         source_name: the x axis label (e.g. Spanish).
         target_name: the y axis label (e.g. English).
     """
-    from pipelines.training.run_dir import pyplot, save_figure
+    from pipelines.training.plots import pyplot, save_figure
 
     plt = pyplot()
 

@@ -60,7 +60,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
         path: the PNG to write (atomically).
         title: the figure title.
     """
-    from pipelines.training.run_dir import pyplot, save_figure
+    from pipelines.training.plots import pyplot, save_figure
 
     plt = pyplot()
 

@@ -25,6 +25,7 @@ from pipelines.config import TrainConfig
 from pipelines.training import distribute
 from pipelines.training import run_dir as runs
 from pipelines.training.checkpoints import CheckpointStore, is_finite
+from pipelines.training.plots import plot_curves
 from pipelines.training.tbptt import truncated_bptt
 from serving.errors import UserError
 
@@ -307,7 +308,7 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     if history:
-        runs.plot_curves(history, run_dir / runs.CURVES_FILE,
+        plot_curves(history, run_dir / runs.CURVES_FILE,
                          title=f"{task.name} — {run_dir.name}", best_epoch=best_epoch)
     log.info("finished %s in %.1f s: best %s=%s at epoch %s", task.name, wall, task.monitor,
              state.get("best_value"), best_epoch)
