@@ -81,81 +81,31 @@ def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
     model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
-    """Whether `value` improves on `best` in the monitor's direction."""
-    if best is None:
-        return True
-    return value < best if mode == "min" else value > best
-
-
 def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: CheckpointStore,
                history: dict[str, list[float]], resume_state: dict[str, Any] | None,
                ) -> list[keras.callbacks.Callback]:
     """The callbacks every run gets, in the order they must run at each epoch's end."""
     import keras
 
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """Save last (and best) model+optimizer atomically after every finite epoch."""
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            logs = logs or {}
-            if not is_finite(logs.get("loss")):
-                log.error("epoch %d: loss is %s; not checkpointing it", epoch + 1,
-                          logs.get("loss"))
-                return
-            value = logs.get(task.monitor)
-            if value is None:
-                raise UserError(f"task {task.name} monitors {task.monitor!r}, which training "
-                                f"did not log (logged: {sorted(logs)})",
-                                "set the task's monitor to a logged validation metric")
-            state = store.state() or {}
-            best = _better(float(value), state.get("best_value"), task.monitor_mode)
-            store.save(self.model, epoch + 1, float(value), best, extra={
-                "task": task.name, "monitor": task.monitor, "mode": task.monitor_mode,
-                "wait": 0 if best else state.get("wait", 0) + 1,
-            })
-
-    class HistoryWriter(keras.callbacks.Callback):
-        """Append each epoch's logs to history.json and history.csv (full history, atomic)."""
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            for key, value in (logs or {}).items():
-                history.setdefault(key, []).append(float(value))
-            runs.write_json(run_dir / runs.HISTORY_FILE, history)
-            keys = sorted(history)
-            rows = [",".join(["epoch", *keys])]
-            for i in range(max(len(v) for v in history.values())):
-                cells = [str(history[k][i]) if i < len(history[k]) else "" for k in keys]
-                rows.append(",".join([str(i + 1), *cells]))
-            tmp = run_dir / f".tmp-{runs.HISTORY_CSV}"
-            tmp.write_text("\n".join(rows) + "\n")
-            tmp.replace(run_dir / runs.HISTORY_CSV)
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        """Keras's EarlyStopping, continuing the best value and patience of a resumed run."""
-
-        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-            super().on_train_begin(logs)
-            if resume_state and resume_state.get("best_value") is not None:
-                self.best = resume_state["best_value"]
-                self.best_epoch = resume_state["best_epoch"] - 1
-                self.wait = resume_state.get("wait", 0)
-                if resume_state["best"] != resume_state["last"]:
-                    self.best_weights = store.load_model("best").get_weights()
+    from pipelines.training.callbacks import (
+        EpochCheckpoint,
+        HistoryWriter,
+        ResumableEarlyStopping,
+        decayed_learning_rate,
+    )
 
     if not task.monitor.startswith("val_"):
         raise UserError(f"task {task.name} monitors {task.monitor!r}",
                         "early stopping and best checkpoints must monitor a val_ metric")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        # A function of the epoch alone, so a resumed run picks up the schedule where it was;
-        # the config is the authority, so a resume may also change the learning rate.
         # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
         keras.callbacks.LearningRateScheduler(
-            lambda epoch, _: config.learning_rate * config.lr_decay ** epoch),
-        EpochCheckpoint(),
-        HistoryWriter(),
-        ResumableEarlyStopping(monitor=task.monitor, mode=task.monitor_mode,
+            decayed_learning_rate(config.learning_rate, config.lr_decay)),
+        EpochCheckpoint(store, task.name, task.monitor, task.monitor_mode),
+        HistoryWriter(run_dir, history),
+        ResumableEarlyStopping(store, resume_state, monitor=task.monitor,
+                               mode=task.monitor_mode,
                                patience=config.early_stopping_patience,
                                restore_best_weights=True),
     ]
@@ -309,7 +259,7 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     if history:
         plot_curves(history, run_dir / runs.CURVES_FILE,
-                         title=f"{task.name} — {run_dir.name}", best_epoch=best_epoch)
+                    title=f"{task.name} — {run_dir.name}", best_epoch=best_epoch)
     log.info("finished %s in %.1f s: best %s=%s at epoch %s", task.name, wall, task.monitor,
              state.get("best_value"), best_epoch)
     return TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
