@@ -23,11 +23,13 @@ import hashlib
 import importlib
 import itertools
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pipelines.config import TrainConfig
 from serving.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,6 +45,47 @@ GENERATOR_BATCH = 512
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 Row = dict[str, Any]
+log = logging.getLogger("pipelines.datasets.data_files")
+
+
+def drop_empty_rows(where: str, empty: int, rows: int, max_fraction: float, what: str,
+                    columns: str, enforce: bool = True) -> None:
+    """Log the rows a scan dropped as empty; more than `max_fraction` of them is an error.
+
+    Args:
+        where: the part, as errors name it.
+        empty: rows dropped.
+        rows: rows kept.
+        max_fraction: the config's `max_empty_fraction`.
+        what: what made a row empty, e.g. "empty text".
+        columns: the flags to check, e.g. "--text-column".
+        enforce: False only logs (parts other than training may be any share empty).
+    """
+    if not empty:
+        return
+    share = empty / (empty + rows)
+    log.warning("%s: dropped %d of %d rows with %s", where, empty, empty + rows, what)
+    if enforce and share > max_fraction:
+        raise UserError(f"{where}: {empty} of {empty + rows} rows ({share:.0%}) have {what}, "
+                        f"more than max_empty_fraction={max_fraction:g}",
+                        f"check {columns}, or allow more with --set max_empty_fraction=0.5")
+
+
+@dataclasses.dataclass
+class DataFilesConfig(TrainConfig):
+    """Where a task trained on rows reads them (and TrainConfig's settings); see each task's
+    config for the formats its files take.
+
+    Args:
+        data: training data: a file (optionally .gz) or the name of a data set rnnkit knows.
+        validation_data: validation file; empty holds out a seeded validation_fraction of
+            `data` (a named data set uses its validation split).
+        test_data: test file `rnnkit evaluate` scores; empty for a named data set's test split.
+    """
+
+    data: str = ""
+    validation_data: str = ""
+    test_data: str = ""
 
 
 def file_format(path: Path | str, formats: Sequence[str] = TABLE_FORMATS) -> str:

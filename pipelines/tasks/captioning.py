@@ -42,6 +42,7 @@ from models.captioning import (
 from pipelines.config import TrainConfig, data_dir, tfds_dir
 from pipelines.datasets import feature_cache, flickr8k
 from pipelines.datasets.data_files import (
+    DataFilesConfig,
     iter_part,
     named_dataset,
     part_label,
@@ -85,7 +86,7 @@ MIRRORED_WEIGHTS = {
 
 
 @dataclasses.dataclass
-class CaptionConfig(TrainConfig):
+class CaptionConfig(DataFilesConfig):
     """Captioning settings on top of the shared ones.
 
     Args:
@@ -134,9 +135,6 @@ class CaptionConfig(TrainConfig):
             before decoding).
     """
 
-    data: str = ""
-    validation_data: str = ""
-    test_data: str = ""
     images: str = ""
     image_column: str = "image"
     caption_column: str = "caption"
@@ -166,6 +164,15 @@ class CaptionConfig(TrainConfig):
     attention_samples: int = 4
     max_skipped_images: float = 0.05
     max_image_pixels: int = MAX_IMAGE_PIXELS
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_cell()
+        self.check_at_least_one("image_size", "embed_dim", "units", "vocab_size",
+                                "min_word_count", "max_caption_length", "captions_per_image",
+                                "beam_width", "max_image_pixels")
+        self.check_rates("dropout")
+        self.check_shares("max_skipped_images")
 
 
 @dataclasses.dataclass
@@ -630,12 +637,14 @@ class CaptionTask(Task):
 
     def datasets(self, config: CaptionConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """Training images (their captions together) and the validation part."""
+        config.validate()
         self.encoder(config)  # a weights file that does not fit fails before data is read
         return (self._batches(config, "train", config.max_train_examples, training=True),
                 self._batches(config, "validation", config.max_eval_examples, training=False))
 
     def build_model(self, config: CaptionConfig) -> keras.Model:
         """The captioner with the training vocabulary; bad encoder settings are a UserError."""
+        config.validate()
         try:
             model = Captioner(
                 self.vocabulary(config), image_size=config.image_size, encoder=config.encoder,

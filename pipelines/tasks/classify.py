@@ -34,26 +34,20 @@ EVAL_BATCH_SIZE = 256
 CACHE_ROWS = 500_000
 SHUFFLE_BUFFER = 20_000
 MODELS = ("rnn", "bow")
+BOW_MODES = ("tf_idf", "multi_hot", "count")  # TextVectorization output modes of `bow`
 WARMUP_TEXTS = ("What is the capital of France ?", "A quiet, lovely film.",
                 "How many people live in Tokyo ?")
 
 
 @dataclasses.dataclass
-class ClassifyConfig(TrainConfig):
-    """Settings of the text classifier (and TrainConfig's).
+class ManyToOneConfig(TrainConfig):
+    """Settings of the many-to-one text model (models.sentiment.many_to_one), which `classify`
+    and the `sentiment` preset share (and TrainConfig's).
 
     Args:
-        data: training data: a .csv/.tsv/.jsonl file (optionally .gz) or a data set name.
-        validation_data: validation file; empty holds out validation_fraction of `data`.
-        test_data: test file `rnnkit evaluate` scores; empty for a named data set's test split.
-        text_column: the column holding the text.
-        label_column: the column holding the label.
-        max_empty_fraction: rows with empty text are dropped and counted; above this share of
-            the training rows, training stops with an error instead.
-        model: `rnn` (many-to-one over the token sequence) or `bow` (one-to-one, bag of words).
         cell: recurrent cell, `rnn`, `lstm`, `gru` or `ln_lstm`.
         max_tokens: vocabulary size (adapted on the training part only).
-        max_length: tokens of each text the rnn model reads.
+        max_length: tokens of each text the model reads.
         keep: which tokens of a longer text it reads: `first` or `last`.
         embedding_dim: size of the token embeddings.
         units: units per direction of each recurrent layer (of the one cell for `bow`).
@@ -61,21 +55,11 @@ class ClassifyConfig(TrainConfig):
         dense_units: units of the dense layer before the output; 0 for none.
         dropout: dropout on embeddings, recurrent inputs and the dense layer.
         recurrent_dropout: dropout on the recurrent state.
-        pooling: `last`, `max` or `max_mean` (see models.sentiment.many_to_one).
+        pooling: `last` (final states of the last layer), `max` (maximum over time) or
+            `max_mean` (maximum and mean over time).
         word_dropout: share of whole tokens dropped from each training text.
-        unknown_dropout: share of training tokens replaced by the out-of-vocabulary token (whose
-            vector otherwise never trains, as every training word is in the vocabulary).
-        ngrams: `bow`: count word n-grams up to this length.
-        output_mode: `bow`: `tf_idf`, `multi_hot` or `count`.
     """
 
-    data: str = ""
-    validation_data: str = ""
-    test_data: str = ""
-    text_column: str = "text"
-    label_column: str = "label"
-    max_empty_fraction: float = 0.1
-    model: str = "rnn"
     cell: str = "lstm"
     max_tokens: int = 20_000
     max_length: int = 100
@@ -88,9 +72,53 @@ class ClassifyConfig(TrainConfig):
     recurrent_dropout: float = 0.0
     pooling: str = "max"
     word_dropout: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        from models.sentiment import POOLINGS, TRUNCATIONS
+
+        self.check_cell()
+        self.check_at_least_one("max_tokens", "units", "max_length", "embedding_dim", "layers")
+        self.check_rates("dropout", "recurrent_dropout", "word_dropout")
+        self.check_choice("keep", TRUNCATIONS, "a truncation")
+        self.check_choice("pooling", POOLINGS, "a pooling")
+
+
+@dataclasses.dataclass
+class ClassifyConfig(data_files.DataFilesConfig, ManyToOneConfig):
+    """Settings of the text classifier (and those of DataFilesConfig, ManyToOneConfig and
+    TrainConfig; `data` is a .csv/.tsv/.jsonl file, optionally .gz, or a data set name).
+
+    Args:
+        text_column: the column holding the text.
+        label_column: the column holding the label.
+        max_empty_fraction: rows with empty text are dropped and counted; above this share of
+            the training rows, training stops with an error instead.
+        model: `rnn` (many-to-one over the token sequence) or `bow` (one-to-one, bag of words).
+        unknown_dropout: share of training tokens replaced by the out-of-vocabulary token (whose
+            vector otherwise never trains, as every training word is in the vocabulary).
+        ngrams: `bow`: count word n-grams up to this length.
+        output_mode: `bow`: `tf_idf`, `multi_hot` or `count`.
+    """
+
+    text_column: str = "text"
+    label_column: str = "label"
+    max_empty_fraction: float = 0.1
+    model: str = "rnn"
     unknown_dropout: float = 0.0
     ngrams: int = 2
     output_mode: str = "tf_idf"
+
+    def validate(self) -> None:
+        if self.text_column == self.label_column:
+            raise UserError(f"the text and the label column are both {self.text_column!r}",
+                            "pass different --text-column and --label-column")
+        self.check_choice("model", MODELS, "a classifier model")
+        super().validate()
+        self.check_at_least_one("ngrams")
+        self.check_rates("unknown_dropout")
+        self.check_shares("max_empty_fraction")
+        self.check_choice("output_mode", BOW_MODES, "a bag-of-words mode")
 
 
 @dataclasses.dataclass
@@ -106,6 +134,45 @@ class LabelScan:
     counts: collections.Counter
     rows: int
     empty: int
+
+
+def require_two_classes(counts: collections.Counter, where: str, column: str, noun: str,
+                        learner: str, flag: str) -> None:
+    """A training part must hold at least two classes (labels, tags) to learn from.
+
+    Args:
+        counts: class -> how often the training part holds it.
+        where: the part, as errors name it.
+        column: the column the classes come from, as errors name it.
+        noun: one class, e.g. "class" or "tag".
+        learner: what needs two, e.g. "a classifier".
+        flag: the flag that picks the column.
+    """
+    if len(counts) < 2:
+        raise UserError(f"{where}: {column} has {len(counts)} {noun} "
+                        f"({', '.join(map(repr, counts))}); {learner} needs at least two",
+                        f"check {flag}")
+
+
+def reject_unseen_classes(counts: collections.Counter, known: list[str], where: str,
+                          plural: str, unit: str, fix: str) -> None:
+    """A validation or test part may hold no class the model never saw in training.
+
+    Args:
+        counts: class -> how often the part holds it.
+        known: the training classes.
+        where: the part, as errors name it.
+        plural: the classes, e.g. "labels" or "tags".
+        unit: what is counted, e.g. "rows" or "tokens".
+        fix: what to do about them besides adding training examples.
+    """
+    unseen = {name: n for name, n in counts.items() if name not in known}
+    if unseen:
+        listed = ", ".join(f"{name!r} ({n} {unit})" for name, n in
+                           sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
+        raise UserError(f"{where} has {plural} never seen in training: {listed}",
+                        f"the model knows only {known}; {fix} or add examples of them to "
+                        "the training data")
 
 
 def evaluation_report(true: Any, predicted: Any, names: list[str], config: Any, run_dir: Path,
@@ -170,41 +237,6 @@ class ClassifyTask(Task):
 
     # --- data -----------------------------------------------------------------------------
 
-    def _check(self, config: Any) -> None:
-        from models.layers import RECURRENT_LAYERS
-        from models.sentiment import POOLINGS, TRUNCATIONS
-
-        if config.text_column == config.label_column:
-            raise UserError(f"the text and the label column are both {config.text_column!r}",
-                            "pass different --text-column and --label-column")
-        if config.model not in MODELS:
-            raise UserError(f"model={config.model!r} is not a classifier model",
-                            f"use --set model= with one of {list(MODELS)}")
-        if config.cell not in RECURRENT_LAYERS:
-            raise UserError(f"cell={config.cell!r} is not a recurrent cell",
-                            f"use --cell with one of {list(RECURRENT_LAYERS)}")
-        for field in ("max_tokens", "units", "batch_size", "epochs", "max_length",
-                      "embedding_dim", "layers", "ngrams"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=64")
-        for field in ("dropout", "recurrent_dropout", "word_dropout", "unknown_dropout"):
-            if not 0 <= getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
-                                f"pass a value in [0, 1), e.g. --set {field}=0.2")
-        if not 0 <= config.max_empty_fraction <= 1:
-            raise UserError(f"max_empty_fraction={config.max_empty_fraction} is not a share",
-                            "pass a value in [0, 1], e.g. --set max_empty_fraction=0.1")
-        if config.keep not in TRUNCATIONS:
-            raise UserError(f"keep={config.keep!r} is not a truncation",
-                            f"use --set keep= with one of {list(TRUNCATIONS)}")
-        if config.pooling not in POOLINGS:
-            raise UserError(f"pooling={config.pooling!r} is not a pooling",
-                            f"use --set pooling= with one of {list(POOLINGS)}")
-        if config.output_mode not in ("tf_idf", "multi_hot", "count"):
-            raise UserError(f"output_mode={config.output_mode!r} is not a bag-of-words mode",
-                            "use --set output_mode=tf_idf (or multi_hot, count)")
-
     def _rows(self, config: Any, part: str) -> Iterator[tuple[int, str, str]]:
         """(line, text, label) of a part's rows, empty texts included."""
         # A row holds its columns in the order of self.fields: text first, so the held-out
@@ -240,26 +272,13 @@ class ClassifyTask(Task):
                                                       "empty text" if empty else ""),
                             f"pass a file with rows of text in {config.text_column!r} and "
                             f"labels in {config.label_column!r}")
-        if empty:
-            share = empty / (empty + rows)
-            log.warning("%s: dropped %d of %d rows with empty text", where, empty, empty + rows)
-            if share > config.max_empty_fraction:
-                raise UserError(f"{where}: {empty} of {empty + rows} rows ({share:.0%}) have "
-                                f"empty text, more than max_empty_fraction="
-                                f"{config.max_empty_fraction:g}", "check --text-column, or "
-                                "allow more with --set max_empty_fraction=0.5")
-        if known is None and len(counts) < 2:
-            raise UserError(f"{where}: the label column {config.label_column!r} has "
-                            f"{len(counts)} class ({', '.join(map(repr, counts))}); a "
-                            "classifier needs at least two", "check --label-column")
-        if known is not None:
-            unseen = {label: n for label, n in counts.items() if label not in known}
-            if unseen:
-                listed = ", ".join(f"{label!r} ({n} rows)" for label, n in
-                                   sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
-                raise UserError(f"{where} has labels never seen in training: {listed}",
-                                f"the model knows only {known}; remove those rows or add "
-                                "examples of them to the training data")
+        data_files.drop_empty_rows(where, empty, rows, config.max_empty_fraction, "empty text",
+                                   "--text-column")
+        if known is None:
+            require_two_classes(counts, where, f"the label column {config.label_column!r}",
+                                "class", "a classifier", "--label-column")
+        else:
+            reject_unseen_classes(counts, known, where, "labels", "rows", "remove those rows")
         return LabelScan(counts, rows, empty)
 
     def label_names(self, config: Any) -> list[str]:
@@ -335,7 +354,7 @@ class ClassifyTask(Task):
         return data.prefetch(tf.data.AUTOTUNE)
 
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-        self._check(config)
+        config.validate()
         names = self.label_names(config)
         val_scan = self.scan(config, "validation", known=names)
         train = self.examples(config, "train", names)
@@ -352,7 +371,7 @@ class ClassifyTask(Task):
         from models.label_names import LabelNames
         from models.sentiment import make_vectorizer, many_to_one, one_to_one
 
-        self._check(config)
+        config.validate()
         names = self.label_names(config)
         texts = self.examples(config, "train", names).map(lambda text, _: text)
         texts = texts.batch(1024).prefetch(tf.data.AUTOTUNE)

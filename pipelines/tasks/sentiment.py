@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import imdb
+from pipelines.tasks.classify import BOW_MODES, ManyToOneConfig
 from pipelines.training.task import Task
 from serving.errors import UserError
 
@@ -58,45 +59,42 @@ class ReviewConfig(TrainConfig):
     pseudo_label_confidence: float = 0.5
     soft_labels: bool = True
 
+    def validate(self) -> None:
+        super().validate()
+        if not 0.5 <= self.pseudo_label_confidence < 1:
+            raise UserError(f"pseudo_label_confidence={self.pseudo_label_confidence} is not a "
+                            "confidence", "pass a probability in [0.5, 1), e.g. --set "
+                            "pseudo_label_confidence=0.9")
+
 
 @dataclasses.dataclass
-class SentimentConfig(ReviewConfig):
-    """Settings of the bidirectional RNN sentiment model (and those of ReviewConfig).
+class SentimentConfig(ReviewConfig, ManyToOneConfig):
+    """Settings of the bidirectional RNN sentiment model: the classifier's many-to-one model
+    (ManyToOneConfig, with its own defaults below) and those of ReviewConfig.
 
     Args:
-        cell: recurrent cell, `rnn`, `lstm` or `gru`.
-        max_tokens: vocabulary size (adapted on the training part only).
         max_length: tokens of each review the model reads.
-        keep: which tokens of a longer review it reads: `first` or `last`.
-        embedding_dim: size of the token embeddings.
-        units: units per direction of each recurrent layer.
-        layers: stacked bidirectional recurrent layers.
-        dense_units: units of the dense layer before the output; 0 for none.
         dropout: dropout on embeddings, recurrent inputs and the dense layer.
-        recurrent_dropout: dropout on the recurrent state.
-        pooling: `last` (final states of the last layer), `max` (maximum over time) or
-            `max_mean` (maximum and mean over time).
-        word_dropout: share of whole tokens dropped from each training review.
+        pooling: `last`, `max` or `max_mean` (see ManyToOneConfig).
         word_vectors: how the embedding starts: `random`, or `ppmi_svd`, word vectors learned
             from the training reviews and IMDB's 50k unlabelled reviews
             (pipelines.tasks.word_vectors).
         train_embedding: whether training updates the embedding.
     """
 
-    cell: str = "lstm"
-    max_tokens: int = 20_000
     max_length: int = 200
-    keep: str = "first"
-    embedding_dim: int = 64
-    units: int = 64
-    layers: int = 1
-    dense_units: int = 64
     dropout: float = 0.2
-    recurrent_dropout: float = 0.0
     pooling: str = "last"
-    word_dropout: float = 0.0
     word_vectors: str = "random"
     train_embedding: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_choice("word_vectors", WORD_VECTORS, "a way to start the embedding")
+        if self.word_vectors != "random" and self.embedding_dim >= self.max_tokens:
+            raise UserError(f"embedding_dim={self.embedding_dim} leaves no room for word "
+                            f"vectors of a {self.max_tokens}-word vocabulary",
+                            "use a smaller --set embedding_dim= or a larger max_tokens")
 
 
 WORD_VECTORS = ("random", "ppmi_svd")
@@ -122,6 +120,13 @@ class SentimentBowConfig(ReviewConfig):
     units: int = 64
     dropout: float = 0.5
 
+    def validate(self) -> None:
+        super().validate()
+        self.check_cell()
+        self.check_at_least_one("max_tokens", "units", "ngrams")
+        self.check_rates("dropout")
+        self.check_choice("output_mode", BOW_MODES, "a bag-of-words mode")
+
 
 class _ReviewSentiment(Task):
     """What both IMDB tasks share: data, loss, metrics, evaluation and serving signatures."""
@@ -131,8 +136,6 @@ class _ReviewSentiment(Task):
     # (confident mistakes), and picking by loss cost 2 points of test accuracy in quick runs.
     monitor: ClassVar[str] = "val_accuracy"
     monitor_mode: ClassVar[str] = "max"
-    # The config's dropout rates, each checked to lie in [0, 1).
-    dropout_fields: ClassVar[tuple[str, ...]] = ("dropout",)
 
     def __init__(self) -> None:
         # Registers standardize_review and the layers with Keras, so a checkpoint loads (resume,
@@ -142,32 +145,13 @@ class _ReviewSentiment(Task):
     def _max_length(self, config: TrainConfig) -> int | None:
         return None
 
-    def _check(self, config: Any) -> None:
-        from models.layers import RECURRENT_LAYERS
-
-        if config.cell not in RECURRENT_LAYERS:
-            raise UserError(f"cell={config.cell!r} is not a recurrent cell",
-                            f"use --cell with one of {list(RECURRENT_LAYERS)}")
-        for field in ("max_tokens", "units", "batch_size", "epochs"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=64")
-        for field in self.dropout_fields:
-            if not 0 <= getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
-                                f"pass a value in [0, 1), e.g. --set {field}=0.2")
-        if not 0.5 <= config.pseudo_label_confidence < 1:
-            raise UserError(f"pseudo_label_confidence={config.pseudo_label_confidence} is not a "
-                            "confidence", "pass a probability in [0.5, 1), e.g. --set "
-                            "pseudo_label_confidence=0.9")
-
     def _train_texts(self, config: TrainConfig) -> tf.data.Dataset:
         train, _ = imdb.train_validation(config.validation_fraction, config.seed,
                                          config.max_train_examples)
         return imdb.training_texts(train)
 
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-        self._check(config)
+        config.validate()
         train, val = imdb.train_validation(config.validation_fraction, config.seed,
                                            config.max_train_examples)
         from pipelines.tasks.self_training import pseudo_labelled
@@ -335,7 +319,6 @@ class SentimentTask(_ReviewSentiment):
     name: ClassVar[str] = "sentiment"
     export_name: ClassVar[str] = "sentiment"
     config_class: ClassVar[type[TrainConfig]] = SentimentConfig
-    dropout_fields: ClassVar[tuple[str, ...]] = ("dropout", "recurrent_dropout", "word_dropout")
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         # The last 200 tokens, where reviews give their verdict: test accuracy 0.860 after one
         # epoch (the first 200: 0.840; the first 300 needed 3 epochs for 0.860). The second
@@ -359,32 +342,10 @@ class SentimentTask(_ReviewSentiment):
     def _max_length(self, config: TrainConfig) -> int | None:
         return config.max_length
 
-    def _check(self, config: Any) -> None:
-        super()._check(config)
-        for field in ("max_length", "embedding_dim", "layers"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=2")
-        from models.sentiment import POOLINGS, TRUNCATIONS
-
-        if config.keep not in TRUNCATIONS:
-            raise UserError(f"keep={config.keep!r} is not a truncation",
-                            f"use --set keep= with one of {list(TRUNCATIONS)}")
-        if config.pooling not in POOLINGS:
-            raise UserError(f"pooling={config.pooling!r} is not a pooling",
-                            f"use --set pooling= with one of {list(POOLINGS)}")
-        if config.word_vectors not in WORD_VECTORS:
-            raise UserError(f"word_vectors={config.word_vectors!r} is not a way to start the "
-                            "embedding", f"use --set word_vectors= with one of {WORD_VECTORS}")
-        if config.word_vectors != "random" and config.embedding_dim >= config.max_tokens:
-            raise UserError(f"embedding_dim={config.embedding_dim} leaves no room for word "
-                            f"vectors of a {config.max_tokens}-word vocabulary",
-                            "use a smaller --set embedding_dim= or a larger max_tokens")
-
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.sentiment import make_vectorizer
 
-        self._check(config)
+        config.validate()
         train_texts = self._train_texts(config)
         vectorizer = make_vectorizer(train_texts, config.max_tokens)
         model = self.model_on(vectorizer, config)
@@ -410,7 +371,7 @@ class SentimentTask(_ReviewSentiment):
         """
         from models.sentiment import many_to_one
 
-        self._check(config)
+        config.validate()
         return many_to_one(vectorizer, cell=config.cell, embedding_dim=config.embedding_dim,
                            units=config.units, layers=config.layers,
                            dense_units=config.dense_units, dropout=config.dropout,
@@ -433,18 +394,10 @@ class SentimentBowTask(_ReviewSentiment):
                  "early_stopping_patience": 2},
     }
 
-    def _check(self, config: Any) -> None:
-        super()._check(config)
-        if config.output_mode not in ("tf_idf", "multi_hot", "count"):
-            raise UserError(f"output_mode={config.output_mode!r} is not a bag-of-words mode",
-                            "use --set output_mode=tf_idf (or multi_hot, count)")
-        if config.ngrams < 1:
-            raise UserError(f"ngrams={config.ngrams} must be at least 1", "use --set ngrams=2")
-
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.sentiment import make_vectorizer, one_to_one
 
-        self._check(config)
+        config.validate()
         vectorizer = make_vectorizer(self._train_texts(config), config.max_tokens,
                                      output_mode=config.output_mode,
                                      ngrams=config.ngrams if config.ngrams > 1 else None)

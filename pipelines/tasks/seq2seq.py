@@ -35,7 +35,7 @@ ATTENTION_SIGNATURE = "translate_with_attention"
 
 
 @dataclasses.dataclass
-class Seq2SeqConfig(TrainConfig):
+class Seq2SeqConfig(data_files.DataFilesConfig):
     """Settings of the encoder-decoder (and TrainConfig's).
 
     Args:
@@ -67,9 +67,6 @@ class Seq2SeqConfig(TrainConfig):
         heatmaps: test sentences drawn in the attention heat map.
     """
 
-    data: str = ""
-    validation_data: str = ""
-    test_data: str = ""
     source_column: str = "source"
     target_column: str = "target"
     max_empty_fraction: float = 0.1
@@ -88,6 +85,18 @@ class Seq2SeqConfig(TrainConfig):
     max_input_tokens: int = 100
     max_request_texts: int = 64
     eval_batch_size: int = 128
+
+    def validate(self) -> None:
+        super().validate()
+        from models.translation import ATTENTION_SCORES
+
+        self.check_cell()
+        self.check_choice("attention", ATTENTION_SCORES, "an attention score")
+        self.check_at_least_one("embedding_dim", "units", "source_vocab_size",
+                                "target_vocab_size", "max_sentence_tokens", "beam_width",
+                                "max_output_length", "eval_batch_size")
+        self.check_rates("dropout")
+        self.check_shares("max_empty_fraction")
     samples: int = 8
     heatmaps: int = 3
 
@@ -207,29 +216,6 @@ class Seq2SeqTask(Task):
 
     # --- data -----------------------------------------------------------------------------
 
-    def _check(self, config: Any) -> None:
-        from models.layers import RECURRENT_LAYERS
-        from models.translation import ATTENTION_SCORES
-
-        if config.cell not in RECURRENT_LAYERS:
-            raise UserError(f"cell={config.cell!r} is not a recurrent cell",
-                            f"use --cell with one of {list(RECURRENT_LAYERS)}")
-        if config.attention not in ATTENTION_SCORES:
-            raise UserError(f"attention={config.attention!r} is not an attention score",
-                            f"use --set attention= with one of {list(ATTENTION_SCORES)}")
-        for field in ("embedding_dim", "units", "source_vocab_size", "target_vocab_size",
-                      "max_sentence_tokens", "beam_width", "max_output_length", "batch_size",
-                      "epochs", "eval_batch_size"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=64")
-        if not 0 <= config.dropout < 1:
-            raise UserError(f"dropout={config.dropout} is not a dropout rate",
-                            "pass a value in [0, 1), e.g. --set dropout=0.2")
-        if not 0 <= config.max_empty_fraction <= 1:
-            raise UserError(f"max_empty_fraction={config.max_empty_fraction} is not a share",
-                            "pass a value in [0, 1], e.g. --set max_empty_fraction=0.1")
-
     def rows(self, config: Any, part: str, limit: int | None = None
              ) -> Iterator[tuple[int, str, str]]:
         """(line, source, target) of a part's rows, empty sides included, in file order.
@@ -275,16 +261,10 @@ class Seq2SeqTask(Task):
                                                        "empty side" if empty else ""),
                             f"pass a file with source text in {config.source_column!r} and "
                             f"target text in {config.target_column!r}")
-        if empty:
-            share = empty / (empty + rows)
-            log.warning("%s: dropped %d of %d rows with an empty source or target", where,
-                        empty, empty + rows)
-            if part == "train" and share > config.max_empty_fraction:
-                raise UserError(f"{where}: {empty} of {empty + rows} rows ({share:.0%}) have an "
-                                "empty source or target, more than max_empty_fraction="
-                                f"{config.max_empty_fraction:g}", "check --source-column and "
-                                "--target-column, or allow more with --set "
-                                "max_empty_fraction=0.5")
+        data_files.drop_empty_rows(where, empty, rows, config.max_empty_fraction,
+                                   "an empty source or target",
+                                   "--source-column and --target-column",
+                                   enforce=part == "train")
         self._scans[key] = rows
         return rows
 
@@ -369,7 +349,7 @@ class Seq2SeqTask(Task):
         """Training pairs bucketed by length, and the validation part's pairs."""
         import tensorflow as tf
 
-        self._check(config)
+        config.validate()
         longest = config.max_sentence_tokens
         train = self._id_pairs(config, "train", config.max_train_examples).filter(
             lambda x, y: (tf.size(x[0]) <= longest) & (tf.size(y) <= longest + 1)).cache()
@@ -389,7 +369,7 @@ class Seq2SeqTask(Task):
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.translation import Translator
 
-        self._check(config)
+        config.validate()
         source, target = self.vectorizers(config)
         model = Translator(source.get_vocabulary(), target.get_vocabulary(),
                            embedding_dim=config.embedding_dim, units=config.units,

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import data_files
-from pipelines.tasks.classify import CACHE_ROWS, EVAL_BATCH_SIZE, evaluation_report
+from pipelines.tasks.classify import (
+    CACHE_ROWS,
+    EVAL_BATCH_SIZE,
+    evaluation_report,
+    reject_unseen_classes,
+    require_two_classes,
+)
 from pipelines.training.task import Task
 from serving.errors import UserError
 
@@ -35,7 +41,7 @@ WARMUP_TEXTS = ("The quick brown fox jumps over the lazy dog .", "I saw her in P
 
 
 @dataclasses.dataclass
-class TagConfig(TrainConfig):
+class TagConfig(data_files.DataFilesConfig):
     """Settings of the tagger (and TrainConfig's).
 
     Args:
@@ -67,9 +73,6 @@ class TagConfig(TrainConfig):
         max_request_texts: the export refuses requests of more texts (INVALID_ARGUMENT).
     """
 
-    data: str = ""
-    validation_data: str = ""
-    test_data: str = ""
     token_column: str = ""
     tag_column: str = ""
     cell: str = "lstm"
@@ -87,6 +90,13 @@ class TagConfig(TrainConfig):
     max_length: int = 100
     max_input_tokens: int = 512
     max_request_texts: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_cell()
+        self.check_at_least_one("max_tokens", "units", "max_length", "embedding_dim", "layers",
+                                "max_chars", "char_dim", "char_filters", "min_word_count")
+        self.check_rates("dropout", "word_dropout")
 
 
 @dataclasses.dataclass
@@ -136,23 +146,6 @@ class TagTask(Task):
 
         self._train_scan: tuple[tuple, TagScan] | None = None
 
-    def _check(self, config: Any) -> None:
-        from models.layers import RECURRENT_LAYERS
-
-        if config.cell not in RECURRENT_LAYERS:
-            raise UserError(f"cell={config.cell!r} is not a recurrent cell",
-                            f"use --cell with one of {list(RECURRENT_LAYERS)}")
-        for field in ("max_tokens", "units", "batch_size", "epochs", "max_length",
-                      "embedding_dim", "layers", "max_chars", "char_dim", "char_filters",
-                      "min_word_count"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=64")
-        for field in ("dropout", "word_dropout"):
-            if not 0 <= getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
-                                f"pass a value in [0, 1), e.g. --set {field}=0.1")
-
     def _sentences(self, config: Any, part: str) -> Iterator[tuple[int, dict[str, Any]]]:
         return data_files.iter_part(config, part, self.fields,
                                     key=lambda s: " ".join(s["tokens"]), tagged=True,
@@ -182,18 +175,10 @@ class TagTask(Task):
         if sentences == 0:
             raise UserError(f"{where} has no sentences", "pass a CoNLL file: one `token tag` "
                             "per line, a blank line between sentences")
-        if known is None and len(tags) < 2:
-            raise UserError(f"{where}: the tag column has {len(tags)} tag "
-                            f"({', '.join(map(repr, tags))}); a tagger needs at least two",
-                            "check --tag-column")
-        if known is not None:
-            unseen = {tag: n for tag, n in tags.items() if tag not in known}
-            if unseen:
-                listed = ", ".join(f"{tag!r} ({n} tokens)" for tag, n in
-                                   sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
-                raise UserError(f"{where} has tags never seen in training: {listed}",
-                                f"the model knows only {known}; fix those tags or add "
-                                "examples of them to the training data")
+        if known is None:
+            require_two_classes(tags, where, "the tag column", "tag", "a tagger", "--tag-column")
+        else:
+            reject_unseen_classes(tags, known, where, "tags", "tokens", "fix those tags")
         return TagScan(tags, words, chars, sentences, tokens)
 
     def train_scan(self, config: Any) -> TagScan:
@@ -260,7 +245,7 @@ class TagTask(Task):
         return data.prefetch(tf.data.AUTOTUNE)
 
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-        self._check(config)
+        config.validate()
         scan = self.train_scan(config)
         tags = list(scan.tags)
         val_scan = self.scan(config, "validation", known=tags)
@@ -272,7 +257,7 @@ class TagTask(Task):
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.tagging import tagger
 
-        self._check(config)
+        config.validate()
         scan = self.train_scan(config)
         words = [w for w, n in scan.words.most_common(config.max_tokens)
                  if n >= config.min_word_count and w]

@@ -186,9 +186,7 @@ def train(task: Task, config: TrainConfig, run_dir: Path | None = None,
             must be an existing run with a checkpoint.
         resume: continue from the run's last checkpoint: weights, optimizer state and epoch.
     """
-    if not 0 < config.lr_decay <= 1:
-        raise UserError(f"lr_decay={config.lr_decay} must be in (0, 1]",
-                        "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
+    config.validate()
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = distribute.strategy_for(config)
     distribute.check_batch_size(config.batch_size, strategy)
