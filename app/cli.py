@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from app.commands import COMMANDS
-from serving.errors import UserError
+from serving.errors import exit_status
 from serving.logging_setup import configure_logging, import_tensorflow
 
 log = logging.getLogger("app")
@@ -42,16 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    try:
+
+    def command() -> int | None:
         if getattr(args._module, "USES_TENSORFLOW", True):
             import_tensorflow(args.verbose)
-        return int(args._module.run(args) or 0)
-    except UserError as err:
-        print(f"rnnkit: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
+        return args._module.run(args)
+
+    return exit_status(command)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from serving.errors import UserError
+from serving.errors import exit_status
 from serving.logging_setup import configure_logging, import_tensorflow
 
 log = logging.getLogger("serving.command_line")
@@ -74,12 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     flags = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    try:
+
+    def command() -> int:
         import_tensorflow()
-        return int(run_server(flags) or 0)
-    except UserError as err:
-        print(f"rnnkit: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
+        return run_server(flags)
+
+    return exit_status(command)

@@ -6,6 +6,9 @@ client), serving imports neither, and models raises no UserError.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """A problem the user caused and can fix; the CLI prints it as one line and exits non-zero.
@@ -24,3 +27,21 @@ class UserError(Exception):
 class DataUnavailable(UserError):
     """A data set is neither in the offline mirror nor downloadable; jobs over several tasks
     skip the task that needs it instead of stopping."""
+
+
+def exit_status(command: Callable[[], int | None]) -> int:
+    """Run a command-line program's body and return its exit status.
+
+    A UserError prints as one line, `rnnkit: error: ...`, and gives 2; Ctrl-C gives 130.
+
+    Args:
+        command: the body; returns its own status (None for 0).
+    """
+    try:
+        return int(command() or 0)
+    except UserError as err:
+        print(f"rnnkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130

@@ -140,27 +140,35 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             return response
         return _answer(self.core, "Predict", request.model_spec.name, context, work)
 
+    def _on_examples(self, api: str, request: Any, context: grpc.ServicerContext,
+                     run: Callable[..., tuple[str, Any]], response_class: type) -> Any:
+        """Classify or Regress: run a signature on the request's tf.Examples.
+
+        Args:
+            api: the API's name, for errors and metrics.
+            request: a ClassificationRequest or RegressionRequest.
+            context: the call's context.
+            run: `ServingCore.classify` or `ServingCore.regress`.
+            response_class: the response message holding `model_spec` and `result`.
+        """
+        def work() -> Any:
+            with self.core.acquire(request.model_spec) as servable:
+                name, result = run(servable, request.model_spec.signature_name, request.input)
+                return response_class(model_spec=self.core.response_spec(servable, name),
+                                      result=result)
+        return _answer(self.core, api, request.model_spec.name, context, work)
+
     def Classify(self, request: classification_pb2.ClassificationRequest,
                  context: grpc.ServicerContext) -> classification_pb2.ClassificationResponse:
         """Classify tf.Examples."""
-        def work() -> classification_pb2.ClassificationResponse:
-            with self.core.acquire(request.model_spec) as servable:
-                name, result = self.core.classify(servable, request.model_spec.signature_name,
-                                                  request.input)
-                return classification_pb2.ClassificationResponse(
-                    model_spec=self.core.response_spec(servable, name), result=result)
-        return _answer(self.core, "Classify", request.model_spec.name, context, work)
+        return self._on_examples("Classify", request, context, self.core.classify,
+                                 classification_pb2.ClassificationResponse)
 
     def Regress(self, request: regression_pb2.RegressionRequest,
                 context: grpc.ServicerContext) -> regression_pb2.RegressionResponse:
         """Regress tf.Examples."""
-        def work() -> regression_pb2.RegressionResponse:
-            with self.core.acquire(request.model_spec) as servable:
-                name, result = self.core.regress(servable, request.model_spec.signature_name,
-                                                 request.input)
-                return regression_pb2.RegressionResponse(
-                    model_spec=self.core.response_spec(servable, name), result=result)
-        return _answer(self.core, "Regress", request.model_spec.name, context, work)
+        return self._on_examples("Regress", request, context, self.core.regress,
+                                 regression_pb2.RegressionResponse)
 
     def MultiInference(self, request: inference_pb2.MultiInferenceRequest,
                        context: grpc.ServicerContext) -> inference_pb2.MultiInferenceResponse:

@@ -25,6 +25,7 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
@@ -273,22 +274,30 @@ class RestApi:
         return rest_json.predict_response(outputs, request_format)
 
     def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
-        core = self.core
-        document = rest_json.parse_body(body)
-        signature_name = rest_json.signature_name(document)
-        request_input = rest_json.examples_input(document, "classify")
-        with core.acquire(spec) as servable:
-            _, result = core.classify(servable, signature_name, request_input)
-        return rest_json.classify_response(result)
+        return self._on_examples(spec, body, "classify", self.core.classify,
+                                 rest_json.classify_response)
 
     def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> Any:
-        core = self.core
+        return self._on_examples(spec, body, "regress", self.core.regress,
+                                 rest_json.regress_response)
+
+    def _on_examples(self, spec: model_pb2.ModelSpec, body: bytes, kind: str,
+                     run: Callable[..., tuple[str, Any]], render: Callable[[Any], Any]) -> Any:
+        """Classify or regress the body's examples with a signature; the JSON answer.
+
+        Args:
+            spec: the model (and version) the URL names.
+            body: the request body.
+            kind: "classify" or "regress", as the URL says.
+            run: `ServingCore.classify` or `ServingCore.regress`.
+            render: the JSON form of its result.
+        """
         document = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(document)
-        request_input = rest_json.examples_input(document, "regress")
-        with core.acquire(spec) as servable:
-            _, result = core.regress(servable, signature_name, request_input)
-        return rest_json.regress_response(result)
+        request_input = rest_json.examples_input(document, kind)
+        with self.core.acquire(spec) as servable:
+            _, result = run(servable, signature_name, request_input)
+        return render(result)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> Any:
         core = self.core

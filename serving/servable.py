@@ -99,11 +99,13 @@ class Servable(abc.ABC):
         name: the model's name.
         version: the version number (the directory name under the model's base path).
         path: the version directory.
-        meta_graph: its 'serve' MetaGraphDef.
+        meta_graph: its MetaGraphDef with `tags`.
+        tags: the MetaGraph's tag set.
     """
 
     def __init__(self, name: str, version: int, path: Path,
-                 meta_graph: meta_graph_pb2.MetaGraphDef) -> None:
+                 meta_graph: meta_graph_pb2.MetaGraphDef,
+                 tags: Sequence[str] = (SERVE_TAG,)) -> None:
         self.name = name
         self.version = version
         self.path = path
@@ -111,6 +113,11 @@ class Servable(abc.ABC):
             meta_graph.signature_def)
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._load(path, list(tags))
+
+    @abc.abstractmethod
+    def _load(self, path: Path, tags: list[str]) -> None:
+        """Load the SavedModel's MetaGraph with these tags from the version directory."""
 
     @abc.abstractmethod
     def input_dtypes(self, signature_name: str) -> dict[str, int]:
@@ -212,21 +219,10 @@ def _run_error(err: Exception) -> ServingError:
 
 
 class FunctionServable(Servable):
-    """A TF2 SavedModel, run through its signature functions.
+    """A TF2 SavedModel, run through its signature functions (arguments as Servable's)."""
 
-    Args:
-        name: the model's name.
-        version: the version number.
-        path: the version directory.
-        meta_graph: its MetaGraphDef with `tags`.
-        tags: the MetaGraph's tag set.
-    """
-
-    def __init__(self, name: str, version: int, path: Path,
-                 meta_graph: meta_graph_pb2.MetaGraphDef,
-                 tags: Sequence[str] = (SERVE_TAG,)) -> None:
-        super().__init__(name, version, path, meta_graph)
-        self._loaded = tf.saved_model.load(str(path), tags=list(tags))
+    def _load(self, path: Path, tags: list[str]) -> None:
+        self._loaded = tf.saved_model.load(str(path), tags=tags)
         self._functions = dict(self._loaded.signatures)
 
     def input_dtypes(self, signature_name: str) -> dict[str, int]:
@@ -259,24 +255,14 @@ class FunctionServable(Servable):
 
 
 class SessionServable(Servable):
-    """A TF1-style SavedModel, loaded into a Session and run by tensor names, like TF Serving.
+    """A TF1-style SavedModel, loaded into a Session and run by tensor names, like TF Serving
+    (arguments as Servable's)."""
 
-    Args:
-        name: the model's name.
-        version: the version number.
-        path: the version directory.
-        meta_graph: its MetaGraphDef with `tags`.
-        tags: the MetaGraph's tag set.
-    """
-
-    def __init__(self, name: str, version: int, path: Path,
-                 meta_graph: meta_graph_pb2.MetaGraphDef,
-                 tags: Sequence[str] = (SERVE_TAG,)) -> None:
-        super().__init__(name, version, path, meta_graph)
+    def _load(self, path: Path, tags: list[str]) -> None:
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config)
         with self._graph.as_default():
-            tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(path))
+            tf.compat.v1.saved_model.loader.load(self._session, tags, str(path))
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
         self._callables_lock = threading.Lock()
         self._input_dtypes: dict[str, dict[str, int]] = {}

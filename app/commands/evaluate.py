@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 HELP = "evaluate a trained run on the test split; prints one JSON object"
 EXAMPLES = """examples:
@@ -23,11 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     from app.commands.data_flags import add_data_arguments
-    from pipelines.tasks import task_names
+    from app.commands.run_flags import add_run_arguments
 
-    parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
-    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
-                        help="the trained run (default: the task's newest trained run)")
+    add_run_arguments(parser)
     add_data_arguments(parser, data_help="a labelled file (or data set name) to score "
                                          "instead of the run's test data")
 
@@ -39,13 +36,12 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed command line.
     """
     from app.commands.data_flags import data_overrides
-    from pipelines.tasks import get_task
+    from app.commands.run_flags import chosen_run
     from pipelines.training.evaluation import evaluate_run
-    from pipelines.training.run_dir import find_run
 
-    task = get_task(args.task)
+    task, run_dir = chosen_run(args)
     # Evaluate's --data is the file to score: the run's test data, for this evaluation only.
     overrides = data_overrides(args, task, rename={"data": "test_data"})
-    result = evaluate_run(task, find_run(task.name, args.run_dir), overrides)
+    result = evaluate_run(task, run_dir, overrides)
     print(json.dumps(result))
     return 0

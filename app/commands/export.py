@@ -23,11 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
-    from pipelines.tasks import task_names
+    from app.commands.run_flags import add_run_arguments
 
-    parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
-    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
-                        help="the trained run (default: the task's newest trained run)")
+    add_run_arguments(parser)
     parser.add_argument("--base-path", type=Path, default=Path("exports"), metavar="DIR",
                         help="the exports folder (default: %(default)s)")
     parser.add_argument("--model-name", default=None, metavar="NAME",
@@ -41,12 +39,10 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from pipelines.tasks import get_task
+    from app.commands.run_flags import chosen_run
     from pipelines.training.export import export_run
-    from pipelines.training.run_dir import find_run
 
-    task = get_task(args.task)
-    run_dir = find_run(task.name, args.run_dir)
+    task, run_dir = chosen_run(args)
     path = export_run(task, run_dir, args.base_path, args.model_name)
     print(json.dumps({"model_name": path.parent.name, "version": int(path.name),
                       "path": str(path), "run_dir": str(run_dir)}))

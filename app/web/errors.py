@@ -64,18 +64,6 @@ def unreachable(server: str) -> ApiError:
         "(or `make run`), or point the app at it with `rnnkit app --server HOST:PORT`")
 
 
-def _rpc_code(err: BaseException) -> str | None:
-    """The status name of a failed call (e.g. NOT_FOUND), or None for other errors."""
-    code = getattr(err, "code", None)
-    return getattr(code(), "name", None) if callable(code) else None
-
-
-def _rpc_details(err: BaseException) -> str:
-    """The message a failed call carries, without the status code."""
-    details = getattr(err, "details", None)
-    return str(details() if callable(details) else err)
-
-
 def upstream_error(err: BaseException, model: str, server: str) -> ApiError:
     """What the page should say about a failed call to the model server.
 
