@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
+from bench.clients import run_together  # noqa: E402
+
 BODY = json.dumps({"instances": [[float(i), float(i) / 2] for i in range(8)]}).encode()
 CLIENTS = (1, 8, 32)
 
@@ -116,13 +118,7 @@ def measure(port: int, clients: int, requests: int) -> dict[str, float]:
         measure_once.start()
         measure_once.join()
     latencies.clear()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = run_together([threading.Thread(target=client) for _ in range(clients)])
     ordered = sorted(latencies)
     return {"throughput": len(ordered) / wall, "p50_ms": 1000 * statistics.median(ordered),
             "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}

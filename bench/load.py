@@ -42,6 +42,7 @@ from serving.logging_setup import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
+from bench.clients import run_together  # noqa: E402
 from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from serving.client import ServerReplyError, ServingClient  # noqa: E402
 
@@ -213,13 +214,7 @@ def load_run(base: Path, workdir: Path, requests: int = 10_000, clients: int = 6
 
         for protocol in ("rest", "grpc"):  # the client looks up the signature once per protocol
             client.predict(MODEL, {"text": [reviews[0]]}, protocol=protocol)
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - started
+        wall = run_together([threading.Thread(target=worker, args=(i,)) for i in range(clients)])
 
         states: dict[int, str] = {}
         if swap:

@@ -16,14 +16,13 @@ Run: `.venv/bin/python bench/sentiment.py [--task sentiment|sentiment_bow] [--pr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from task_run import task_parser, timed_run
+from task_run import print_ratios, task_parser, timed_run
 
 from pipelines.tasks import task_info
 from serving.logging_setup import configure_logging
@@ -142,14 +141,7 @@ def main() -> int:
         print(f"  measured keras.io peer: accuracy {measured['accuracy']:.4f}, train "
               f"{measured['train_wall_time_s']:.0f} s (ours/peer time "
               f"{ours['train_wall_time_s'] / measured['train_wall_time_s']:.2f})")
-    print(f"  {'peer':<46} {'accuracy':>8} {'ours/peer':>9}")
-    for name, accuracy in peers.items():
-        print(f"  {name:<46} {accuracy:>8.4f} {ours['accuracy'] / accuracy:>9.3f}")
-    print(json.dumps(ours))
-    if target is not None and ours["accuracy"] < target:
-        print(f"below the profile's target accuracy {target}", file=sys.stderr)
-        return 1
-    return 0
+    return print_ratios(ours, "accuracy", "accuracy", peers, target)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,6 +38,7 @@ quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 
+from bench.clients import run_together  # noqa: E402
 from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from pipelines.config import data_dir  # noqa: E402
 from serving.errors import UserError  # noqa: E402
@@ -135,13 +136,7 @@ def measure(call: Callable[[], Any], clients: int, requests: int, max_seconds: f
             with lock:
                 latencies.append(elapsed)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = run_together([threading.Thread(target=worker) for _ in range(clients)])
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
     ordered = sorted(latencies)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import resource
 import sys
@@ -120,3 +121,24 @@ def timed_run(task_name: str, args: argparse.Namespace, run_name: str | None = N
         "run_dir": str(result.run_dir),
     }
     return TimedRun(task, config, result, evaluation, splits, timings)
+
+
+def print_ratios(ours: dict[str, Any], metric: str, what: str, peers: dict[str, float],
+                 target: float | None) -> int:
+    """Print ours against each peer as a ratio, then our result as JSON; the exit status.
+
+    Args:
+        ours: our evaluation result.
+        metric: its key compared, e.g. "accuracy" or "bleu".
+        what: the metric's name in the table and messages, e.g. "BLEU".
+        peers: peer or anchor name -> its value of the metric.
+        target: the profile's target; below it the status is 1.
+    """
+    print(f"  {'peer':<56} {what:>8} {'ours/peer':>9}")
+    for name, value in peers.items():
+        print(f"  {name:<56} {value:>8.4f} {ours[metric] / value:>9.3f}")
+    print(json.dumps(ours))
+    if target is not None and ours[metric] < target:
+        print(f"below the profile's target {what} {target}", file=sys.stderr)
+        return 1
+    return 0

@@ -12,10 +12,9 @@ Needs spa-eng.zip (RNNKIT_DATA_DIR offline).
 
 from __future__ import annotations
 
-import json
 import sys
 
-from task_run import task_parser, timed_run
+from task_run import print_ratios, task_parser, timed_run
 
 from pipelines.tasks import task_info
 from serving.logging_setup import configure_logging
@@ -49,14 +48,7 @@ def main() -> int:
     target = TARGETS.get(args.profile)
     if target is not None:
         peers[f"target of the {args.profile} profile"] = target
-    print(f"  {'anchor':<56} {'BLEU':>6} {'ours/anchor':>11}")
-    for name, bleu in peers.items():
-        print(f"  {name:<56} {bleu:>6.2f} {ours['bleu'] / bleu:>11.2f}")
-    print(json.dumps(ours))
-    if target is not None and ours["bleu"] < target:
-        print(f"below the profile's target BLEU {target}", file=sys.stderr)
-        return 1
-    return 0
+    return print_ratios(ours, "bleu", "BLEU", peers, target)
 
 if __name__ == "__main__":
     sys.exit(main())
