@@ -38,3 +38,18 @@ def tfds_dir(tmp_path_factory) -> Path:
     path = Path(value) if value else tmp_path_factory.mktemp("tfds")
     os.environ["RNNKIT_TFDS_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def reviews(shared_data, tfds_dir):
+    """IMDB prepared once into the session's TFDS dir."""
+    from pipelines.datasets import imdb
+
+    return imdb.prepare()
+
+
+@pytest.fixture()
+def runs_root(tmp_path, monkeypatch) -> Path:
+    """A fresh runs folder (RNNKIT_RUNS_DIR) for one test."""
+    monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_runs import quick_run
 
 from app.cli import main
 from pipelines.datasets import trec
@@ -42,14 +43,10 @@ def questions(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def csv_run(questions, tmp_path_factory):
-    from pipelines.training.trainer import train
-
-    task = get_task("classify")
-    config = task.config("quick", [f"data={questions / 'train.csv'}",
-                                   f"test_data={questions / 'test.csv'}",
-                                   "text_column=question", "label_column=kind", "cell=gru",
-                                   *SMALL])
-    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "csv")
+    return quick_run("classify", [f"data={questions / 'train.csv'}",
+                                  f"test_data={questions / 'test.csv'}",
+                                  "text_column=question", "label_column=kind", "cell=gru",
+                                  *SMALL], tmp_path_factory.mktemp("runs") / "csv")
 
 
 def test_classify_learns_evaluates_and_serves_label_names(csv_run, tmp_path):
@@ -174,7 +171,7 @@ def test_bad_training_data_is_one_clear_error(tmp_path, caplog):
     task = get_task("classify")
     rows = [(f"text {i}", "xy"[i % 2]) for i in range(40)] + [("  ", "x")]
     config = task.config("quick", [f"data={write_csv(tmp_path / 'ok.csv', rows)}"])
-    with caplog.at_level(logging.WARNING, logger="pipelines.tasks.classify"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.datasets.data_files"):
         task.datasets(config)
     assert re.search(r"dropped 1 of \d+ rows with empty text", caplog.text)
 

@@ -9,27 +9,15 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving_harness import free_port, http
 
 from app.cli import main
-from pipelines.datasets import imdb
 
 TINY = ["--set", "max_train_examples=300", "--set", "max_eval_examples=200",
         "--set", "max_tokens=2000", "--set", "batch_size=32", "--set", "units=8"]
-
-
-@pytest.fixture(scope="module")
-def reviews(shared_data, tfds_dir):
-    """IMDB prepared once into the session's TFDS dir."""
-    return imdb.prepare()
-
-
-@pytest.fixture()
-def runs_root(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path / "runs"
 
 
 def _json_out(capsys) -> dict:
@@ -130,6 +118,22 @@ def _progress(app: int) -> dict:
     return http("GET", f"http://127.0.0.1:{app}/api/progress")[1]["progress"]
 
 
+def _run_probed(command: list[str], probe: Any) -> tuple[int, dict, int, int]:
+    """Run `rnnkit run` on free ports while `probe(rest, app, seen)` watches it in a thread.
+
+    Returns:
+        The exit code, what the probe saw, and the REST and web app ports.
+    """
+    grpc_port, rest, app = free_port(), free_port(), free_port()
+    seen: dict = {}
+    prober = threading.Thread(target=probe, args=(rest, app, seen))
+    prober.start()
+    code = main([*command, "--port", str(grpc_port), "--rest-port", str(rest),
+                 "--app-port", str(app)])
+    prober.join()
+    return code, seen, rest, app
+
+
 def _probe_then_interrupt(rest: int, app: int, seen: dict) -> None:
     """Wait for the served model and the web app, record what they answer, wait for the job
     to finish, then press Ctrl-C."""
@@ -168,13 +172,7 @@ def test_run_trains_once_then_reuses_and_serves(reviews, runs_root, tmp_path, ca
     assert "summary (test split):" in out and "sentiment" in out.split("summary")[1]
 
     # The second run serves at once, reuses the run and its export, and Ctrl-C stops it.
-    grpc_port, rest, app = free_port(), free_port(), free_port()
-    seen: dict = {}
-    prober = threading.Thread(target=_probe_then_interrupt, args=(rest, app, seen))
-    prober.start()
-    code = main([*common, "--port", str(grpc_port), "--rest-port", str(rest),
-                 "--app-port", str(app)])
-    prober.join()
+    code, seen, rest, app = _run_probed(common, _probe_then_interrupt)
     assert code == 0
     out = capsys.readouterr().out
     # The URLs come first, the summary when the job is done.
@@ -224,13 +222,7 @@ def test_run_serves_first_and_resumes_an_interrupted_run(reviews, runs_root, tmp
     monkeypatch.setitem(SentimentTask.profiles["tiny"], "early_stopping_patience", 100)
     exports = tmp_path / "exports"
     common = ["run", "--profile", "tiny", "--tasks", "sentiment", "--base-path", str(exports)]
-    grpc_port, rest, app = free_port(), free_port(), free_port()
-    seen: dict = {}
-    prober = threading.Thread(target=_interrupt_mid_training, args=(rest, app, seen))
-    prober.start()
-    code = main([*common, "--port", str(grpc_port), "--rest-port", str(rest),
-                 "--app-port", str(app)])
-    prober.join()
+    code, seen, _, _ = _run_probed(common, _interrupt_mid_training)
     assert code == 0
     # The page answered before anything was trained, and showed the epochs as they came.
     assert seen["first"]["state"] in ("waiting", "preparing", "training")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -152,19 +151,10 @@ def test_model_server_grpc_names_never_reach_other_models(model_server, folders)
 @pytest.fixture(scope="module")
 def web_app(folders):
     """The web app on loopback, its model server unreachable (files need none)."""
-    from app.web.server import make_server
+    from web_harness import web_app_without_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    server = make_server(f"127.0.0.1:{closed}", port=0, runs_dir=folders["runs"], timeout=2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with web_app_without_server(folders["runs"]) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_web_app_files_never_come_from_outside(web_app):

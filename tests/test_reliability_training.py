@@ -31,12 +31,6 @@ SMALL = ["max_train_examples=400", "epochs=2", "batch_size=32", "max_length=32",
 TOLERANCE = {"val_loss": 0.02, "val_auc": 0.1, "val_accuracy": 0.12}
 
 
-@pytest.fixture(scope="module")
-def reviews(shared_data, tfds_dir):
-    """IMDB prepared once into the session's TFDS dir."""
-    return imdb.prepare()
-
-
 def train_process(run_dir: Path, *extra: str) -> subprocess.Popen:
     """`rnnkit train sentiment` on the small settings in a subprocess (stderr piped)."""
     overrides = [] if "--resume" in extra else [arg for item in SMALL for arg in ("--set", item)]
@@ -219,35 +213,35 @@ def test_bad_data_fails_in_one_line_naming_the_file(shared_data, capsys, monkeyp
     archive = shared_data / imdb.MIRROR_FOLDER / imdb.ARCHIVE
     monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
 
-    def fresh(data_dir: Path) -> None:
+    def refusal(data_dir: Path) -> str:
+        """The one line `rnnkit train sentiment` exits 2 with, reading a fresh data dir."""
         monkeypatch.setenv("RNNKIT_DATA_DIR", str(data_dir))
         monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / f"tfds-{data_dir.name}"))
+        code, lines = run_cli(capsys, "train", "sentiment", "--set", "epochs=1")
+        assert code == 2 and len(lines) == 1
+        return lines[0]
 
     missing = tmp_path / "missing"
     missing.mkdir()
-    fresh(missing)
-    code, lines = run_cli(capsys, "train", "sentiment", "--set", "epochs=1")
-    assert code == 2 and len(lines) == 1
-    assert f"{missing / 'imdb' / imdb.ARCHIVE} does not exist" in lines[0]
+    line = refusal(missing)
+    assert f"{missing / 'imdb' / imdb.ARCHIVE} does not exist" in line
 
     truncated = tmp_path / "truncated"
     (truncated / "imdb").mkdir(parents=True)
     with archive.open("rb") as source:
         (truncated / "imdb" / imdb.ARCHIVE).write_bytes(source.read(1 << 20))
-    fresh(truncated)
-    code, lines = run_cli(capsys, "train", "sentiment", "--set", "epochs=1")
-    assert code == 2 and len(lines) == 1
-    assert f"cannot read the IMDB archive {truncated / 'imdb' / imdb.ARCHIVE}" in lines[0]
+    line = refusal(truncated)
+    assert f"cannot read the IMDB archive {truncated / 'imdb' / imdb.ARCHIVE}" in line
 
     empty = tmp_path / "empty"
     (empty / "imdb").mkdir(parents=True)
     make_archive_without_training_reviews(empty / "imdb" / imdb.ARCHIVE)
-    fresh(empty)
-    code, lines = run_cli(capsys, "train", "sentiment", "--set", "epochs=1")
-    assert code == 2 and len(lines) == 1
-    assert str(empty / "imdb" / imdb.ARCHIVE) in lines[0] and '"train"' in lines[0]
+    line = refusal(empty)
+    assert str(empty / "imdb" / imdb.ARCHIVE) in line and '"train"' in line
 
-    fresh(shared_data)  # the setting fails before any data is read
+    # The setting fails before any data is read.
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / f"tfds-{shared_data.name}"))
     code, lines = run_cli(capsys, "train", "sentiment", "--set", "max_train_examples=0")
     assert code == 2 and lines == [
         "rnnkit: error: max_train_examples=0 leaves no training reviews — use e.g. --set "

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_runs import quick_run
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -36,30 +37,18 @@ SMALL = ["max_train_examples=2000", "max_eval_examples=600", "epochs=2", "batch_
 
 
 @pytest.fixture(scope="module")
-def reviews(shared_data, tfds_dir):
-    """IMDB prepared once into the session's TFDS dir."""
-    return imdb.prepare()
-
-
-@pytest.fixture(scope="module")
 def sequence_run(reviews, tmp_path_factory):
     """A small bidirectional GRU trained for two epochs on 2000 real reviews."""
-    from pipelines.training.trainer import train
-
-    task = get_task("sentiment")
-    config = task.config("quick", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
-                                   "dense_units=16", "max_length=120", "tune_threshold=true"])
-    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "seq")
+    return quick_run("sentiment", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
+                                   "dense_units=16", "max_length=120", "tune_threshold=true"],
+                     tmp_path_factory.mktemp("runs") / "seq")
 
 
 @pytest.fixture(scope="module")
 def bow_run(reviews, tmp_path_factory):
     """The bag-of-words control trained for two epochs on 2000 real reviews."""
-    from pipelines.training.trainer import train
-
-    task = get_task("sentiment_bow")
-    config = task.config("quick", [*SMALL, "units=32", "dropout=0.2"])
-    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "bow")
+    return quick_run("sentiment_bow", [*SMALL, "units=32", "dropout=0.2"],
+                     tmp_path_factory.mktemp("runs") / "bow")
 
 
 def test_standardize_review():

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_runs import quick_run
 
 from pipelines.datasets import ud_english
 from pipelines.tasks import get_task
@@ -39,14 +40,11 @@ def sentences(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tag_run(sentences, shared_data, tmp_path_factory):
-    from pipelines.training.trainer import train
-
-    task = get_task("tag")
-    config = task.config("quick", [
+    return quick_run("tag", [
         f"data={sentences / 'train.conll'}",
         f"validation_data={ud_english.split_file('validation')}",
-        f"test_data={sentences / 'test.jsonl'}", "cell=gru", *SMALL])
-    return task, config, train(task, config, tmp_path_factory.mktemp("runs") / "tag")
+        f"test_data={sentences / 'test.jsonl'}", "cell=gru", *SMALL],
+        tmp_path_factory.mktemp("runs") / "tag")
 
 
 def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):

@@ -84,18 +84,6 @@ class ToyTask(Task):
         return {}
 
 
-@pytest.fixture(scope="module")
-def reviews(shared_data, tfds_dir):
-    """IMDB prepared once into the session's TFDS dir."""
-    return imdb.prepare()
-
-
-@pytest.fixture()
-def runs_root(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
 def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
     from pipelines.training.trainer import train
 

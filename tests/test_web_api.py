@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+from web_harness import closed_port, web_app_without_server
 
 from app.cli import main as cli_main
 from app.web.server import WebServer, make_server, parse_server
@@ -22,13 +22,6 @@ from serving.errors import UserError
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n" + b"plot bytes"
 SECRET = b"\x89PNG\r\n\x1a\nsecret outside the runs dir"
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _request(server: WebServer, method: str, path: str, body: bytes | None = None,
@@ -77,13 +70,8 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def down_app(runs_dir: Path) -> Iterator[WebServer]:
     """The web app on a free port, pointed at a model server that is not running."""
-    server = make_server(f"127.0.0.1:{_closed_port()}", "127.0.0.1", 0, runs_dir, timeout=3.0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with web_app_without_server(runs_dir) as server:
+        yield server
 
 
 def test_server_down_gives_503_naming_the_address_and_the_fix(down_app: WebServer) -> None:
@@ -129,7 +117,7 @@ def _status_only_server(port: int):
 
 
 def test_a_model_server_started_after_the_app_is_seen_at_once(runs_dir: Path) -> None:
-    port = _closed_port()
+    port = closed_port()
     app = make_server(f"127.0.0.1:{port}", "127.0.0.1", 0, runs_dir, timeout=3.0)
     thread = threading.Thread(target=app.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -201,13 +189,8 @@ def test_results_api_lists_training_and_lab_runs(down_app: WebServer) -> None:
 @pytest.fixture()
 def job_app(tmp_path: Path) -> Iterator[WebServer]:
     """The web app over an empty runs dir, for the main job's progress."""
-    server = make_server(f"127.0.0.1:{_closed_port()}", "127.0.0.1", 0, tmp_path, timeout=3.0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with web_app_without_server(tmp_path) as server:
+        yield server
 
 
 def test_progress_api_follows_the_job_epoch_by_epoch(job_app: WebServer) -> None:

@@ -8,16 +8,15 @@ test takes seconds and trains nothing.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from web_harness import web_app_without_server
 
 from app.run_progress import Progress
-from app.web.server import WebServer, make_server
+from app.web.server import WebServer
 
 # The page polls every 2 s while the job runs; an update must show well within an epoch.
 UPDATE_WITHIN_S = 6
@@ -26,16 +25,8 @@ UPDATE_WITHIN_S = 6
 @pytest.fixture()
 def job_app(tmp_path: Path) -> Iterator[WebServer]:
     """The web app over an empty runs dir (the progress view needs no model server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    server = make_server(f"127.0.0.1:{closed}", "127.0.0.1", 0, tmp_path / "runs", timeout=3.0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with web_app_without_server(tmp_path / "runs") as server:
+        yield server
 
 
 def _wait_for_text(page, selector: str, text: str) -> float:

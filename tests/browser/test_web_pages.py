@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from web_harness import web_app_without_server
 
-from app.web.server import WebServer, make_server
+from app.web.server import WebServer
 
 
 def _upload(tmp_path: Path, name: str, size: tuple[int, int], colour: tuple[int, int, int],
@@ -223,16 +222,8 @@ def test_results_page_shows_curves_metrics_and_the_lab(page, web_app: str,
 @pytest.fixture()
 def down_app(runs_dir: Path) -> Iterator[WebServer]:
     """The app pointed at a port where no model server runs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    server = make_server(f"127.0.0.1:{closed}", "127.0.0.1", 0, runs_dir, timeout=3.0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with web_app_without_server(runs_dir) as server:
+        yield server
 
 
 def test_pages_say_when_the_model_server_is_down(page, down_app: WebServer,
