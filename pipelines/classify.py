@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from app.errors import UserError
-from pipelines import data_files
+from pipelines import data_files, pretraining
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
 
@@ -67,6 +67,12 @@ class ClassifyConfig(TrainConfig):
             vector otherwise never trains, as every training word is in the vocabulary).
         ngrams: `bow`: count word n-grams up to this length.
         output_mode: `bow`: `tf_idf`, `multi_hot` or `count`.
+        encoder_from: a finished language_model run directory whose word vectors and
+            recurrent layers start the classifier (pipelines.pretraining); empty for none.
+        encoder_learning_rate: the pretrained layers' learning rate as a share of
+            learning_rate (e.g. 0.3 fine-tunes them more gently than the new layers).
+        gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
+            second epoch, each one below an epoch later.
     """
 
     data: str = ""
@@ -91,6 +97,9 @@ class ClassifyConfig(TrainConfig):
     unknown_dropout: float = 0.0
     ngrams: int = 2
     output_mode: str = "tf_idf"
+    encoder_from: str = ""
+    encoder_learning_rate: float = 1.0
+    gradual_unfreezing: bool = False
 
 
 @dataclasses.dataclass
@@ -204,6 +213,10 @@ class ClassifyTask(Task):
         if config.output_mode not in ("tf_idf", "multi_hot", "count"):
             raise UserError(f"output_mode={config.output_mode!r} is not a bag-of-words mode",
                             "use --set output_mode=tf_idf (or multi_hot, count)")
+        pretraining.check_options(config)
+        if config.encoder_from and config.model != "rnn":
+            raise UserError(f"encoder_from needs the recurrent model, not model={config.model}",
+                            "drop --set model=bow, or drop encoder_from")
 
     def _rows(self, config: Any, part: str) -> Iterator[tuple[int, str, str]]:
         """(line, text, label) of a part's rows, empty texts included."""
@@ -375,8 +388,13 @@ class ClassifyTask(Task):
                                 name=f"classify_bi{config.cell}",
                                 unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
+        if config.encoder_from:
+            pretraining.start_from_language_model(inner, vectorizer.get_vocabulary(), config)
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)
+
+    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
+        return pretraining.layer_rates(model, config)
 
     def loss(self, config: TrainConfig) -> Any:
         import keras

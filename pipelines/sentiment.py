@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from app.errors import UserError
-from pipelines import imdb
+from pipelines import imdb, pretraining
 from pipelines.config import TrainConfig
 from pipelines.tasks import Task
 
@@ -80,6 +80,12 @@ class SentimentConfig(ReviewConfig):
         word_vectors: how the embedding starts: `random`, or `ppmi_svd`, word vectors learned
             from the training reviews and IMDB's 50k unlabelled reviews (pipelines.word_vectors).
         train_embedding: whether training updates the embedding.
+        encoder_from: a finished language_model run directory whose word vectors and
+            recurrent layers start the classifier (pipelines.pretraining); empty for none.
+        encoder_learning_rate: the pretrained layers' learning rate as a share of
+            learning_rate (e.g. 0.3 fine-tunes them more gently than the new layers).
+        gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
+            second epoch, each one below an epoch later.
     """
 
     cell: str = "lstm"
@@ -96,6 +102,9 @@ class SentimentConfig(ReviewConfig):
     word_dropout: float = 0.0
     word_vectors: str = "random"
     train_embedding: bool = True
+    encoder_from: str = ""
+    encoder_learning_rate: float = 1.0
+    gradual_unfreezing: bool = False
 
 
 WORD_VECTORS = ("random", "ppmi_svd")
@@ -379,6 +388,10 @@ class SentimentTask(_ReviewSentiment):
             raise UserError(f"embedding_dim={config.embedding_dim} leaves no room for word "
                             f"vectors of a {config.max_tokens}-word vocabulary",
                             "use a smaller --set embedding_dim= or a larger max_tokens")
+        pretraining.check_options(config)
+        if config.encoder_from and config.word_vectors != "random":
+            raise UserError(f"encoder_from and word_vectors={config.word_vectors} both start "
+                            "the embedding", "drop one: --set word_vectors=random")
 
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.sentiment import make_vectorizer
@@ -397,7 +410,12 @@ class SentimentTask(_ReviewSentiment):
             replaced = word_vectors.apply_to_embedding(model.get_layer("embedding"), vectors)
             log.info("embedding starts from PPMI-SVD word vectors for %d of %d words",
                      replaced, vectorizer.vocabulary_size())
+        if config.encoder_from:
+            pretraining.start_from_language_model(model, vectorizer.get_vocabulary(), config)
         return model
+
+    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
+        return pretraining.layer_rates(model, config)
 
     def model_on(self, vectorizer: keras.layers.TextVectorization, config: TrainConfig,
                  ) -> keras.Model:
