@@ -320,13 +320,11 @@ class Captioner(keras.Model):
         self.embed_dim, self.units, self.cell_type = embed_dim, units, cell
         self.use_attention, self.dropout_rate, self.augment = attention, dropout, augment
         self.max_length, self.beam_width = max_length, beam_width
-        self.length_penalty = length_penalty
+        self.length_penalty, self.seed = length_penalty, seed
         self.trainable_encoder_blocks = trainable_encoder_blocks
         self.attention_regularization = attention_regularization
-        self.normalize_features = normalize_features
-        self.residual_attention = residual_attention
+        self.normalize_features, self.residual_attention = normalize_features, residual_attention
         self.max_image_pixels = max_image_pixels
-        self.seed = seed
         vocab_size = len(self.vocabulary)
 
         self.augmenter = keras.Sequential([
