@@ -22,6 +22,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	bash tests/browser/install_chromium.sh
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -30,6 +31,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/layers.py

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from app.commands import COMMANDS
-from app.errors import UserError
-from app.logging_setup import configure_logging, import_tensorflow
+from serving.errors import UserError
+from serving.logging_setup import configure_logging, import_tensorflow
 
 log = logging.getLogger("app")
 

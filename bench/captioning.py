@@ -11,8 +11,8 @@ pycocoevalcap's Cider. The mirror's images: 1,000 originals re-encoded at 256 px
 224x224 course copies; its MobileNetV2 weights are derived from an int8 export (see the data
 README). Exits 1 when the model does not beat the baseline on BLEU-4.
 
-The encoder's features are cached (pipelines.feature_cache); the first line says whether this
-run computed them (and how long that took) or found them cached. --fresh-cache removes the
+The encoder's features are cached (pipelines.datasets.feature_cache); the first line says whether
+this run computed them (and how long that took) or found them cached. --fresh-cache removes the
 cache of this encoder first, to time a first run.
 
 Run: `.venv/bin/python bench/captioning.py [--profile quick|full] [--ablation]
@@ -28,7 +28,7 @@ import time
 
 from task_run import task_parser, timed_run
 
-from app.logging_setup import configure_logging
+from serving.logging_setup import configure_logging
 
 SCORES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider_d")
 
@@ -44,8 +44,8 @@ def _row(name: str, scores: dict[str, float], ours: dict[str, float]) -> str:
 
 def _features(task, config, fresh: bool) -> tuple[float, bool]:
     """Fill the feature cache for training and validation; (seconds, whether computed)."""
-    from pipelines import feature_cache
     from pipelines.config import tfds_dir
+    from pipelines.datasets import feature_cache
 
     key = feature_cache.EncoderKey(config.encoder, config.encoder_alpha, config.image_size,
                                    feature_cache.weights_digest(task.encoder(config)))

@@ -59,13 +59,13 @@ def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
 
 def child(path: Path, steps: int) -> dict:
     """Scan, adapt and train in this process; returns rates and peak memory."""
-    from app.logging_setup import quiet_tensorflow
+    from serving.logging_setup import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
 
     from pipelines.tasks import get_task
-    from pipelines.trainer import compile_model
+    from pipelines.training.trainer import compile_model
 
     task = get_task("classify")
     # Validation rows from the small file: holding them out of the big one would add a whole

@@ -4,7 +4,8 @@
 questions), next to Kim 2014's CNNs (random embeddings 91.2, word2vec 93.6).
 `--data ud_en_ewt`: `tag` on Universal Dependencies English EWT UPOS (25,094 test tokens), next to
 Plank et al. 2016's BiLSTM with word and character features (94.6).
-Both read their data through the same path as a user's `--data FILE` (pipelines.data_files).
+Both read their data through the same path as a user's `--data FILE`
+(pipelines.datasets.data_files).
 
 Run: `.venv/bin/python bench/data_tasks.py --data trec|ud_en_ewt [--profile quick|full]
 [--set KEY=VALUE ...]`. Needs the data in RNNKIT_DATA_DIR (or the internet).
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from task_run import cores, cpu_seconds, task_parser
 
-from app.logging_setup import configure_logging
+from serving.logging_setup import configure_logging
 
 # data set -> (task, published test accuracies, targets per profile: (accuracy, wall seconds))
 BENCHES = {
@@ -40,9 +41,9 @@ def main() -> int:
     parser.add_argument("--data", choices=sorted(BENCHES), required=True)
     args = parser.parse_args()
     configure_logging()
-    from pipelines.evaluation import evaluate_run
     from pipelines.tasks import get_task
-    from pipelines.trainer import train
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.trainer import train
 
     task_name, anchors, targets = BENCHES[args.data]
     task = get_task(task_name)

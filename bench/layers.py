@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_peer:
         return serve_peer(args.serve_peer)
 
-    from app.logging_setup import quiet_tensorflow
+    from serving.logging_setup import quiet_tensorflow
 
     quiet_tensorflow()
     import keras

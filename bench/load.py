@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Run as a script, bench/ would come first on sys.path: import from the repo root instead.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
-from app.logging_setup import quiet_tensorflow  # noqa: E402
+from serving.logging_setup import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
@@ -103,13 +103,13 @@ def sample_reviews(count: int = 256) -> list[str]:
     Args:
         count: how many reviews.
     """
-    from app.errors import UserError
+    from serving.errors import UserError
 
     with contextlib.suppress(UserError, OSError):
-        from pipelines import imdb
+        from pipelines.datasets import imdb
 
         return [text.decode() for text, _ in imdb.load_test(count).as_numpy_iterator()]
-    from pipelines.sentiment import WARMUP_REVIEWS
+    from pipelines.tasks.sentiment import WARMUP_REVIEWS
 
     words = " ".join(WARMUP_REVIEWS * 12).split()
     return [" ".join(words[i % 17:][:230]) for i in range(count)]

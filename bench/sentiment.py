@@ -7,7 +7,7 @@ own target), as ratios ours/peer. With --keras-peer it also trains the keras.io 
 
 With --self-train it first trains two teachers, the task's profile and the bag-of-words
 control's quick profile, then the measured run on their confident answers to IMDB's 50k
-unlabelled reviews (pipelines/self_training.py); the wall times printed include the teachers'.
+unlabelled reviews (pipelines/tasks/self_training.py); the wall times printed include the teachers'.
 
 Run: `.venv/bin/python bench/sentiment.py [--task sentiment|sentiment_bow] [--profile quick|full]
 [--set KEY=VALUE ...] [--keras-peer] [--self-train]`. Needs IMDB (RNNKIT_DATA_DIR offline).
@@ -25,8 +25,8 @@ from typing import Any
 
 from task_run import task_parser, timed_run
 
-from app.logging_setup import configure_logging
 from pipelines.tasks import task_info
+from serving.logging_setup import configure_logging
 
 # What each profile must reach (the project's spec).
 TARGETS = {("sentiment", "quick"): 0.85, ("sentiment", "full"): 0.90,
@@ -66,7 +66,7 @@ def keras_peer(max_train_examples: int | None, max_eval_examples: int | None,
     import numpy as np
 
     from models.sentiment import TruncateTokens, make_vectorizer
-    from pipelines import imdb
+    from pipelines.datasets import imdb
 
     started = time.monotonic()
     keras.utils.set_random_seed(seed)

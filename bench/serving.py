@@ -32,15 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 # Run as a script, this file would shadow the `serving` package: import from the repo root.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
-from app.logging_setup import quiet_tensorflow  # noqa: E402
+from serving.logging_setup import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 
-from app.errors import UserError  # noqa: E402
 from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from pipelines.config import data_dir  # noqa: E402
+from serving.errors import UserError  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 MAX_BATCH = 32

@@ -92,9 +92,9 @@ def timed_run(task_name: str, args: argparse.Namespace, run_name: str | None = N
         run_name: the run directory's name under the runs dir; default `<task>-<profile>`.
     """
     from pipelines.datasets import prepare_dataset
-    from pipelines.evaluation import evaluate_run
     from pipelines.tasks import get_task
-    from pipelines.trainer import train
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.trainer import train
 
     task = get_task(task_name)
     load_before = os.getloadavg()[0]

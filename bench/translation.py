@@ -17,8 +17,8 @@ import sys
 
 from task_run import task_parser, timed_run
 
-from app.logging_setup import configure_logging
 from pipelines.tasks import task_info
+from serving.logging_setup import configure_logging
 
 TARGETS = {"full": 30.0}  # what the profile must reach (the project's spec)
 

@@ -172,20 +172,6 @@ def hidden_state_gradients(model: keras.Model, inputs, targets, loss_fn: Callabl
     return HiddenStateProbe(model, loss_fn, layer).gradients(inputs, targets)
 
 
-def hidden_gradient_norms(model: keras.Model, inputs, targets, loss_fn: Callable,
-                          layer: RNN | None = None) -> np.ndarray:
-    """‖∂L/∂h_t‖ for every step t of one batch: [time] (see HiddenStateProbe.norms).
-
-    Args:
-        model: a built model containing `layer`.
-        inputs: one batch of model inputs.
-        targets: the batch's targets.
-        loss_fn: (targets, predictions) -> scalar loss.
-        layer: the recurrent layer to probe; by default the model's first one.
-    """
-    return HiddenStateProbe(model, loss_fn, layer).norms(inputs, targets)
-
-
 def global_norm(gradients: list) -> tf.Tensor:
     """√(Σ ‖g‖²) over a list of gradients (None entries are skipped).
 
@@ -219,6 +205,18 @@ def clip_gradients(gradients: list, optimizer: keras.optimizers.Optimizer) -> li
     return list(gradients)
 
 
+def clipping_norms(gradients: list, optimizer: keras.optimizers.Optimizer) -> tuple:
+    """The global norm of `gradients` before and after `optimizer`'s clipping, as two tensors.
+
+    Traceable, so a compiled training step can record both next to its update.
+
+    Args:
+        gradients: one gradient tensor per weight (None entries are skipped).
+        optimizer: supplies the clipping settings (clipnorm, global_clipnorm or clipvalue).
+    """
+    return global_norm(gradients), global_norm(clip_gradients(gradients, optimizer))
+
+
 @dataclasses.dataclass(frozen=True)
 class GradientNorms:
     """The global gradient norm of one batch, as computed and as the optimizer applies it.
@@ -247,6 +245,5 @@ def gradient_norms(model: keras.Model, inputs, targets, loss_fn: Callable,
     """
     with tf.GradientTape() as tape:
         loss = loss_fn(targets, model(inputs, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    return GradientNorms(float(loss), float(global_norm(grads)),
-                         float(global_norm(clip_gradients(grads, optimizer))))
+    before, after = clipping_norms(tape.gradient(loss, model.trainable_variables), optimizer)
+    return GradientNorms(float(loss), float(before), float(after))

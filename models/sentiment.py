@@ -1,7 +1,7 @@
 """Text classifiers taking raw strings: many-to-one (sequence) and one-to-one (no sequence).
 
 The sentiment presets are their binary case (one sigmoid probability); the generic `classify`
-task uses N softmax probabilities (pipelines.classify).
+task uses N softmax probabilities (pipelines.tasks.classify).
 
 Text handling lives inside the model (TextVectorization with `standardize_review`), so an exported
 model takes raw strings and needs no client-side preprocessing.
@@ -148,7 +148,7 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
 
     Args:
         vectorizer: adapted TextVectorization with output_mode `int`.
-        cell: `rnn`, `lstm` or `gru`.
+        cell: a key of models.layers.CELLS (`rnn`, `lstm`, `gru`, `ln_lstm` or a registered one).
         embedding_dim: size of each token's embedding.
         units: units of each direction of each recurrent layer.
         layers: stacked bidirectional layers; all but the last return sequences.
@@ -215,7 +215,7 @@ def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm"
 
     Args:
         vectorizer: adapted TextVectorization with a bag-of-words output_mode.
-        cell: `rnn`, `lstm` or `gru`.
+        cell: a key of models.layers.CELLS (`rnn`, `lstm`, `gru`, `ln_lstm` or a registered one).
         units: units of the recurrent cell.
         dropout: dropout on the bag-of-words vector and the cell's output.
         seed: seed of the dropout masks.

@@ -88,7 +88,7 @@ def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "
         words: the word vocabulary (lower-cased); others map to one out-of-vocabulary id.
         chars: the character vocabulary; empty turns character features off.
         tags: the tag names, in output order.
-        cell: `rnn`, `lstm`, `gru` or `ln_lstm`.
+        cell: a key of models.layers.CELLS (`rnn`, `lstm`, `gru`, `ln_lstm` or a registered one).
         embedding_dim: size of each word's embedding.
         char_dim: size of each character's embedding.
         char_filters: character convolution filters (the token's character features).

@@ -7,10 +7,11 @@ import json
 import os
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.errors import UserError
+from serving.errors import UserError
 
 C = TypeVar("C", bound="TrainConfig")
 
@@ -46,6 +47,63 @@ class TrainConfig:
     validation_fraction: float = 0.1
     strategy: str = "default"
     tbptt_steps: int | None = None
+
+    def validate(self) -> None:
+        """Raise a UserError naming the first setting out of range and how to fix it.
+
+        A subclass checks its own settings after `super().validate()`, with the `check_`
+        methods below; the trainer calls it before every run, and tasks before they read data
+        or build a model.
+        """
+        self.check_at_least_one("epochs", "batch_size")
+        if not 0 < self.lr_decay <= 1:
+            raise UserError(f"lr_decay={self.lr_decay} must be in (0, 1]",
+                            "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
+
+    def check_at_least_one(self, *names: str) -> None:
+        """Check that each named setting (a count or a size) is at least 1."""
+        for name in names:
+            value = getattr(self, name)
+            if value < 1:
+                raise UserError(f"{name}={value} must be at least 1",
+                                f"pass e.g. --set {name}=64")
+
+    def check_rates(self, *names: str) -> None:
+        """Check that each named setting is a dropout rate, in [0, 1)."""
+        for name in names:
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise UserError(f"{name}={value} is not a dropout rate",
+                                f"pass a value in [0, 1), e.g. --set {name}=0.2")
+
+    def check_shares(self, *names: str) -> None:
+        """Check that each named setting is a share, in [0, 1]."""
+        for name in names:
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise UserError(f"{name}={value} is not a share",
+                                f"pass a value in [0, 1], e.g. --set {name}=0.1")
+
+    def check_choice(self, name: str, allowed: Iterable[str], what: str, flag: str = "") -> None:
+        """Check that a setting is one of a few values.
+
+        Args:
+            name: the setting.
+            allowed: its valid values.
+            what: what a valid value is, as the error says it, e.g. "a pooling".
+            flag: the command-line form of the fix; empty for `--set NAME=`.
+        """
+        allowed = list(allowed)
+        value = getattr(self, name)
+        if value not in allowed:
+            raise UserError(f"{name}={value!r} is not {what}",
+                            f"use {flag or f'--set {name}='} with one of {allowed}")
+
+    def check_cell(self) -> None:
+        """Check that the `cell` setting names a recurrent cell every task's `--cell` takes."""
+        from models.layers import RECURRENT_LAYERS
+
+        self.check_choice("cell", RECURRENT_LAYERS, "a recurrent cell", "--cell")
 
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with the given fields changed."""

@@ -1,8 +1,8 @@
-"""`python -m serving FLAGS` is `rnnkit serve FLAGS`: one CLI, one logging setup."""
+"""`python -m serving FLAGS` is `rnnkit serve FLAGS` without the rest of rnnkit."""
 
 import sys
 
-from app.cli import main
+from serving.command_line import main
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    sys.exit(main())

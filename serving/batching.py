@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.config_files import BatchingParameters
+from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
 
 log = logging.getLogger("serving.batching")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import UserError
+from serving.errors import UserError
 from serving.status import Code
 
 GRPC, REST = "grpc", "rest"

@@ -16,12 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import UserError
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis import prediction_log_pb2
-
-    from pipelines.tasks import Task
 
 log = logging.getLogger("serving.export")
 
@@ -33,7 +31,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # class names; docs/app.md "Model metadata"); servers ignore it.
 PROVENANCE_FILE = "rnnkit_export.json"
 ASSETS_EXTRA = "assets.extra"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A served model's name: what TF Serving accepts in a URL path and a folder name.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def existing_versions(model_dir: Path) -> list[int]:
@@ -90,7 +89,7 @@ def export_saved_model(module_or_model: Any, signatures: Mapping[str, Any], base
     """
     import tensorflow as tf
 
-    if not _NAME.match(model_name):
+    if not MODEL_NAME.match(model_name):
         raise ValueError(f"model name {model_name!r} must be letters, digits, '_', '-' or '.'")
     if not signatures:
         raise ValueError("export needs at least one signature (e.g. serving_default)")
@@ -175,47 +174,8 @@ def warmup_file(logs: list[prediction_log_pb2.PredictionLog]) -> bytes:
         return Path(path).read_bytes()
 
 
-def export_run(task: Task, run_dir: Path, base_path: Path | str,
-               model_name: str | None = None) -> Path:
-    """Export a trained run's best model with its task's signatures and warm-up requests.
-
-    Args:
-        task: the run's task (signatures, method names, warm-up requests, model name).
-        run_dir: the trained run directory.
-        base_path: the exports folder.
-        model_name: the served model's name; None for `task.default_export_name` (the data
-            file's stem, or the task's export name).
-    """
-    import json
-
-    from pipelines.checkpoints import CheckpointStore
-    from pipelines.run_dir import load_config
-
-    config = load_config(run_dir, task.config_class)
-    name = model_name or task.default_export_name(config)
-    if not _NAME.match(name):
-        raise UserError(f"model name {name!r} is not usable as a served model's name",
-                        "pass --model-name with letters, digits, '_', '-' or '.', starting "
-                        "with a letter or digit")
-    store = CheckpointStore(run_dir)
-    model = store.load_model("best")
-    signatures = task.serving_signatures(model, config, run_dir)
-    info = task.info
-    metadata = {"task": task.name, "kind": info.kind if info else None,
-                "preset_of": info.preset_of if info else None, "model_name": name,
-                "run_dir": str(Path(run_dir).resolve()),
-                "epoch": (store.state() or {}).get("best_epoch"),
-                **task.export_metadata(config, run_dir)}
-    assets = {PROVENANCE_FILE: json.dumps(metadata, indent=2, ensure_ascii=False).encode()}
-    requests = task.warmup_requests()
-    if requests:
-        assets[WARMUP_FILE] = warmup_file(requests)
-    return export_saved_model(model, signatures, base_path, name,
-                              assets_extra=assets, method_names=task.signature_methods())
-
-
 def export_provenance(version_dir: Path) -> dict[str, Any] | None:
-    """An exported version's metadata, with the run it came from (written by `export_run`), or None.
+    """An exported version's metadata and its run (`pipelines.training.export.export_run`), or None.
 
     Args:
         version_dir: `<base>/<name>/<version>`.

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from app.errors import UserError
+from serving.errors import UserError
 
 IMPLEMENTED, NO_EFFECT, OURS = "implemented", "no effect", "ours"
 _CPUS = os.cpu_count() or 1

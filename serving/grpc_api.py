@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.cancellation import RunToken, request_scope
-from serving.server import ServingCore, as_serving_error
+from serving.core import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
 from serving.tensors import to_numpy, to_proto
 
@@ -321,7 +321,7 @@ def server_credentials(ssl_config: Any) -> grpc.ServerCredentials:
     """gRPC TLS credentials from an SSLConfig, as TF Serving builds them.
 
     Args:
-        ssl_config: a serving.config_files.SSLConfig.
+        ssl_config: a serving.config_readers.SSLConfig.
     """
     return grpc.ssl_server_credentials(
         [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],

@@ -14,16 +14,17 @@ from typing import Any
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from app.errors import UserError
 from serving.admission import Admission
 from serving.batching import BatchScheduler
-from serving.config_files import (
+from serving.config_readers import (
     load_batching_parameters,
     load_model_server_config,
     load_monitoring_config,
     load_session_config,
     load_ssl_config,
 )
+from serving.core import ServingCore
+from serving.errors import UserError
 from serving.grpc_api import (
     create_grpc_server,
     default_grpc_threads,
@@ -35,7 +36,6 @@ from serving.metrics import Metrics
 from serving.model_manager import ModelManager
 from serving.rest_api import RestServer
 from serving.servable import set_parallelism
-from serving.server import ServingCore
 from serving.status import ServingError
 from serving.warmup import run_warmup
 

@@ -34,8 +34,8 @@ from tensorflow_serving.apis import model_pb2
 
 from serving import rest_json
 from serving.cancellation import RunToken, check_not_cancelled, request_scope
+from serving.core import ServingCore, as_serving_error
 from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
-from serving.server import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
 
 log = logging.getLogger("serving.rest_api")

@@ -15,9 +15,9 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving.core import ServingCore, as_serving_error
 from serving.export import ASSETS_EXTRA, WARMUP_FILE
 from serving.servable import Servable
-from serving.server import ServingCore, as_serving_error
 from serving.status import Code, ServingError, invalid_argument
 from serving.tensors import to_numpy
 

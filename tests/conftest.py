@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.logging_setup import quiet_tensorflow
+from serving.logging_setup import quiet_tensorflow
 
 quiet_tensorflow()
 REPO = Path(__file__).resolve().parent.parent

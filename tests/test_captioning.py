@@ -20,8 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from app.cli import main
-from app.errors import UserError
-from pipelines.captioning import (
+from pipelines.tasks.captioning import (
     CaptioningTask,
     CaptionTask,
     bleu_scores,
@@ -31,8 +30,9 @@ from pipelines.captioning import (
     normalize,
     split_captions,
 )
-from pipelines.trainer import train
-from serving.export import export_run
+from pipelines.training.export import export_run
+from pipelines.training.trainer import train
+from serving.errors import UserError
 
 IMAGES = 4
 # Small encoder input: a 3 x 3 feature grid, enough to tell four images apart, fast to cache.
@@ -56,7 +56,7 @@ def _zip_listing(shared_data):
 
 
 def test_builder_keeps_exactly_the_mirrored_images_with_five_captions(shared_data, tfds_dir):
-    from pipelines import flickr8k
+    from pipelines.datasets import flickr8k
 
     present, lists, tokens = _zip_listing(shared_data)
     builder = flickr8k.prepare()
@@ -81,7 +81,7 @@ def test_builder_keeps_exactly_the_mirrored_images_with_five_captions(shared_dat
 def test_builder_prepares_a_subset_and_again_when_the_archive_changes(shared_data, tmp_path,
                                                                       monkeypatch):
     """The old 1,000-image mirror still works, and replacing the archive re-prepares it."""
-    from pipelines import flickr8k
+    from pipelines.datasets import flickr8k
 
     present, lists, _ = _zip_listing(shared_data)
     manual = tmp_path / "data" / "flickr8k"
@@ -286,7 +286,7 @@ def test_encoder_loads_a_users_weights_file_and_names_a_mismatch(tmp_path):
 
 def test_random_encoder_is_the_same_for_the_same_seed():
     from models.captioning import build_encoder
-    from pipelines.feature_cache import weights_digest
+    from pipelines.datasets.feature_cache import weights_digest
 
     a, b = (build_encoder("mobilenet_v2", 32, 0.35, "none", seed=3) for _ in range(2))
     c = build_encoder("mobilenet_v2", 32, 0.35, "none", seed=4)
@@ -318,7 +318,7 @@ def _images(count, size=40):
 
 def _cache(root, images, key=None, fingerprint="f1", calls=None, max_skipped=0.5):
     from models.captioning import decode_and_resize
-    from pipelines import feature_cache
+    from pipelines.datasets import feature_cache
 
     key = key or feature_cache.EncoderKey("toy", 1.0, 16, "0" * 64)
 
@@ -334,7 +334,7 @@ def _cache(root, images, key=None, fingerprint="f1", calls=None, max_skipped=0.5
 
 
 def test_feature_cache_computes_once_and_rebuilds_when_a_key_changes(tmp_path):
-    from pipelines import feature_cache
+    from pipelines.datasets import feature_cache
 
     calls = []
     first = _cache(tmp_path, _images(3), calls=calls)
@@ -362,7 +362,7 @@ def test_feature_cache_never_reads_a_half_written_or_damaged_cache(tmp_path, cap
     # A damaged features file is reported and rebuilt, never used.
     data = (first.path / "features.npy").read_bytes()
     (first.path / "features.npy").write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="pipelines.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.datasets.feature_cache"):
         again = _cache(tmp_path, _images(3), calls=calls)
     assert "damaged" in caplog.text and len(calls) == 6
     np.testing.assert_allclose(again.features[:, 0, 0, 0], [0, 40, 80])
@@ -371,11 +371,11 @@ def test_feature_cache_never_reads_a_half_written_or_damaged_cache(tmp_path, cap
 
 
 def test_feature_cache_skips_and_counts_images_that_do_not_decode(tmp_path, caplog):
-    from pipelines import feature_cache
+    from pipelines.datasets import feature_cache
 
     images = _images(3)
     images.insert(1, ("broken.jpg", lambda: b"not an image"))
-    with caplog.at_level(logging.WARNING, logger="pipelines.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.datasets.feature_cache"):
         cached = _cache(tmp_path, images)
     assert cached.ids == ["img0", "img1", "img2"] and cached.skipped == ["broken.jpg"]
     assert "1 of 4 images could not be decoded" in caplog.text and "broken.jpg" in caplog.text

@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 
 from app.cli import main
-from app.errors import UserError
-from pipelines import trec
+from pipelines.datasets import trec
 from pipelines.tasks import get_task
+from serving.errors import UserError
 from tests.serving_harness import http, running_server
 
 SMALL = ["epochs=4", "batch_size=32", "learning_rate=0.003", "max_tokens=3000",
@@ -42,7 +42,7 @@ def questions(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def csv_run(questions, tmp_path_factory):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("classify")
     config = task.config("quick", [f"data={questions / 'train.csv'}",
@@ -53,8 +53,8 @@ def csv_run(questions, tmp_path_factory):
 
 
 def test_classify_learns_evaluates_and_serves_label_names(csv_run, tmp_path):
-    from pipelines.evaluation import evaluate_run
-    from serving.export import export_run
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.export import export_run
 
     task, _, result = csv_run
     evaluation = evaluate_run(task, result.run_dir)
@@ -117,7 +117,7 @@ def test_evaluate_scores_another_file_and_rejects_unseen_labels(csv_run, questio
 
 
 def test_bag_of_words_reads_jsonl_gz(questions, tmp_path):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     def write(split, name):
         with open(questions / f"{split}.csv", encoding="utf-8") as handle:
@@ -174,7 +174,7 @@ def test_bad_training_data_is_one_clear_error(tmp_path, caplog):
     task = get_task("classify")
     rows = [(f"text {i}", "xy"[i % 2]) for i in range(40)] + [("  ", "x")]
     config = task.config("quick", [f"data={write_csv(tmp_path / 'ok.csv', rows)}"])
-    with caplog.at_level(logging.WARNING, logger="pipelines.classify"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.tasks.classify"):
         task.datasets(config)
     assert re.search(r"dropped 1 of \d+ rows with empty text", caplog.text)
 

@@ -14,7 +14,7 @@ import pytest
 from serving_harness import free_port, http
 
 from app.cli import main
-from pipelines import imdb
+from pipelines.datasets import imdb
 
 TINY = ["--set", "max_train_examples=300", "--set", "max_eval_examples=200",
         "--set", "max_tokens=2000", "--set", "batch_size=32", "--set", "units=8"]
@@ -117,7 +117,7 @@ def _run_summary(out: str) -> dict:
 @pytest.fixture()
 def tiny_sentiment(monkeypatch):
     """A `tiny` profile of the sentiment task that trains in seconds."""
-    from pipelines.sentiment import SentimentTask
+    from pipelines.tasks.sentiment import SentimentTask
 
     tiny = {"epochs": 1, "max_train_examples": 300, "max_eval_examples": 200,
             "max_tokens": 2000, "batch_size": 32, "units": 8, "embedding_dim": 16,
@@ -218,7 +218,7 @@ def _interrupt_mid_training(rest: int, app: int, seen: dict) -> None:
 
 def test_run_serves_first_and_resumes_an_interrupted_run(reviews, runs_root, tmp_path, capsys,
                                                          tiny_sentiment, monkeypatch):
-    from pipelines.sentiment import SentimentTask
+    from pipelines.tasks.sentiment import SentimentTask
 
     monkeypatch.setitem(SentimentTask.profiles["tiny"], "epochs", 8)
     monkeypatch.setitem(SentimentTask.profiles["tiny"], "early_stopping_patience", 100)
@@ -275,8 +275,8 @@ def test_run_on_a_busy_port_fails_in_one_line_and_leaves_nothing(runs_root, tmp_
 
 def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny_sentiment,
                                       monkeypatch):
-    from app.errors import DataUnavailable
-    from pipelines import flickr8k
+    from pipelines.datasets import flickr8k
+    from serving.errors import DataUnavailable
 
     def unavailable():
         raise DataUnavailable("Flickr8k archives ['Flickr8k_Dataset.zip'] not found in /nowhere",
@@ -284,9 +284,9 @@ def test_run_skips_tasks_without_data(reviews, runs_root, tmp_path, capsys, tiny
 
     monkeypatch.setattr(flickr8k, "prepare", unavailable)
     # A task that fails (here: a bug in its training) is reported in one line; the others go on.
-    from pipelines import trainer
-    from pipelines.captioning import CaptioningTask
-    from pipelines.sentiment import SentimentBowTask
+    from pipelines.tasks.captioning import CaptioningTask
+    from pipelines.tasks.sentiment import SentimentBowTask
+    from pipelines.training import trainer
 
     for task_class in (SentimentBowTask, CaptioningTask):  # `--profile tiny` must exist for all
         monkeypatch.setitem(task_class.profiles, "tiny", {})

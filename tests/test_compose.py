@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from app.errors import UserError
-from serving.config_files import load_model_server_config
+from serving.config_readers import load_model_server_config
+from serving.errors import UserError
 from serving.flags import parse_flags
-from serving.models_config import (
+from serving.models_config_writer import (
     exported_models,
     main,
     models_config_text,

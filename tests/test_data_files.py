@@ -8,9 +8,15 @@ import json
 
 import pytest
 
-from app.errors import UserError
-from pipelines import data_files
-from pipelines.data_files import iter_table, iter_tagged, read_table, read_tagged, table_columns
+from pipelines.datasets import data_files
+from pipelines.datasets.data_files import (
+    iter_table,
+    iter_tagged,
+    read_table,
+    read_tagged,
+    table_columns,
+)
+from serving.errors import UserError
 
 
 def rows(path, columns):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from pipelines import distribute
+from pipelines.training import distribute
 from serving.flags import parse_flags
 
 REPO = Path(__file__).resolve().parent.parent

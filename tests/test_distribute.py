@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script by the tests below
     sys.path.insert(0, str(REPO))
 
-from app.errors import UserError  # noqa: E402
-from pipelines import distribute  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
+from pipelines.training import distribute  # noqa: E402
+from serving.errors import UserError  # noqa: E402
 
 # Small enough for about a minute on 2 busy cores; dropout off, so every strategy draws the same.
 SMALL = ["max_train_examples=128", "epochs=1", "batch_size=32", "learning_rate=0.002",
@@ -87,7 +87,7 @@ def _run_local(out: Path) -> dict:
     import tensorflow as tf
 
     from pipelines.tasks import get_task
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment")
     report: dict = {}
@@ -111,7 +111,7 @@ def _run_local(out: Path) -> dict:
 def _run_worker(run_dir: Path) -> dict:
     """One multi-worker process (TF_CONFIG set): 1 epoch, then resumed to 2 epochs."""
     from pipelines.tasks import get_task
-    from pipelines.trainer import resume_config, train
+    from pipelines.training.trainer import resume_config, train
 
     task = get_task("sentiment")
     config = task.config("quick", [*SMALL, "strategy=multi_worker"])
@@ -135,7 +135,7 @@ def _run_worker(run_dir: Path) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    from app.logging_setup import configure_logging
+    from serving.logging_setup import configure_logging
 
     configure_logging()
     mode, out = argv[0], Path(argv[1])
@@ -202,7 +202,7 @@ def _relative_distance(weights: list[float], reference: list[float]) -> float:
 @pytest.fixture(scope="module")
 def runs(shared_data, tfds_dir, tmp_path_factory):
     """The local (default + mirrored) process and two multi-worker processes, run side by side."""
-    from pipelines import imdb
+    from pipelines.datasets import imdb
 
     imdb.prepare()  # once, before three processes read the TFDS cache
     base = tmp_path_factory.mktemp("distribute")

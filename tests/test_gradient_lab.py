@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from pipelines.gradient_lab import (
+from pipelines.gradient_lab.lab import (
     GRADIENT_PLOT,
     LAB_FILE,
     NORM_PLOT,
@@ -18,7 +18,7 @@ from pipelines.gradient_lab import (
     SUCCESS_PLOT,
     LabConfig,
 )
-from pipelines.long_range_tasks import (
+from pipelines.gradient_lab.long_range_tasks import (
     ADDING_BASELINE_MSE,
     RecallSpec,
     adding_problem,

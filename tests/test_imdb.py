@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.errors import UserError
-from pipelines import imdb
+from pipelines.datasets import imdb
+from serving.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from app.cli import main
-from app.errors import UserError
-from pipelines import text_corpus, wikitext2
-from pipelines.ngram_baselines import bigram_kneser_ney_probabilities
+from pipelines.datasets import text_corpus, wikitext2
 from pipelines.tasks import get_task
+from pipelines.tasks.ngram_baselines import bigram_kneser_ney_probabilities
+from serving.errors import UserError
 from tests.serving_harness import running_server
 
 SMALL = ["epochs=6", "batch_size=8", "tbptt_steps=20", "learning_rate=0.01", "layers=1",
@@ -45,7 +45,7 @@ def corpus(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_run(corpus, tmp_path_factory):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("language_model")
     config = task.config("quick", [f"data={corpus / 'train.txt'}",
@@ -56,7 +56,7 @@ def lm_run(corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(lm_run, tmp_path_factory):
-    from serving.export import export_run
+    from pipelines.training.export import export_run
 
     task, _, result = lm_run
     return export_run(task, result.run_dir, tmp_path_factory.mktemp("exports"), "wiki")

@@ -3,6 +3,11 @@ masked sequences, and errors that name the fix."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -177,10 +182,55 @@ def test_shape_mistakes_raise_errors_that_name_the_fix():
         ours.GRU(UNITS, unroll=True)(keras.Input((None, FEATURES)))
 
 
-@pytest.mark.parametrize("cell", sorted(ours.RECURRENT_LAYERS))
+@pytest.mark.parametrize("cell", sorted(ours.CELLS))
 def test_state_names_match_the_states_a_layer_returns(cell):
     layer = ours.recurrent_layer(cell, 3, return_state=True)
     _, *states = layer(tf.zeros([2, 4, 5]))
     assert len(ours.state_names(cell)) == len(states)
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="not a registered cell"):
         ours.state_names("transformer")
+
+
+def test_keras_still_has_the_private_helper_rnn_imports():
+    """rnn.py imports keras.src.utils.tracking.no_automatic_dependency_tracking, which is private:
+    when a Keras upgrade moves it, this test names it (and the import names Keras's version)."""
+    try:
+        tracking = importlib.import_module("keras.src.utils.tracking")
+    except ImportError as err:
+        pytest.fail(f"Keras {keras.__version__} has no keras.src.utils.tracking ({err}); "
+                    "models/layers/rnn.py imports no_automatic_dependency_tracking from it")
+    assert hasattr(tracking, "no_automatic_dependency_tracking"), (
+        f"Keras {keras.__version__} moved no_automatic_dependency_tracking out of "
+        "keras.src.utils.tracking; models/layers/rnn.py imports it from there")
+
+
+def test_a_moved_private_helper_fails_the_import_with_the_keras_version():
+    # A fresh interpreter: re-importing rnn.py here would re-register RNN for the whole session.
+    code = ("import keras.src.utils.tracking as tracking; "
+            "del tracking.no_automatic_dependency_tracking; import models.layers")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], timeout=300, check=False)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "no_automatic_dependency_tracking" in last_line
+    assert f"Keras {keras.__version__}" in last_line
+
+
+def test_another_backend_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match=r"TensorFlow backend only.*KERAS_BACKEND=tensorflow"):
+        ours.LSTM(3)
+
+
+def test_cell_rnn_hands_layer_arguments_to_the_layer_and_the_rest_to_the_cell():
+    layer = ours.LSTM(3, name="encoder", autocast=False, dtype="float64", dropout=0.5,
+                      activity_regularizer="l2", return_sequences=True)
+    assert (layer.name, layer.autocast, layer.return_sequences) == ("encoder", False, True)
+    assert layer.activity_regularizer is not None and layer.cell.activity_regularizer is None
+    assert (layer.cell.name, layer.cell.dropout, layer.cell.dtype) == ("lstm_cell", 0.5, "float64")
+    with pytest.raises(ValueError, match="Unrecognized keyword arguments passed to LSTMCell"):
+        ours.LSTM(3, bogus=1)
+    with pytest.raises(ValueError, match="LSTM runs LSTMCell, got cell_class=GRUCell"):
+        ours.LSTM(3, cell_class=ours.GRUCell)
+    with pytest.raises(ValueError, match="cell_class must be an RNNCell subclass"):
+        ours.CellRNN(3)

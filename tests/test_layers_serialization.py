@@ -12,6 +12,7 @@ import tensorflow as tf
 from models import layers as ours
 
 NON_DEFAULT = {
+    "gamma_initializer": "zeros", "beta_initializer": "ones", "norm_epsilon": 0.01,
     "activation": "relu", "recurrent_activation": "hard_sigmoid", "use_bias": False,
     "kernel_initializer": "he_normal", "recurrent_initializer": "glorot_normal",
     "bias_initializer": "ones", "unit_forget_bias": False,
@@ -24,15 +25,37 @@ NON_DEFAULT = {
 }
 
 
+def _arguments(cls, cell_class=None) -> list[inspect.Parameter]:
+    """Every named constructor argument of one of our classes: its own, those of its bases that
+    it hands `**kwargs` on to, and for a layer over one cell (CellRNN), the cell's."""
+    classes = list(cls.__mro__)
+    own = {}
+    if issubclass(cls, ours.CellRNN):
+        classes += list((cell_class or cls.cell_class).__mro__)
+        own["activity_regularizer"] = inspect.Parameter(
+            "activity_regularizer", inspect.Parameter.KEYWORD_ONLY, default=None)
+    skipped = {"self", "cell_class"} | ({"cell"} if issubclass(cls, ours.CellRNN) else set())
+    for klass in classes:
+        if not klass.__module__.startswith("models.") or "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name not in skipped and p.kind is not p.VAR_KEYWORD:
+                own.setdefault(p.name, p)
+    return list(own.values())
+
+
 def _instances() -> dict:
     """Each public class, built with a non-default value for every constructor argument."""
     def kwargs(cls) -> dict:
-        names = inspect.signature(cls.__init__).parameters
+        names = {p.name for p in _arguments(cls)}
         return {k: v for k, v in NON_DEFAULT.items() if k in names}
 
     made = {cls.__name__: cls(3, **kwargs(cls))
-            for cls in (ours.SimpleRNNCell, ours.LSTMCell, ours.GRUCell, ours.SimpleRNN,
-                        ours.LSTM, ours.GRU)}
+            for cls in (ours.SimpleRNNCell, ours.LSTMCell, ours.GRUCell, ours.LayerNormLSTMCell,
+                        ours.SimpleRNN, ours.LSTM, ours.GRU, ours.LayerNormLSTM)}
+    # A cell no named layer runs: the config names the cell's class.
+    made["CellRNN"] = ours.CellRNN(3, cell_class=ours.LayerNormLSTMCell,
+                                   **kwargs(ours.LayerNormLSTM))
     made["StackedCells"] = ours.StackedCells([ours.LSTMCell(3), ours.GRUCell(2)])
     made["RNN"] = ours.RNN(ours.GRUCell(3), **kwargs(ours.RNN))
     made["Bidirectional"] = ours.Bidirectional(
@@ -52,8 +75,8 @@ def _spelled(value):
 def test_get_config_carries_every_constructor_argument(name):
     layer = _instances()[name]
     config = layer.get_config()
-    arguments = [p for p in inspect.signature(type(layer).__init__).parameters.values()
-                 if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+    arguments = _arguments(type(layer), type(getattr(layer, "cell", None)))
+    assert arguments
     missing = [p.name for p in arguments if p.name not in config]
     assert not missing, f"{name}.get_config() lacks {missing}"
     for p in arguments:

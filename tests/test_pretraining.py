@@ -9,9 +9,9 @@ import csv
 import numpy as np
 import pytest
 
-from app.errors import UserError
-from pipelines import trec
+from pipelines.datasets import trec
 from pipelines.tasks import get_task
+from serving.errors import UserError
 
 LM = ["epochs=1", "batch_size=8", "tbptt_steps=10", "layers=1", "embedding_dim=16", "units=16",
       "max_tokens=3000", "dropout=0.0", "embedding_dropout=0.0", "tokenize=lower_punct"]
@@ -35,7 +35,7 @@ def questions(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def language_model_run(questions, tmp_path_factory):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("language_model")
     config = task.config("quick", [f"data={questions}", *LM])
@@ -50,7 +50,7 @@ def classifier_config(questions, run_dir, *more):
 def test_classifier_starts_from_the_language_models_vectors_and_layer(questions,
                                                                       language_model_run):
     from models.language_model import recurrent, vocabulary
-    from pipelines.pretraining import load_language_model
+    from pipelines.training.pretraining import load_language_model
 
     task = get_task("classify")
     model = task.build_model(classifier_config(questions, language_model_run))
@@ -74,8 +74,8 @@ def test_classifier_starts_from_the_language_models_vectors_and_layer(questions,
 
 def test_gradual_unfreezing_keeps_pretrained_layers_still_until_their_epoch(
         questions, language_model_run, tmp_path):
-    from pipelines.pretraining import load_language_model
-    from pipelines.trainer import train
+    from pipelines.training.pretraining import load_language_model
+    from pipelines.training.trainer import train
 
     lm = load_language_model(str(language_model_run))
     lm_kernel = lm.get_layer("rnn_0").get_weights()[0]
@@ -85,7 +85,7 @@ def test_gradual_unfreezing_keeps_pretrained_layers_still_until_their_epoch(
     def trained(epochs: int):
         config = classifier_config(questions, language_model_run, f"epochs={epochs}",
                                    "gradual_unfreezing=true", "early_stopping_patience=5")
-        from pipelines.checkpoints import CheckpointStore
+        from pipelines.training.checkpoints import CheckpointStore
 
         run = train(task, config, tmp_path / f"e{epochs}").run_dir
         return CheckpointStore(run).load_model("last")
@@ -129,7 +129,7 @@ def test_encoder_from_names_what_does_not_fit(questions, language_model_run, tmp
                                                "gradual_unfreezing=true"]))
 
     # A language model of other text: WikiText-2's articles share few words with questions.
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     wiki = tmp_path / "wiki.txt"
     lines = (shared_data / "wikitext2" / "wikitext-2" / "wiki.train.tokens").read_text(

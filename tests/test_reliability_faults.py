@@ -180,9 +180,9 @@ def short_fuse(tmp_path_factory):
     """An in-process REST server whose requests must arrive within READ_TIMEOUT_S seconds."""
     from tensorflow_serving.config import model_server_config_pb2
 
+    from serving.core import ServingCore
     from serving.model_manager import ModelManager
     from serving.rest_api import RestServer
-    from serving.server import ServingCore
 
     tmp = tmp_path_factory.mktemp("slow")
     export_test_model(tmp, "textual")

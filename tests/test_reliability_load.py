@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import imdb
+from pipelines.datasets import imdb
 
 REPO = Path(__file__).resolve().parent.parent
 

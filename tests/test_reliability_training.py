@@ -16,10 +16,10 @@ import pytest
 from serving_harness import export_test_model, wait_for
 
 from app.cli import main as cli_main
-from pipelines import imdb
-from pipelines.checkpoints import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore
-from pipelines.run_dir import CHECKPOINTS_DIR
+from pipelines.datasets import imdb
 from pipelines.tasks import get_task
+from pipelines.training.checkpoints import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore
+from pipelines.training.run_dir import CHECKPOINTS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 # A small sentiment model on 400 real reviews: two short epochs.

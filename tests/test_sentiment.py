@@ -15,7 +15,6 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from app.errors import UserError
 from models import layers as ours
 from models.sentiment import (
     FirstTokens,
@@ -24,11 +23,12 @@ from models.sentiment import (
     many_to_one,
     standardize_review,
 )
-from pipelines import imdb
-from pipelines.binary_metrics import best_threshold, binary_report, roc_auc
-from pipelines.checkpoints import CheckpointStore
-from pipelines.sentiment import THRESHOLD_FILE
+from pipelines.datasets import imdb
 from pipelines.tasks import get_task
+from pipelines.tasks.sentiment import THRESHOLD_FILE
+from pipelines.training.binary_metrics import best_threshold, binary_report, roc_auc
+from pipelines.training.checkpoints import CheckpointStore
+from serving.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["max_train_examples=2000", "max_eval_examples=600", "epochs=2", "batch_size=32",
@@ -44,7 +44,7 @@ def reviews(shared_data, tfds_dir):
 @pytest.fixture(scope="module")
 def sequence_run(reviews, tmp_path_factory):
     """A small bidirectional GRU trained for two epochs on 2000 real reviews."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment")
     config = task.config("quick", [*SMALL, "cell=gru", "units=16", "embedding_dim=32",
@@ -55,7 +55,7 @@ def sequence_run(reviews, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bow_run(reviews, tmp_path_factory):
     """The bag-of-words control trained for two epochs on 2000 real reviews."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment_bow")
     config = task.config("quick", [*SMALL, "units=32", "dropout=0.2"])
@@ -259,7 +259,8 @@ def test_bad_settings_are_user_errors(reviews):
 
 
 def test_export_answers_like_the_model(sequence_run, tmp_path):
-    from serving.export import CLASSIFY_METHOD, export_run
+    from pipelines.training.export import export_run
+    from serving.export import CLASSIFY_METHOD
 
     task, _, result = sequence_run
     texts = tf.constant([t for t, _ in imdb.load_test(24).as_numpy_iterator()])
@@ -305,7 +306,7 @@ def test_export_answers_like_the_model(sequence_run, tmp_path):
 
 
 def test_self_training_adds_the_teachers_answers(sequence_run, bow_run):
-    from pipelines import self_training
+    from pipelines.tasks import self_training
 
     task = get_task("sentiment")
     teachers = [sequence_run[2].run_dir, bow_run[2].run_dir]
@@ -318,13 +319,13 @@ def test_self_training_adds_the_teachers_answers(sequence_run, bow_run):
     confident = (mean >= 0.7) | (mean <= 0.3)
     assert 0 < confident.sum() < len(texts)  # some reviews are kept, some are not
 
-    pseudo = list(self_training.pseudo_labelled(config).as_numpy_iterator())
+    pseudo = list(self_training.pseudo_labelled(config, task.registry).as_numpy_iterator())
     assert [text for text, _ in pseudo] == [t for t, keep in zip(texts, confident, strict=True)
                                             if keep]
     labels = np.array([label[0] for _, label in pseudo])
     np.testing.assert_array_equal(labels, (mean[confident] >= 0.5).astype(np.float32))
     # By default (distillation) every review, labelled with the teachers' mean probability.
-    soft = list(self_training.pseudo_labelled(distill).as_numpy_iterator())
+    soft = list(self_training.pseudo_labelled(distill, task.registry).as_numpy_iterator())
     assert [text for text, _ in soft] == texts
     np.testing.assert_allclose([label[0] for _, label in soft], mean, atol=1e-5)
 

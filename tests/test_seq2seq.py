@@ -35,7 +35,7 @@ def _write(path: Path, rows: list[tuple[str, str]], header: tuple[str, str]) -> 
 def pair_files(shared_data, tfds_dir, tmp_path_factory) -> tuple[Path, Path]:
     """The first short spa_eng train and test pairs as a user's CSV files (real CSV quoting:
     Spanish commas and quotes), under columns the task does not default to."""
-    from pipelines.spa_eng import named_dataset
+    from pipelines.datasets.spa_eng import named_dataset
 
     spa_eng = named_dataset()
     folder = tmp_path_factory.mktemp("pairs")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.batching import BatchScheduler, QueueFullError, SchedulerClosedError
-from serving.config_files import BatchingParameters
+from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
 
 
@@ -264,7 +264,7 @@ def test_invalid_parameters_are_refused():
 
 def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
         shared_data, tmp_path):
-    from app.errors import UserError
+    from serving.errors import UserError
     from serving.grpc_api import default_grpc_threads
     from serving.model_server import ModelServer, ServerOptions
 

@@ -32,8 +32,8 @@ from tensorflow_serving.apis import (
 )
 
 from app.cli import main
-from app.errors import UserError
 from serving.client import ServerReplyError, ServingClient
+from serving.errors import UserError
 from serving.status import Code
 
 MODEL = "half_plus_two"

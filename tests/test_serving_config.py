@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from app.errors import UserError
-from serving.config_files import (
+from serving.config_readers import (
     BatchingParameters,
     load_batching_parameters,
     load_model_server_config,
     load_monitoring_config,
 )
+from serving.errors import UserError
 
 # The examples of TF Serving's configuration guide (serving_config.md), written the same way.
 MODEL_CONFIG = """\

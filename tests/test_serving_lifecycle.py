@@ -251,7 +251,7 @@ def test_sigterm_lets_the_request_in_flight_finish(world):
 
 
 def test_startup_fails_clearly_when_the_only_version_is_broken(tmp_path):
-    from app.errors import UserError
+    from serving.errors import UserError
     from serving.model_server import ModelServer, ServerOptions
 
     (tmp_path / "model" / "1").mkdir(parents=True)
@@ -263,7 +263,7 @@ def test_startup_fails_clearly_when_the_only_version_is_broken(tmp_path):
 
 
 def test_config_errors_are_user_errors(tmp_path):
-    from app.errors import UserError
+    from serving.errors import UserError
     from serving.model_server import ServerOptions, model_server_config
 
     with pytest.raises(UserError, match="no model to serve"):

@@ -36,7 +36,7 @@ from serving_harness import (
 )
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from app.errors import UserError
+from serving.errors import UserError
 from serving.flags import FLAGS, NO_EFFECT, TF_FLAGS, parse_flags
 
 # The flags of TF Serving 2.21's tensorflow_serving/model_servers/main.cc, in its order.

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.errors import UserError
-from pipelines import ud_english
+from pipelines.datasets import ud_english
 from pipelines.tasks import get_task
+from serving.errors import UserError
 
 SMALL = ["epochs=3", "batch_size=32", "learning_rate=0.004", "embedding_dim=32", "units=32",
          "char_filters=24", "char_dim=16", "max_train_examples=1500"]
@@ -39,7 +39,7 @@ def sentences(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tag_run(sentences, shared_data, tmp_path_factory):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("tag")
     config = task.config("quick", [
@@ -50,8 +50,8 @@ def tag_run(sentences, shared_data, tmp_path_factory):
 
 
 def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):
-    from pipelines.evaluation import evaluate_run
-    from serving.export import export_run
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.export import export_run
 
     task, _, result = tag_run
     evaluation = evaluate_run(task, result.run_dir)

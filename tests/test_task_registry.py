@@ -10,10 +10,11 @@ from typing import Any, ClassVar
 import pytest
 
 from app.commands import run as run_command
-from app.errors import UserError
 from pipelines import tasks
 from pipelines.config import TrainConfig
-from pipelines.tasks import KINDS, REGISTRY, Task, TaskInfo, get_task, run_order, task_info
+from pipelines.tasks import REGISTRY, get_task, run_order, task_info
+from pipelines.training.task import KINDS, Task, TaskInfo
+from serving.errors import UserError
 
 
 class StandInTask(Task):
@@ -137,8 +138,8 @@ def test_run_refuses_a_task_that_needs_the_users_data(monkeypatch) -> None:
 
 
 def test_export_model_name_and_default_name(registered, tmp_path, monkeypatch) -> None:
-    from pipelines.trainer import train
-    from serving.export import export_run
+    from pipelines.training.export import export_run
+    from pipelines.training.trainer import train
 
     monkeypatch.setenv("RNNKIT_RUNS_DIR", str(tmp_path / "runs"))
     task = get_task("stand_in")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.errors import UserError
 from models.layers import GRU, LSTM, Bidirectional
 from pipelines.config import TrainConfig
-from pipelines.tasks import Task
-from pipelines.tbptt import chunk_batches, truncated_bptt
-from pipelines.trainer import train
+from pipelines.training.task import Task
+from pipelines.training.tbptt import chunk_batches, truncated_bptt
+from pipelines.training.trainer import train
+from serving.errors import UserError
 
 LENGTH, CHUNK, DELAY, BATCH = 120, 10, 3, 16
 

@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from app.errors import UserError
-from pipelines import imdb
-from pipelines.checkpoints import CheckpointStore
 from pipelines.config import TrainConfig
-from pipelines.tasks import Task
+from pipelines.datasets import imdb
+from pipelines.training.checkpoints import CheckpointStore
+from pipelines.training.task import Task
+from serving.errors import UserError
 
 TRAIN_EXAMPLES = 1500
 HELD_OUT = 600
@@ -97,7 +97,7 @@ def runs_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = ToyTask()
     result = train(task, ToyConfig())
@@ -132,14 +132,14 @@ def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
 def one_epoch_run(reviews, tmp_path_factory) -> Path:
     """A finished one-epoch toy run (learning rate halved each epoch), shared by the tests
     that only read it."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     return train(ToyTask(), ToyConfig(epochs=1, lr_decay=0.5),
                  run_dir=tmp_path_factory.mktemp("runs") / "one-epoch").run_dir
 
 
 def test_resume_continues_epochs_and_optimizer_state(one_epoch_run, tmp_path):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     run_dir = tmp_path / "resumed"
     shutil.copytree(one_epoch_run, run_dir)
@@ -156,7 +156,7 @@ def test_resume_continues_epochs_and_optimizer_state(one_epoch_run, tmp_path):
 
 
 def test_resume_needs_a_checkpoint(reviews, tmp_path):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     with pytest.raises(UserError, match="lr_decay"):
         train(ToyTask(), ToyConfig(lr_decay=1.5), run_dir=tmp_path / "decay")
@@ -168,7 +168,7 @@ def test_resume_needs_a_checkpoint(reviews, tmp_path):
 
 
 def test_nan_loss_stops_training_without_a_checkpoint(reviews, runs_root):
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     result = train(ToyTask(), ToyConfig(nan_loss=True, epochs=3))
     assert result.terminated_on_nan
@@ -178,7 +178,7 @@ def test_nan_loss_stops_training_without_a_checkpoint(reviews, runs_root):
 
 
 def test_interrupted_checkpoint_keeps_the_previous_one(one_epoch_run, monkeypatch):
-    from pipelines import checkpoints
+    from pipelines.training import checkpoints
 
     store = CheckpointStore(one_epoch_run)
     before = store.state()
@@ -196,7 +196,7 @@ def test_interrupted_checkpoint_keeps_the_previous_one(one_epoch_run, monkeypatc
 
 
 def test_new_run_dir_refuses_a_trained_run(one_epoch_run):
-    from pipelines.run_dir import new_run_dir
+    from pipelines.training.run_dir import new_run_dir
 
     with pytest.raises(UserError, match="--resume"):
         new_run_dir("toy", one_epoch_run)

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from app.errors import UserError
-from pipelines import spa_eng
+from pipelines.datasets import spa_eng
+from serving.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from serving_harness import running_server
 
 from app.cli import main
 from models.translation_text import standardize
-from pipelines.checkpoints import CheckpointStore
 from pipelines.tasks import get_task
-from pipelines.trainer import train
-from pipelines.translation import load_split
-from pipelines.translation import test_pairs as load_test_pairs
+from pipelines.tasks.translation import load_split
+from pipelines.tasks.translation import test_pairs as load_test_pairs
+from pipelines.training.checkpoints import CheckpointStore
+from pipelines.training.trainer import train
 from serving.export import export_saved_model
 
 PAIRS = 6

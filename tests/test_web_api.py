@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from app.cli import main as cli_main
-from app.errors import UserError
 from app.web.server import WebServer, make_server, parse_server
+from serving.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n" + b"plot bytes"

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import UserError
-from pipelines import word_vectors
-from pipelines.tasks import get_task
+from pipelines.tasks import get_task, word_vectors
+from serving.errors import UserError
 
 
 def test_cooccurrences_weight_by_distance_and_stop_at_padding():
@@ -64,7 +63,7 @@ def _nearest(table: np.ndarray, vocabulary: list[str], word: str, k: int) -> lis
 @pytest.fixture(scope="module")
 def frozen_run(shared_data, tfds_dir, tmp_path_factory):
     """One epoch of the sentiment model with frozen PPMI-SVD vectors, on 1500 real reviews."""
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
 
     task = get_task("sentiment")
     config = task.config("quick", ["max_train_examples=1500", "epochs=1", "max_tokens=4000",
@@ -85,7 +84,7 @@ def test_vectors_from_reviews_put_sentiment_words_together(frozen_run):
 
 
 def test_frozen_embedding_survives_training_and_reloading(frozen_run):
-    from pipelines.checkpoints import CheckpointStore
+    from pipelines.training.checkpoints import CheckpointStore
 
     _, result = frozen_run
     reloaded = CheckpointStore(result.run_dir).load_model("last")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.errors import UserError
+from serving.errors import UserError
 
 HELP = "run a benchmark from bench/ (each prints ratios against a peer measured in the same run)"
 EXAMPLES = """examples:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from app.commands.client_flags import add_client_flags, open_client
-from app.errors import UserError
+from serving.errors import UserError
 
 HELP = "caption JPEG/PNG images with the served captioning model; prints JSON"
 EXAMPLES = """examples:

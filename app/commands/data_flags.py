@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from app.errors import UserError
+from serving.errors import UserError
 
 # flag -> (config field, help)
 DATA_FLAGS: dict[str, tuple[str, str]] = {

@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed command line.
     """
     from app.commands.data_flags import data_overrides
-    from pipelines.evaluation import evaluate_run
-    from pipelines.run_dir import find_run
     from pipelines.tasks import get_task
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.run_dir import find_run
 
     task = get_task(args.task)
     # Evaluate's --data is the file to score: the run's test data, for this evaluation only.

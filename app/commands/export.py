@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from pipelines.run_dir import find_run
     from pipelines.tasks import get_task
-    from serving.export import export_run
+    from pipelines.training.export import export_run
+    from pipelines.training.run_dir import find_run
 
     task = get_task(args.task)
     run_dir = find_run(task.name, args.run_dir)

@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from app.commands.client_flags import add_client_flags, open_client
-from app.errors import UserError
 from app.model_kinds import GENERATE_SIGNATURE, NEXT_WORDS_SIGNATURE
+from serving.errors import UserError
 
 HELP = "continue text with a served language model (or list its next words); prints JSON"
 EXAMPLES = """examples:

@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from app.errors import UserError
+from serving.errors import UserError
 
 log = logging.getLogger("app.commands.lab")
 
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from pipelines import gradient_lab
-    from pipelines.run_dir import new_run_dir
+    from pipelines.gradient_lab import lab as gradient_lab
+    from pipelines.training.run_dir import new_run_dir
 
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir} is a file", "pass a directory path")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.commands.client_flags import add_client_flags, open_client
-from app.errors import UserError
+from serving.errors import UserError
 
 HELP = "send inputs to a model on a running model server and print the reply as JSON"
 EXAMPLES = """examples:

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.errors import DataUnavailable, UserError
 from app.run_progress import Progress
+from serving.errors import DataUnavailable, UserError
 
 log = logging.getLogger("app.commands.run")
 
@@ -32,7 +32,7 @@ A finished run of the same profile is reused, and so are its evaluation and expo
 one (Ctrl-C) resumes from its last epoch. A task whose data set cannot be prepared (no mirror, no
 internet) is skipped with the reason; a task that fails is reported and the others go on. The web
 page's Results tab and `rnnkit runs` show each task's progress. The tasks, their order and their
-headline metrics come from the task registry (pipelines/tasks.py).
+headline metrics come from the task registry (pipelines/tasks/__init__.py).
 """
 
 
@@ -76,7 +76,7 @@ def _existing_run(task: Any, profile: str) -> tuple[Path | None, str]:
         one stopped before its first checkpoint (it trains again in the same dir), or
         (None, "") when there is none.
     """
-    from pipelines.run_dir import list_runs, load_config
+    from pipelines.training.run_dir import list_runs, load_config
 
     wanted = task.config(profile)
     for item in reversed(list_runs(task.name)):
@@ -136,11 +136,11 @@ def run_task(name: str, profile: str, retrain: bool, base_path: Path,
         The task's summary: run dir, whether it trained now, its headline metrics, the export.
     """
     from pipelines.datasets import dataset_names, prepare_dataset
-    from pipelines.evaluation import evaluate_run
-    from pipelines.run_dir import EVALUATION_FILE, METRICS_FILE, new_run_dir, read_json
     from pipelines.tasks import get_task
-    from pipelines.trainer import resume_config, train
-    from serving.export import export_run
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.export import export_run
+    from pipelines.training.run_dir import EVALUATION_FILE, METRICS_FILE, new_run_dir, read_json
+    from pipelines.training.trainer import resume_config, train
 
     def report(state: str, **fields: Any) -> None:
         if progress is not None:
@@ -274,7 +274,11 @@ def _interrupt(thread: threading.Thread) -> None:
 def _tidy_exports(base_path: Path, planned: tuple[str, ...]) -> None:
     """After serving: drop the planned model folders nothing was exported into, and list only
     exported models in models.config (as `rnnkit run` wrote it before serving while training)."""
-    from serving.models_config import MODELS_CONFIG_NAME, exported_models, write_models_config
+    from serving.models_config_writer import (
+        MODELS_CONFIG_NAME,
+        exported_models,
+        write_models_config,
+    )
 
     for name in planned:
         folder = base_path / name
@@ -303,7 +307,7 @@ def _serve_while_training(args: argparse.Namespace, names: list[str],
     from pipelines.config import runs_dir
     from pipelines.tasks import task_info
     from serving.model_server import ModelServer, ServerOptions
-    from serving.models_config import write_models_config
+    from serving.models_config_writer import write_models_config
 
     base_path = args.base_path.resolve()
     planned = tuple(dict.fromkeys(task_info(name).export_name for name in names))

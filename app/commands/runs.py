@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from app.run_progress import read_progress
     from pipelines.config import runs_dir
-    from pipelines.run_dir import list_runs
+    from pipelines.training.run_dir import list_runs
 
     runs = list_runs(args.task)
     if args.json:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-
-log = logging.getLogger("app.serve")
 
 HELP = "serve exported SavedModels over TF Serving's REST and gRPC APIs"
 EXAMPLES = """examples:
@@ -34,48 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensorflow_model_server's flags, --name=value or --name value")
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "unknown"
-
-    return (f"TensorFlow ModelServer: {version('tensorflow-serving-api')}-rnnkit"
-            f"{version('rnnkit')}\nTensorFlow Library: {version('tensorflow')}\n")
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or Ctrl-C.
 
     Args:
         args: the parsed command line.
     """
-    import dataclasses
+    from serving.command_line import run_server
 
-    from serving.flags import FLAGS, NO_EFFECT, parse_flags, usage
-    from serving.model_server import ServerOptions, serve
-
-    parsed = parse_flags(args.flags)
-    if parsed.help:
-        sys.stdout.write(usage())
-        return 0
-    if parsed.values["version"]:
-        sys.stdout.write(_version())
-        return 0
-    for argument in parsed.unknown:
-        log.warning("unknown argument: %s (ignored, as tensorflow_model_server does; see "
-                    "`rnnkit serve --help`)", argument)
-    for name in sorted(parsed.given):
-        if FLAGS[name].effect == NO_EFFECT:
-            # ALTS asked for transport security: not getting it deserves more than a note.
-            level = logging.WARNING if name == "use_alts_credentials" else logging.INFO
-            log.log(level, "--%s has no effect here: %s", name, FLAGS[name].help)
-    names = {field.name for field in dataclasses.fields(ServerOptions)}
-    values = {name: value for name, value in parsed.values.items() if name in names}
-    for name, value in values.items():  # TF's "" means "not given" for file flags
-        if value == "" and (name.endswith("_file") or name == "model_base_path"):
-            values[name] = None
-    return serve(ServerOptions(**values))
+    return run_server(args.flags)

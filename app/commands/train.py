@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from app.errors import UserError
+from serving.errors import UserError
 
 log = logging.getLogger("app.commands.train")
 
@@ -39,14 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     from app.commands.data_flags import add_data_arguments
-    from pipelines.distribute import STRATEGIES
     from pipelines.tasks import task_names
+    from pipelines.training.distribute import STRATEGIES
 
     parser.add_argument("task", metavar="TASK", help=f"one of {task_names()}")
     parser.add_argument("--profile", default=None, metavar="NAME",
                         help="settings profile: quick (default) or full")
-    parser.add_argument("--cell", choices=("rnn", "lstm", "gru", "ln_lstm"), default=None,
-                        help="recurrent cell, for tasks that have one (same as --set cell=...)")
+    # No `choices`: run() checks the name against models.layers.CELLS, which holds every
+    # registered cell (importing it here would load TensorFlow for `--help`).
+    parser.add_argument("--cell", default=None, metavar="NAME",
+                        help="recurrent cell, for tasks that have one: rnn, lstm, gru, ln_lstm "
+                             "or any cell registered in models.layers (same as --set cell=...)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="tf.distribute strategy: default (one device), mirrored (this "
                              "machine's GPUs) or multi_worker (the workers in TF_CONFIG; see "
@@ -68,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed command line.
     """
     from app.commands.data_flags import data_overrides
-    from pipelines.run_dir import list_runs
     from pipelines.tasks import get_task
-    from pipelines.trainer import resume_config, train
+    from pipelines.training.run_dir import list_runs
+    from pipelines.training.trainer import resume_config, train
 
     task = get_task(args.task)
     overrides = data_overrides(args, task) + list(args.overrides)
@@ -78,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         if "cell" not in {f.name for f in dataclasses.fields(task.config_class)}:
             raise UserError(f"task {task.name} has no recurrent cell to choose",
                             "drop --cell")
+        from models.layers import CELLS
+
+        if args.cell not in CELLS:
+            raise UserError(f"--cell {args.cell} is not a registered cell",
+                            f"use one of {', '.join(sorted(CELLS))}, or register yours with "
+                            "models.layers.register_cell")
         overrides.insert(0, f"cell={args.cell}")
     if args.strategy:
         overrides.insert(0, f"strategy={args.strategy}")

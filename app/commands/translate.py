@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from app.commands.client_flags import add_client_flags, open_client
-from app.errors import UserError
+from serving.errors import UserError
 
 HELP = "translate Spanish sentences with the served translation model; prints JSON"
 EXAMPLES = """examples:

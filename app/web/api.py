@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from app import model_kinds
-from app.errors import UserError
 from app.run_progress import read_progress
 from app.web import runs as run_dirs
 from app.web.errors import ApiError, bad_request, unreachable, upstream_error
+from serving.errors import UserError
 
 log = logging.getLogger("app.web.api")
 
@@ -44,7 +44,7 @@ def known_model_names(base_path: Path | None) -> list[str]:
             None for the registry's names only.
     """
     from pipelines.tasks import served_model_names
-    from serving.models_config import exported_models
+    from serving.models_config_writer import exported_models
 
     names = served_model_names()
     if base_path is not None:

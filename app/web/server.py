@@ -18,11 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.errors import UserError
 from app.web import runs as run_dirs
 from app.web.api import WebApi
 from app.web.errors import ApiError, bad_request
 from app.web.pages import PAGE_BY_SLUG, PAGES, render_page
+from serving.errors import UserError
 from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
 
 log = logging.getLogger("app.web.server")

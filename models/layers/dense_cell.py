@@ -1,4 +1,4 @@
-"""DenseCell: shared weights, options and input projection of SimpleRNN-, LSTM- and GRU-cells."""
+"""DenseCell: the weights, options, dropout and input projection every built-in cell shares."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class DenseCell(RNNCell):
 
     Weights: `kernel` [input_dim, gates * units], `recurrent_kernel` [units, gates * units] and
     `bias` (shape from `bias_shape()`), gate blocks side by side in the order the subclass
-    documents, so weights copy one-to-one from Keras's built-in cells.
+    documents, so weights copy one-to-one from Keras's built-in cells. Its arguments are every
+    built-in cell's; a cell adds only its own and hands the rest on as `**kwargs`.
 
     Args:
         units: size of the output h_t.
@@ -89,6 +90,8 @@ class DenseCell(RNNCell):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.output_size = units
+        # Every state is `units` wide: h, or h and c.
+        self.state_size = units if len(self.state_names) == 1 else [units] * len(self.state_names)
 
     def bias_shape(self) -> tuple:
         """Shape of `bias`; GRU with reset_after keeps input and recurrent biases apart."""

@@ -6,9 +6,10 @@ import keras
 from keras import activations
 
 from models.layers.dense_cell import DenseCell
+from models.layers.rnn_cell import register_cell
 
 
-@keras.saving.register_keras_serializable(package="rnnkit")
+@register_cell("gru")
 class GRUCell(DenseCell):
     """GRU step with update (z), reset (r) and candidate (h̃) blocks, in that order.
 
@@ -24,59 +25,20 @@ class GRUCell(DenseCell):
 
     Args:
         units: size of h_t.
-        activation: act (default tanh).
         recurrent_activation: σ of the gates (default sigmoid).
-        use_bias: whether to add biases.
-        kernel_initializer: initializer of `kernel`.
-        recurrent_initializer: initializer of `recurrent_kernel`.
-        bias_initializer: initializer of `bias`.
-        kernel_regularizer: regularizer of `kernel`.
-        recurrent_regularizer: regularizer of `recurrent_kernel`.
-        bias_regularizer: regularizer of `bias`.
-        kernel_constraint: constraint of `kernel`.
-        recurrent_constraint: constraint of `recurrent_kernel`.
-        bias_constraint: constraint of `bias`.
-        dropout: fraction of x_t dropped in training (one mask per sequence).
-        recurrent_dropout: fraction of h_{t-1} dropped in training (one mask per sequence).
         reset_after: apply the reset gate after the recurrent product (default, cuDNN-compatible).
-        seed: seed of the dropout masks.
-        **kwargs: Keras layer arguments (name, dtype, trainable).
+        **kwargs: DenseCell's arguments (activation: act, default tanh; use_bias; the
+            initializers, regularizers and constraints of kernel, recurrent_kernel and bias;
+            dropout, recurrent_dropout, seed) and Keras layer arguments (name, dtype, trainable).
     """
 
     gates = 3
 
-    def __init__(
-        self,
-        units: int,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        reset_after: bool = True,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            units, activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout,
-            recurrent_dropout=recurrent_dropout, seed=seed, **kwargs)
+    def __init__(self, units: int, recurrent_activation="sigmoid", reset_after: bool = True,
+                 **kwargs):
+        super().__init__(units, **kwargs)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.reset_after = reset_after
-        self.state_size = units
 
     def bias_shape(self) -> tuple:
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)

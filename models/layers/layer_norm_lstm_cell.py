@@ -6,6 +6,7 @@ import keras
 from keras import initializers
 
 from models.layers.lstm_cell import LSTMCell
+from models.layers.rnn_cell import register_cell
 
 
 def layer_norm(x, gamma, beta, epsilon: float):
@@ -22,7 +23,7 @@ def layer_norm(x, gamma, beta, epsilon: float):
     return (x - mean) * keras.ops.rsqrt(variance + epsilon) * gamma + beta
 
 
-@keras.saving.register_keras_serializable(package="rnnkit")
+@register_cell("ln_lstm")
 class LayerNormLSTMCell(LSTMCell):
     """LSTM step with layer normalisation of both gate projections and of the cell state.
 
@@ -41,63 +42,20 @@ class LayerNormLSTMCell(LSTMCell):
 
     Args:
         units: size of h_t and c_t.
-        activation: act (default tanh).
-        recurrent_activation: σ of the gates (default sigmoid).
-        use_bias: whether to add `bias` after the two normalised projections.
-        kernel_initializer: initializer of `kernel`.
-        recurrent_initializer: initializer of `recurrent_kernel`.
-        bias_initializer: initializer of `bias`.
-        unit_forget_bias: start the forget-gate bias at 1 (Jozefowicz et al., 2015).
         gamma_initializer: initializer of the three LN gains.
         beta_initializer: initializer of the three LN shifts.
         norm_epsilon: added to each LN's variance.
-        kernel_regularizer: regularizer of `kernel`.
-        recurrent_regularizer: regularizer of `recurrent_kernel`.
-        bias_regularizer: regularizer of `bias`.
-        kernel_constraint: constraint of `kernel`.
-        recurrent_constraint: constraint of `recurrent_kernel`.
-        bias_constraint: constraint of `bias`.
-        dropout: fraction of x_t dropped in training (one mask per sequence).
-        recurrent_dropout: fraction of h_{t-1} dropped in training (one mask per sequence).
-        seed: seed of the dropout masks.
-        **kwargs: Keras layer arguments (name, dtype, trainable).
+        **kwargs: LSTMCell's arguments (recurrent_activation, unit_forget_bias and DenseCell's:
+            activation, use_bias, the initializers, regularizers and constraints of kernel,
+            recurrent_kernel and bias, dropout, recurrent_dropout, seed) and Keras layer
+            arguments (name, dtype, trainable).
     """
 
-    def __init__(
-        self,
-        units: int,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        unit_forget_bias: bool = True,
-        gamma_initializer="ones",
-        beta_initializer="zeros",
-        norm_epsilon: float = 1e-3,
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        seed: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, units: int, gamma_initializer="ones", beta_initializer="zeros",
+                 norm_epsilon: float = 1e-3, **kwargs):
         if not norm_epsilon > 0:
             raise ValueError(f"`norm_epsilon` must be positive, got norm_epsilon={norm_epsilon!r}.")
-        super().__init__(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout,
-            recurrent_dropout=recurrent_dropout, seed=seed, **kwargs)
+        super().__init__(units, **kwargs)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_initializer = initializers.get(beta_initializer)
         self.norm_epsilon = float(norm_epsilon)

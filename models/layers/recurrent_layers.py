@@ -1,7 +1,9 @@
-"""SimpleRNN, LSTM, GRU, LayerNormLSTM: the RNN driver around one cell, with Keras's arguments."""
+"""CellRNN, the RNN driver around a cell it builds from its arguments; SimpleRNN, LSTM, GRU, etc."""
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import ClassVar
 
 import keras
@@ -11,16 +13,55 @@ from models.layers.gru_cell import GRUCell
 from models.layers.layer_norm_lstm_cell import LayerNormLSTMCell
 from models.layers.lstm_cell import LSTMCell
 from models.layers.rnn import RNN
+from models.layers.rnn_cell import CELLS, RNNCell
 from models.layers.simple_rnn_cell import SimpleRNNCell
 
-_LAYER_KEYS = ("name", "trainable", "dtype")
+# The driver's own arguments and Keras's layer arguments; every other argument is the cell's.
+_RNN_ARGS = tuple(name for name in inspect.signature(RNN.__init__).parameters
+                  if name not in ("self", "cell", "kwargs"))
+_LAYER_ARGS = ("name", "trainable", "dtype", "autocast", "activity_regularizer", "input_dim",
+               "input_shape")
 
 
-class _CellLayer(RNN):
-    """An RNN over a cell it builds itself; its config is the cell's arguments plus the RNN's."""
+def _snake_case(name: str) -> str:
+    """'LayerNormLSTMCell' -> 'layer_norm_lstm_cell': the name the cell gets inside the layer."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
-    # The states the cell carries, readable without making a layer (making one draws seeds).
-    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class CellRNN(RNN):
+    """An RNN over one cell that it builds from the cell's arguments, given to the layer.
+
+    `CellRNN(64, cell_class=LSTMCell, dropout=0.2, return_sequences=True)` is
+    `RNN(LSTMCell(64, dropout=0.2), return_sequences=True)` with one flat config: the cell's
+    arguments and the driver's side by side, as keras.layers.LSTM has them. The named layers
+    (SimpleRNN, LSTM, ...) are this layer with their `cell_class` fixed.
+
+    Args:
+        units: size of the output and of each state.
+        cell_class: the cell's class (a registered RNNCell); fixed by the named layers.
+        **kwargs: the driver's arguments (return_sequences, return_state, go_backwards,
+            stateful, unroll, zero_output_for_mask: see RNN), activity_regularizer (of the
+            layer's output), Keras layer arguments (name, dtype, trainable) and every other
+            argument of the cell's class.
+    """
+
+    cell_class: ClassVar[type[RNNCell] | None] = None
+
+    def __init__(self, units: int, cell_class: type[RNNCell] | None = None, **kwargs):
+        fixed = type(self).cell_class
+        if fixed is not None and cell_class not in (None, fixed):
+            raise ValueError(f"{type(self).__name__} runs {fixed.__name__}, got "
+                             f"cell_class={cell_class.__name__}; use CellRNN for other cells.")
+        cell_class = cell_class or fixed
+        if not (isinstance(cell_class, type) and issubclass(cell_class, RNNCell)):
+            raise ValueError(f"cell_class must be an RNNCell subclass such as LSTMCell, got "
+                             f"{cell_class!r}.")
+        rnn_args = {key: kwargs.pop(key) for key in (*_RNN_ARGS, *_LAYER_ARGS) if key in kwargs}
+        cell = cell_class(units, name=_snake_case(cell_class.__name__),
+                          dtype=rnn_args.get("dtype"), trainable=rnn_args.get("trainable", True),
+                          **kwargs)
+        super().__init__(cell, **rnn_args)
 
     @property
     def units(self) -> int:
@@ -30,314 +71,94 @@ class _CellLayer(RNN):
     def get_config(self) -> dict:
         config = super().get_config()
         del config["cell"]
-        cell_args = {k: v for k, v in self.cell.get_config().items() if k not in _LAYER_KEYS}
-        return {**config, **cell_args,
-                "activity_regularizer": regularizers.serialize(self.activity_regularizer)}
+        cell_args = {key: value for key, value in self.cell.get_config().items()
+                     if key not in _LAYER_ARGS}
+        config = {**config, **cell_args,
+                  "activity_regularizer": regularizers.serialize(self.activity_regularizer)}
+        if type(self).cell_class is None:
+            config["cell_class"] = keras.saving.get_registered_name(type(self.cell))
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "cell_class" in config:
+            name = config.pop("cell_class")
+            cell_class = keras.saving.get_registered_object(name, custom_objects)
+            if cell_class is None:
+                raise ValueError(f"cell class {name!r} is not registered; import the module "
+                                 "that defines it (with @register_cell) before loading.")
+            config["cell_class"] = cell_class
         return cls(**config)
 
 
-def _layer_kwargs(kwargs: dict) -> dict:
-    """The Keras layer arguments a built-in layer hands on to its cell."""
-    return {"dtype": kwargs.get("dtype"), "trainable": kwargs.get("trainable", True)}
+@keras.saving.register_keras_serializable(package="rnnkit")
+class SimpleRNN(CellRNN):
+    """Vanilla RNN layer, `CellRNN(units, cell_class=SimpleRNNCell, ...)`.
+
+    Takes keras.layers.SimpleRNN's arguments: SimpleRNNCell's and the driver's (see CellRNN).
+    """
+
+    cell_class = SimpleRNNCell
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
-class SimpleRNN(_CellLayer):
-    """Vanilla RNN layer: `RNN(SimpleRNNCell(...))` with keras.layers.SimpleRNN's arguments.
+class LSTM(CellRNN):
+    """LSTM layer: LSTMCell's arguments and the driver's, as keras.layers.LSTM (see CellRNN)."""
 
-    Args:
-        units: size of the output.
-        activation: see SimpleRNNCell.
-        use_bias: see SimpleRNNCell.
-        kernel_initializer: see SimpleRNNCell.
-        recurrent_initializer: see SimpleRNNCell.
-        bias_initializer: see SimpleRNNCell.
-        kernel_regularizer: see SimpleRNNCell.
-        recurrent_regularizer: see SimpleRNNCell.
-        bias_regularizer: see SimpleRNNCell.
-        activity_regularizer: regularizer of the layer's output.
-        kernel_constraint: see SimpleRNNCell.
-        recurrent_constraint: see SimpleRNNCell.
-        bias_constraint: see SimpleRNNCell.
-        dropout: see SimpleRNNCell.
-        recurrent_dropout: see SimpleRNNCell.
-        seed: see SimpleRNNCell.
-        return_sequences: see RNN.
-        return_state: see RNN.
-        go_backwards: see RNN.
-        stateful: see RNN.
-        unroll: see RNN.
-        zero_output_for_mask: see RNN.
-        **kwargs: Keras layer arguments (name, dtype, trainable).
-    """
-
-    def __init__(
-        self,
-        units: int,
-        activation="tanh",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        seed: int | None = None,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        go_backwards: bool = False,
-        stateful: bool = False,
-        unroll: bool = False,
-        zero_output_for_mask: bool = False,
-        **kwargs,
-    ):
-        cell = SimpleRNNCell(
-            units, activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout,
-            recurrent_dropout=recurrent_dropout, seed=seed, name="simple_rnn_cell",
-            **_layer_kwargs(kwargs))
-        super().__init__(
-            cell, return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            zero_output_for_mask=zero_output_for_mask,
-            activity_regularizer=activity_regularizer, **kwargs)
+    cell_class = LSTMCell
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
-class LSTM(_CellLayer):
-    """LSTM layer: `RNN(LSTMCell(...))` with keras.layers.LSTM's arguments.
-
-    Args:
-        units: size of the output and of each state.
-        activation: see LSTMCell.
-        recurrent_activation: see LSTMCell.
-        use_bias: see LSTMCell.
-        kernel_initializer: see LSTMCell.
-        recurrent_initializer: see LSTMCell.
-        bias_initializer: see LSTMCell.
-        unit_forget_bias: see LSTMCell.
-        kernel_regularizer: see LSTMCell.
-        recurrent_regularizer: see LSTMCell.
-        bias_regularizer: see LSTMCell.
-        activity_regularizer: regularizer of the layer's output.
-        kernel_constraint: see LSTMCell.
-        recurrent_constraint: see LSTMCell.
-        bias_constraint: see LSTMCell.
-        dropout: see LSTMCell.
-        recurrent_dropout: see LSTMCell.
-        seed: see LSTMCell.
-        return_sequences: see RNN.
-        return_state: see RNN.
-        go_backwards: see RNN.
-        stateful: see RNN.
-        unroll: see RNN.
-        zero_output_for_mask: see RNN.
-        **kwargs: Keras layer arguments (name, dtype, trainable).
+class GRU(CellRNN):
+    """GRU layer over GRUCell, with keras.layers.GRU's arguments (see CellRNN and GRUCell);
+    reset_after=True by default, like Keras's, so its weights load into a cuDNN GRU.
     """
 
-    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
-
-    def __init__(
-        self,
-        units: int,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        unit_forget_bias: bool = True,
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        seed: int | None = None,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        go_backwards: bool = False,
-        stateful: bool = False,
-        unroll: bool = False,
-        zero_output_for_mask: bool = False,
-        **kwargs,
-    ):
-        cell = LSTMCell(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout,
-            recurrent_dropout=recurrent_dropout, seed=seed, name="lstm_cell",
-            **_layer_kwargs(kwargs))
-        super().__init__(
-            cell, return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            zero_output_for_mask=zero_output_for_mask,
-            activity_regularizer=activity_regularizer, **kwargs)
+    cell_class = GRUCell
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
-class GRU(_CellLayer):
-    """GRU layer: `RNN(GRUCell(...))` with keras.layers.GRU's arguments.
+class LayerNormLSTM(CellRNN):
+    """Layer-normalised LSTM layer: LayerNormLSTMCell's arguments and the driver's (see CellRNN)."""
 
-    Args:
-        units: size of the output and state.
-        activation: see GRUCell.
-        recurrent_activation: see GRUCell.
-        use_bias: see GRUCell.
-        kernel_initializer: see GRUCell.
-        recurrent_initializer: see GRUCell.
-        bias_initializer: see GRUCell.
-        kernel_regularizer: see GRUCell.
-        recurrent_regularizer: see GRUCell.
-        bias_regularizer: see GRUCell.
-        activity_regularizer: regularizer of the layer's output.
-        kernel_constraint: see GRUCell.
-        recurrent_constraint: see GRUCell.
-        bias_constraint: see GRUCell.
-        dropout: see GRUCell.
-        recurrent_dropout: see GRUCell.
-        seed: see GRUCell.
-        return_sequences: see RNN.
-        return_state: see RNN.
-        go_backwards: see RNN.
-        stateful: see RNN.
-        unroll: see RNN.
-        reset_after: see GRUCell.
-        zero_output_for_mask: see RNN.
-        **kwargs: Keras layer arguments (name, dtype, trainable).
-    """
-
-    def __init__(
-        self,
-        units: int,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        seed: int | None = None,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        go_backwards: bool = False,
-        stateful: bool = False,
-        unroll: bool = False,
-        reset_after: bool = True,
-        zero_output_for_mask: bool = False,
-        **kwargs,
-    ):
-        cell = GRUCell(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
-            dropout=dropout, recurrent_dropout=recurrent_dropout, reset_after=reset_after,
-            seed=seed, name="gru_cell", **_layer_kwargs(kwargs))
-        super().__init__(
-            cell, return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            zero_output_for_mask=zero_output_for_mask,
-            activity_regularizer=activity_regularizer, **kwargs)
+    cell_class = LayerNormLSTMCell
 
 
-@keras.saving.register_keras_serializable(package="rnnkit")
-class LayerNormLSTM(_CellLayer):
-    """Layer-normalised LSTM layer: `RNN(LayerNormLSTMCell(...))`.
+# The named layer of each built-in cell; other registered cells run in a plain CellRNN.
+_NAMED_LAYERS: dict[type[RNNCell], type[CellRNN]] = {
+    layer.cell_class: layer for layer in (SimpleRNN, LSTM, GRU, LayerNormLSTM)}
 
-    Args:
-        units: size of the output and of each state.
-        return_sequences: see RNN.
-        return_state: see RNN.
-        go_backwards: see RNN.
-        stateful: see RNN.
-        unroll: see RNN.
-        zero_output_for_mask: see RNN.
-        activity_regularizer: regularizer of the layer's output.
-        **kwargs: LayerNormLSTMCell's arguments (activation, initializers, norm_epsilon,
-            dropout, seed, ...) and Keras layer arguments (name, dtype, trainable).
-    """
-
-    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
-
-    def __init__(
-        self,
-        units: int,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        go_backwards: bool = False,
-        stateful: bool = False,
-        unroll: bool = False,
-        zero_output_for_mask: bool = False,
-        activity_regularizer=None,
-        **kwargs,
-    ):
-        layer_args = {key: kwargs.pop(key) for key in _LAYER_KEYS if key in kwargs}
-        cell = LayerNormLSTMCell(units, name="layer_norm_lstm_cell", **kwargs,
-                                 **_layer_kwargs(layer_args))
-        super().__init__(
-            cell, return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            zero_output_for_mask=zero_output_for_mask,
-            activity_regularizer=activity_regularizer, **layer_args)
+# The old name of CELLS, still used by pipelines/ and models/captioning.py (issue #22 moves them).
+RECURRENT_LAYERS = CELLS
 
 
-# The recurrent layer behind each `cell` setting of the tasks (`--cell NAME`).
-RECURRENT_LAYERS: dict[str, type[_CellLayer]] = {
-    "rnn": SimpleRNN, "lstm": LSTM, "gru": GRU, "ln_lstm": LayerNormLSTM}
-
-
-def _layer_class(cell: str) -> type[_CellLayer]:
-    if cell not in RECURRENT_LAYERS:
-        raise ValueError(f"cell={cell!r} is not one of {sorted(RECURRENT_LAYERS)}.")
-    return RECURRENT_LAYERS[cell]
+def _cell_class(cell: str) -> type[RNNCell]:
+    if cell not in CELLS:
+        raise ValueError(f"cell={cell!r} is not a registered cell; choose one of "
+                         f"{sorted(CELLS)} or register yours with @register_cell.")
+    return CELLS[cell]
 
 
 def state_names(cell: str) -> tuple[str, ...]:
     """The states a cell type carries (`("h",)` or `("h", "c")`), by its setting name.
 
     Args:
-        cell: a key of RECURRENT_LAYERS.
+        cell: a key of CELLS.
     """
-    return _layer_class(cell).state_names
+    return _cell_class(cell).state_names
 
 
-def recurrent_layer(cell: str, units: int, **kwargs) -> RNN:
-    """The recurrent layer of a cell type by its setting name.
+def recurrent_layer(cell: str, units: int, **kwargs) -> CellRNN:
+    """The recurrent layer of a registered cell, by its setting name (`--cell NAME`).
 
     Args:
-        cell: a key of RECURRENT_LAYERS.
+        cell: a key of CELLS, e.g. "lstm" (gives an LSTM) or a cell registered with
+            @register_cell (gives a CellRNN over it).
         units: size of the output and of each state.
-        **kwargs: the layer's other arguments.
+        **kwargs: the layer's other arguments (the cell's and the driver's).
     """
-    return _layer_class(cell)(units, **kwargs)
+    cell_class = _cell_class(cell)
+    if cell_class in _NAMED_LAYERS:
+        return _NAMED_LAYERS[cell_class](units, **kwargs)
+    return CellRNN(units, cell_class=cell_class, **kwargs)

@@ -1,10 +1,25 @@
-"""RNN: the one driver that runs any rnnkit cell over time (see rnn_cell.py for the contract)."""
+"""RNN: the one driver that runs any rnnkit cell over time (see rnn_cell.py for the contract).
+
+TensorFlow backend only: the time loop is a tf.while_loop over TensorArrays, the masks and
+states go through tf.nest, and the GPU path is TF's cuDNN op, so models.layers needs
+KERAS_BACKEND=tensorflow (Keras's default); an RNN made under another backend raises.
+"""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.utils.tracking import no_automatic_dependency_tracking
+
+try:
+    # Private to Keras, so any release may move it: keeps the stateful layer's state variables
+    # out of its weights, as Keras's own RNN does (tests/test_layers_edge_cases.py watches it).
+    from keras.src.utils.tracking import no_automatic_dependency_tracking
+except ImportError as err:
+    raise ImportError(
+        f"models/layers/rnn.py needs keras.src.utils.tracking.no_automatic_dependency_tracking, "
+        f"which Keras {keras.__version__} no longer has there; install the keras version pinned "
+        "in constraints.txt, or find where this Keras keeps it and import it from there."
+    ) from err
 
 from models.layers.cudnn_path import cudnn_applies, run_cudnn
 from models.layers.stacked_cells import StackedCells, check_cell
@@ -53,6 +68,10 @@ class RNN(keras.layers.Layer):
         zero_output_for_mask: bool = False,
         **kwargs,
     ):
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"rnnkit's recurrent layers run on the TensorFlow backend only, and Keras runs "
+                f"on {keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow.")
         if isinstance(cell, (list, tuple)):
             cell = StackedCells(cell)
         check_cell(cell)

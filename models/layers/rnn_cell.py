@@ -19,13 +19,37 @@ looks inside a cell beyond this contract:
 
 A new cell (e.g. a layer-normalised LSTM) subclasses `RNNCell`, or `DenseCell` to get kernel,
 recurrent_kernel, bias, dropout and the projection for free, and writes `step` next to its
-formula; `get_config` must return every constructor argument, and the class is registered with
-`@keras.saving.register_keras_serializable(package="rnnkit")`.
+formula; `get_config` must return every constructor argument. `@register_cell("name")` makes it
+serializable and selectable everywhere a cell is named: `recurrent_layer("name", units)`, every
+task's `--cell name`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import keras
+
+# Every cell a task or `recurrent_layer()` can name, by that name (filled by `register_cell`).
+CELLS: dict[str, type[RNNCell]] = {}
+
+
+def register_cell(name: str) -> Callable[[type], type]:
+    """Class decorator: registers a cell with Keras (package "rnnkit") and in CELLS as `name`.
+
+    Args:
+        name: the setting that selects the cell (`--cell name`), e.g. "lstm".
+    """
+    def register(cls: type) -> type:
+        taken = CELLS.get(name)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise ValueError(f"cell name {name!r} is taken by {taken.__qualname__}; register "
+                             f"{cls.__qualname__} under another name.")
+        CELLS[name] = keras.saving.register_keras_serializable(package="rnnkit")(cls)
+        return cls
+
+    return register
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
@@ -36,6 +60,8 @@ class RNNCell(keras.layers.Layer):
         **kwargs: Keras layer arguments (name, dtype, trainable).
     """
 
+    # Names of the states, in order; readable without making a cell (making one draws seeds).
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
     state_size: int | list = 0
     output_size: int = 0
 

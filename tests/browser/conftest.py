@@ -162,7 +162,8 @@ def _read_url(process: subprocess.Popen, log: Path, timeout: float) -> str:
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs dir with a training run drawn by the real curve plotter and a gradient-lab run."""
-    from pipelines.run_dir import plot_curves, write_json
+    from pipelines.training.plots import plot_curves
+    from pipelines.training.run_dir import write_json
 
     root = tmp_path_factory.mktemp("runs")
     run = root / "sentiment" / "20250101-120000"

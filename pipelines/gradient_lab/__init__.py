@@ -1,0 +1,2 @@
+"""The gradient lab (`rnnkit lab gradients`): vanishing and exploding gradients on synthetic
+long-range problems."""

@@ -1,0 +1,133 @@
+"""The callbacks every training run gets, each with what it needs passed in explicitly.
+
+Imported by the trainer when a run starts (it imports Keras, so TensorFlow, at the top).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pipelines.training import run_dir as runs
+from pipelines.training.checkpoints import CheckpointStore, is_finite
+from serving.errors import UserError
+
+log = logging.getLogger("pipelines.training.callbacks")
+
+
+def better(value: float, best: float | None, mode: str) -> bool:
+    """Whether `value` improves on `best` in the monitor's direction.
+
+    Args:
+        value: this epoch's monitored value.
+        best: the best value so far; None when there is none yet.
+        mode: "min" or "max".
+    """
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save the last (and best) model and optimizer atomically after every finite epoch.
+
+    Args:
+        store: the run's checkpoint store.
+        task_name: the task, recorded in the checkpoint state (resume checks it).
+        monitor: the logged quantity that picks the best epoch, e.g. "val_loss".
+        mode: "min" or "max": which direction of `monitor` is better.
+    """
+
+    def __init__(self, store: CheckpointStore, task_name: str, monitor: str, mode: str) -> None:
+        super().__init__()
+        self.store = store
+        self.task_name = task_name
+        self.monitor = monitor
+        self.mode = mode
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if not is_finite(logs.get("loss")):
+            log.error("epoch %d: loss is %s; not checkpointing it", epoch + 1, logs.get("loss"))
+            return
+        value = logs.get(self.monitor)
+        if value is None:
+            raise UserError(f"task {self.task_name} monitors {self.monitor!r}, which training "
+                            f"did not log (logged: {sorted(logs)})",
+                            "set the task's monitor to a logged validation metric")
+        state = self.store.state() or {}
+        best = better(float(value), state.get("best_value"), self.mode)
+        self.store.save(self.model, epoch + 1, float(value), best, extra={
+            "task": self.task_name, "monitor": self.monitor, "mode": self.mode,
+            "wait": 0 if best else state.get("wait", 0) + 1,
+        })
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Append each epoch's logs to `history` and write it to history.json and history.csv.
+
+    Args:
+        run_dir: the run directory the files go to (each written atomically).
+        history: metric name -> one value per epoch; a resumed run passes the epochs it kept.
+    """
+
+    def __init__(self, run_dir: Path, history: dict[str, list[float]]) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.history = history
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        history = self.history
+        for key, value in (logs or {}).items():
+            history.setdefault(key, []).append(float(value))
+        runs.write_json(self.run_dir / runs.HISTORY_FILE, history)
+        keys = sorted(history)
+        rows = [",".join(["epoch", *keys])]
+        for i in range(max(len(v) for v in history.values())):
+            cells = [str(history[k][i]) if i < len(history[k]) else "" for k in keys]
+            rows.append(",".join([str(i + 1), *cells]))
+        tmp = self.run_dir / f".tmp-{runs.HISTORY_CSV}"
+        tmp.write_text("\n".join(rows) + "\n")
+        tmp.replace(self.run_dir / runs.HISTORY_CSV)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping, continuing the best value and patience of a resumed run.
+
+    Args:
+        store: the run's checkpoint store (the best weights of a resumed run come from it).
+        resume_state: the checkpoint state the run resumes from; None for a new run.
+        **kwargs: EarlyStopping's own arguments (monitor, mode, patience, ...).
+    """
+
+    def __init__(self, store: CheckpointStore, resume_state: dict[str, Any] | None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.resume_state = resume_state
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        state = self.resume_state
+        if state and state.get("best_value") is not None:
+            self.best = state["best_value"]
+            self.best_epoch = state["best_epoch"] - 1
+            self.wait = state.get("wait", 0)
+            if state["best"] != state["last"]:
+                self.best_weights = self.store.load_model("best").get_weights()
+
+
+def decayed_learning_rate(learning_rate: float, lr_decay: float) -> Any:
+    """The schedule LearningRateScheduler calls: a function of the epoch alone.
+
+    A resumed run so picks the schedule up where it was; the config is the authority, so a
+    resume may also change the learning rate.
+
+    Args:
+        learning_rate: the first epoch's rate.
+        lr_decay: the factor applied after every epoch.
+    """
+    return lambda epoch, _: learning_rate * lr_decay ** epoch

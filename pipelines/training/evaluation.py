@@ -1,0 +1,46 @@
+"""Evaluate a trained run on its task's test split and record the result in the run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.config import apply_overrides
+from pipelines.training.checkpoints import CheckpointStore
+from pipelines.training.run_dir import EVALUATION_FILE, load_config, write_json
+
+if TYPE_CHECKING:
+    from pipelines.training.task import Task
+
+log = logging.getLogger("pipelines.training.evaluation")
+
+
+def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
+                 ) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on the test split; writes and returns evaluation.json.
+
+    Args:
+        task: the run's task (its `evaluate` computes the metrics).
+        run_dir: the trained run directory.
+        overrides: `key=value` changes for this evaluation only, never saved to the run's
+            config (e.g. `test_data=other.csv` to score another labelled file); the result then
+            goes to evaluation-<file stem>.json, keeping the test split's evaluation.json.
+    """
+    started = time.monotonic()
+    config = load_config(run_dir, task.config_class)
+    result_file = EVALUATION_FILE
+    if overrides:
+        config = apply_overrides(config, overrides)
+        scored = getattr(config, "test_data", "")
+        if scored:
+            stem = Path(scored).name.split(".")[0] or "data"
+            result_file = f"{Path(EVALUATION_FILE).stem}-{stem}.json"
+    model = CheckpointStore(run_dir).load_model("best")
+    log.info("evaluating %s on the test split", run_dir)
+    metrics = task.evaluate(model, config, run_dir)
+    result = {"task": task.name, "run_dir": str(run_dir), **metrics,
+              "wall_time_s": round(time.monotonic() - started, 2)}
+    write_json(run_dir / result_file, result)
+    return result

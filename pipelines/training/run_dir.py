@@ -1,0 +1,191 @@
+"""Run directories: `runs/<task>/<run-id>/` with config, checkpoints, logs, metrics and curves.
+
+Layout of one run (every file is written atomically, so a reader never sees half of one):
+
+    config.json        the TrainConfig the run trains with
+    checkpoints/       see pipelines.training.checkpoints (state.json: the last and best epochs)
+    tensorboard/       TensorBoard event files
+    history.json       per-epoch training and validation metrics
+    history.csv        the same, one row per epoch
+    metrics.json       the training summary written when training ends
+    curves.png         training curves drawn from history.json
+    evaluation.json    test-split metrics written by `rnnkit evaluate`
+    threshold.json     a classifier's decision threshold, chosen on validation (sentiment)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipelines.config import TrainConfig, runs_dir
+from serving.errors import UserError
+
+log = logging.getLogger("pipelines.training.run_dir")
+
+C = TypeVar("C", bound=TrainConfig)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+HISTORY_CSV = "history.csv"
+CURVES_FILE = "curves.png"
+EVALUATION_FILE = "evaluation.json"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and os.replace, so readers see old or new, never half.
+
+    Args:
+        path: the destination file.
+        data: anything json.dumps accepts.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(data), indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(data: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers, and browsers reject Python's NaN."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, or None when it does not exist.
+
+    Args:
+        path: the file to read.
+    """
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err})",
+                        "delete the file or the whole run directory and train again") from None
+
+
+def new_run_dir(task_name: str, run_dir: Path | None = None) -> Path:
+    """Create the directory of a new run.
+
+    Args:
+        task_name: the task, the parent folder under the runs directory.
+        run_dir: an explicit directory (`--run-dir`); it must not hold a checkpoint already.
+            None creates `runs/<task>/<timestamp>`.
+    """
+    if run_dir is None:
+        base = runs_dir() / task_name
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = base / stamp
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = base / f"{stamp}-{suffix}"
+    elif (run_dir / CHECKPOINTS_DIR / "state.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a trained run",
+                        "add --resume to continue it, or pick another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def save_config(run_dir: Path, config: TrainConfig) -> None:
+    """Write the run's config.json.
+
+    Args:
+        run_dir: the run directory.
+        config: the config the run trains with.
+    """
+    write_json(run_dir / CONFIG_FILE, dataclasses.asdict(config))
+
+
+def load_config(run_dir: Path, config_class: type[C]) -> C:
+    """Read the run's config.json as the task's config class.
+
+    Args:
+        run_dir: the run directory.
+        config_class: the task's TrainConfig subclass.
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{path} does not exist, so {run_dir} is not a run directory",
+                        "pass the --run-dir of a run made by `rnnkit train` (see `rnnkit runs`)")
+    return config_class.from_json(path.read_text())
+
+
+def run_task(run_dir: Path) -> str | None:
+    """The task a run directory was trained for (from its checkpoint state), or None.
+
+    Args:
+        run_dir: the run directory.
+    """
+    state = read_json(run_dir / CHECKPOINTS_DIR / "state.json")
+    return state.get("task") if state else None
+
+
+def find_run(task_name: str, run_dir: Path | None = None) -> Path:
+    """Resolve the run to evaluate or export: the given one, else the task's newest trained run.
+
+    Args:
+        task_name: the task the run must belong to.
+        run_dir: `--run-dir` as given, or None for the newest run of the task.
+    """
+    if run_dir is None:
+        runs = [r for r in list_runs(task_name) if r["trained"]]
+        if not runs:
+            raise UserError(f"no trained run of task {task_name!r} under {runs_dir()}",
+                            f"train one first: rnnkit train {task_name}")
+        return Path(runs[-1]["run_dir"])
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist",
+                        "pass the --run-dir of an existing run (see `rnnkit runs`)")
+    trained_for = run_task(run_dir)
+    if trained_for is None:
+        raise UserError(f"run directory {run_dir} has no checkpoint",
+                        f"train it first: rnnkit train {task_name} --run-dir {run_dir}")
+    if trained_for != task_name:
+        raise UserError(f"run directory {run_dir} was trained for task {trained_for!r}, "
+                        f"not {task_name!r}", f"use: rnnkit ... {trained_for} --run-dir {run_dir}")
+    return run_dir
+
+
+def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
+    """Every run under the runs directory, oldest first, with its metrics and evaluation.
+
+    Args:
+        task_name: only this task's runs; None for all tasks.
+    """
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    task_dirs = [root / task_name] if task_name else sorted(p for p in root.iterdir() if p.is_dir())
+    runs = []
+    for task_dir in task_dirs:
+        if not task_dir.is_dir():
+            continue
+        for run_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
+            if not (run_dir / CONFIG_FILE).exists():
+                continue
+            runs.append({
+                "task": task_dir.name,
+                "run_dir": str(run_dir),
+                "trained": run_task(run_dir) is not None,
+                "finished": (run_dir / METRICS_FILE).exists(),
+                "metrics": read_json(run_dir / METRICS_FILE),
+                "evaluation": read_json(run_dir / EVALUATION_FILE),
+            })
+    return runs

@@ -1,0 +1,266 @@
+"""The one trainer: every task trains through `train`, which owns the optimizer and callbacks.
+
+A task supplies data, model, loss and metrics (pipelines.tasks.Task); `train` compiles with Adam
+and gradient clipping, seeds everything, checkpoints atomically every epoch (last and best, with
+optimizer state, so `resume=True` continues where a run stopped), stops early on the task's
+validation monitor, stops on NaN, and writes TensorBoard logs, history, metrics and curves into
+the run directory. Distribution strategies and truncated BPTT plug in at `distribution_scope` and
+`_fit`, the only places that know about them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.config import TrainConfig
+from pipelines.training import distribute
+from pipelines.training import run_dir as runs
+from pipelines.training.checkpoints import CheckpointStore, is_finite
+from pipelines.training.plots import plot_curves
+from pipelines.training.tbptt import truncated_bptt
+from serving.errors import UserError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from pipelines.training.task import Task
+
+log = logging.getLogger("pipelines.training.trainer")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` hands back.
+
+    Args:
+        model: the trained model, holding the best epoch's weights.
+        run_dir: the run directory everything was written to.
+        history: metric name -> one value per finished epoch, across resumes.
+        metrics: the training summary also written to metrics.json.
+        terminated_on_nan: whether training stopped because the loss became NaN or infinite.
+    """
+
+    model: keras.Model
+    run_dir: Path
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    terminated_on_nan: bool
+
+
+@contextlib.contextmanager
+def distribution_scope(config: TrainConfig) -> Iterator[Any]:
+    """Enter the tf.distribute strategy named by `config.strategy` for model building.
+
+    Args:
+        config: the run's config; `strategy` picks the strategy (see pipelines.training.distribute).
+    """
+    strategy = distribute.strategy_for(config)
+    with strategy.scope():
+        yield strategy
+
+
+def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
+    """Compile with Adam (clipped by `config.clipnorm`) and the task's loss and metrics.
+
+    Args:
+        model: the model to compile (inside the distribution scope).
+        task: supplies loss and metrics.
+        config: learning rate and clipping.
+    """
+    optimizer = distribute.adam(config.learning_rate, config.clipnorm,
+                                task.layer_rates(model, config))
+    model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
+
+
+def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: CheckpointStore,
+               history: dict[str, list[float]], resume_state: dict[str, Any] | None,
+               ) -> list[keras.callbacks.Callback]:
+    """The callbacks every run gets, in the order they must run at each epoch's end."""
+    import keras
+
+    from pipelines.training.callbacks import (
+        EpochCheckpoint,
+        HistoryWriter,
+        ResumableEarlyStopping,
+        decayed_learning_rate,
+    )
+
+    if not task.monitor.startswith("val_"):
+        raise UserError(f"task {task.name} monitors {task.monitor!r}",
+                        "early stopping and best checkpoints must monitor a val_ metric")
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        distribute.optimizer_epoch_callback(),
+        # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
+        keras.callbacks.LearningRateScheduler(
+            decayed_learning_rate(config.learning_rate, config.lr_decay)),
+        EpochCheckpoint(store, task.name, task.monitor, task.monitor_mode),
+        HistoryWriter(run_dir, history),
+        ResumableEarlyStopping(store, resume_state, monitor=task.monitor,
+                               mode=task.monitor_mode,
+                               patience=config.early_stopping_patience,
+                               restore_best_weights=True),
+    ]
+    # tf.summary needs the tensorboard package; without it training still runs.
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(
+            log_dir=str(run_dir / runs.TENSORBOARD_DIR), write_graph=False,
+            update_freq="epoch"))
+    else:
+        log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+    return callbacks
+
+
+def _fit(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset,
+         config: TrainConfig, callbacks: list[Any], initial_epoch: int) -> None:
+    """Run Keras's fit loop, with truncated BPTT when `config.tbptt_steps` is set.
+
+    Args:
+        model: the compiled model.
+        train_data: batched (inputs, targets) training data.
+        val_data: batched (inputs, targets) validation data (always whole sequences).
+        config: epochs and the truncated BPTT chunk length.
+        callbacks: the run's callbacks.
+        initial_epoch: epochs already finished (resume).
+    """
+    # Keras writes its progress bar to stdout; rnnkit keeps stdout for results.
+    verbose = 1 if sys.stderr.isatty() else 2
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), \
+            truncated_bptt(model, config) as chunked:
+        # Length-bucketed datasets have no known size, so Keras finds each epoch's end by
+        # running out of data, and warns about it; that is expected here.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(chunked(train_data), validation_data=val_data, epochs=config.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the task's dataset shuffles itself
+
+
+def _resumable_state(task: Task, run_dir: Path | None) -> dict[str, Any]:
+    """The checkpoint state of a run that `task` can resume, or a UserError saying why not."""
+    if run_dir is None or not run_dir.is_dir():
+        raise UserError(f"cannot resume: run directory {run_dir} does not exist",
+                        "pass the --run-dir of an interrupted run (see `rnnkit runs`)")
+    state = CheckpointStore(run_dir).state()
+    if state is None:
+        raise UserError(f"cannot resume: {run_dir} has no checkpoint",
+                        f"start it without --resume: rnnkit train {task.name}")
+    if state.get("task") != task.name:
+        raise UserError(f"cannot resume: {run_dir} is a run of task {state.get('task')!r}, "
+                        f"not {task.name!r}",
+                        f"resume it with: rnnkit train {state.get('task')} --resume")
+    return state
+
+
+def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None = None,
+                  ) -> TrainConfig:
+    """The config a resumed run continues with: its config.json plus `key=value` overrides.
+
+    Args:
+        task: the run's task.
+        run_dir: the run to resume.
+        overrides: changes, e.g. ["epochs=6"] to train longer.
+    """
+    from pipelines.config import apply_overrides
+
+    _resumable_state(task, run_dir)
+    return apply_overrides(runs.load_config(run_dir, task.config_class), overrides)
+
+
+def train(task: Task, config: TrainConfig, run_dir: Path | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train a task's model, writing everything into a run directory.
+
+    Args:
+        task: what to train (data, model, loss, metrics, monitor).
+        config: the settings; on resume pass `resume_config(task, run_dir, overrides)`, the
+            run's own config with any changes (e.g. more epochs).
+        run_dir: the run directory; None creates runs/<task>/<timestamp>. With resume=True it
+            must be an existing run with a checkpoint.
+        resume: continue from the run's last checkpoint: weights, optimizer state and epoch.
+    """
+    config.validate()
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    strategy = distribute.strategy_for(config)
+    distribute.check_batch_size(config.batch_size, strategy)
+    with distribute.writable_run_dir(strategy, run_dir, resume) as own_run_dir:
+        result = _train(task, config, own_run_dir, resume)
+    if own_run_dir != run_dir:  # a worker other than the chief: the chief wrote the run
+        result.run_dir = Path(run_dir)
+    return result
+
+
+def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) -> TrainResult:
+    """`train` in this process's own run directory (see distribute.writable_run_dir)."""
+    import keras
+
+    started = time.monotonic()
+    if resume:
+        resume_state = _resumable_state(task, run_dir)
+        store = CheckpointStore(run_dir)
+    else:
+        run_dir = runs.new_run_dir(task.name, run_dir)
+        store = CheckpointStore(run_dir)
+        resume_state = None
+    runs.save_config(run_dir, config)
+    log.info("run directory: %s", run_dir)
+
+    keras.utils.set_random_seed(config.seed)
+    train_data, val_data = task.datasets(config)
+    train_data, val_data = distribute.shard_by_data(train_data), distribute.shard_by_data(val_data)
+
+    with distribution_scope(config):
+        model = store.load_model("last") if resume_state else task.build_model(config)
+        compile_model(model, task, config)
+        distribute.prepare_fit(model, train_data)
+        if resume_state:
+            store.restore_optimizer(model, "last")
+
+    initial_epoch = resume_state["epoch"] if resume_state else 0
+    history: dict[str, list[float]] = {}
+    if resume_state:
+        saved = runs.read_json(run_dir / runs.HISTORY_FILE) or {}
+        history = {k: list(v)[:initial_epoch] for k, v in saved.items()}
+        log.info("resuming %s at epoch %d of %d (optimizer step %d)", run_dir, initial_epoch,
+                 config.epochs, int(model.optimizer.iterations.numpy()))
+
+    callbacks = _callbacks(task, config, run_dir, store, history, resume_state)
+    _fit(model, train_data, val_data, config, callbacks, initial_epoch)
+    wall = time.monotonic() - started
+
+    state = store.state() or {}
+    nan = bool(history.get("loss")) and not is_finite(history["loss"][-1])
+    best_epoch = state.get("best_epoch")
+    at_best = {k: v[best_epoch - 1] for k, v in history.items()
+               if best_epoch and len(v) >= best_epoch}
+    metrics = {
+        "task": task.name,
+        "epochs_finished": state.get("epoch", 0),
+        "epochs_requested": config.epochs,
+        "best_epoch": best_epoch,
+        "monitor": task.monitor,
+        "best_value": state.get("best_value"),
+        "at_best_epoch": at_best,
+        "stopped_early": bool(state.get("epoch", 0) < config.epochs and not nan),
+        "terminated_on_nan": nan,
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "train_wall_time_s": round(wall, 2),
+        "resumed": resume,
+    }
+    runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+    if history:
+        plot_curves(history, run_dir / runs.CURVES_FILE,
+                    title=f"{task.name} — {run_dir.name}", best_epoch=best_epoch)
+    log.info("finished %s in %.1f s: best %s=%s at epoch %s", task.name, wall, task.monitor,
+             state.get("best_value"), best_epoch)
+    return TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
+                       terminated_on_nan=nan)
