@@ -33,7 +33,7 @@ from typing import Any
 
 from task_run import cores, cpu_seconds, task_parser
 
-from app.logging_setup import configure_logging
+from serving.logging_setup import configure_logging
 
 TASK = "language_model"
 # WikiText-2 test perplexity, as published (the data README's anchors).
@@ -76,7 +76,7 @@ def time_calls(call: Any, calls: int) -> dict[str, float]:
 def served_latency(task: Any, run_dir: Path, calls: int) -> dict[str, Any]:
     """Export the run, serve it and time next_words and 20-word generation per protocol."""
     from bench.server_process import model_server
-    from serving.export import export_run
+    from pipelines.training.export import export_run
 
     report: dict[str, Any] = {"calls": calls, "warmup_calls": WARMUP_CALLS,
                               "load_before": os.getloadavg()[0]}
@@ -124,8 +124,8 @@ def main() -> int:
                         help="timed calls per signature and protocol (default: %(default)s)")
     args = parser.parse_args()
     configure_logging()
-    from pipelines.evaluation import evaluate_run
-    from pipelines.run_dir import load_config
+    from pipelines.training.evaluation import evaluate_run
+    from pipelines.training.run_dir import load_config
     from pipelines.tasks import get_task
 
     task = get_task(TASK)
@@ -133,7 +133,7 @@ def main() -> int:
     cpu_started = cpu_seconds()
     train_cpu: float | None = None
     if args.run_dir is None:
-        from pipelines.trainer import train
+        from pipelines.training.trainer import train
 
         config = task.config(args.profile, [f"data={args.data}", *args.overrides])
         runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
