@@ -124,9 +124,9 @@ def main() -> int:
                         help="timed calls per signature and protocol (default: %(default)s)")
     args = parser.parse_args()
     configure_logging()
+    from pipelines.tasks import get_task
     from pipelines.training.evaluation import evaluate_run
     from pipelines.training.run_dir import load_config
-    from pipelines.tasks import get_task
 
     task = get_task(TASK)
     load_before = os.getloadavg()[0]
