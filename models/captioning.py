@@ -15,6 +15,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from models import decoding
 from models.layers import RECURRENT_LAYERS, recurrent_layer, state_names
 
 PAD, OOV, START, END = "", "[UNK]", "<start>", "<end>"
@@ -319,13 +320,11 @@ class Captioner(keras.Model):
         self.embed_dim, self.units, self.cell_type = embed_dim, units, cell
         self.use_attention, self.dropout_rate, self.augment = attention, dropout, augment
         self.max_length, self.beam_width = max_length, beam_width
-        self.length_penalty = length_penalty
+        self.length_penalty, self.seed = length_penalty, seed
         self.trainable_encoder_blocks = trainable_encoder_blocks
         self.attention_regularization = attention_regularization
-        self.normalize_features = normalize_features
-        self.residual_attention = residual_attention
+        self.normalize_features, self.residual_attention = normalize_features, residual_attention
         self.max_image_pixels = max_image_pixels
-        self.seed = seed
         vocab_size = len(self.vocabulary)
 
         self.augmenter = keras.Sequential([
@@ -482,9 +481,13 @@ class Captioner(keras.Model):
         # Padding, [UNK] and <start> are never worth emitting in a caption.
         banned = [self.vocabulary.index(t) for t in (PAD, OOV, START)]
         if beam_width == 1:
-            return greedy_search(self._step, (states, keys), start, end, max_length, banned)
-        return beam_search(self._step, (states, keys), start, end, max_length, beam_width,
-                           self.length_penalty, banned)
+            ids = decoding.greedy_search(self._step, (states, keys), start, end, max_length,
+                                         banned)
+        else:
+            ids = decoding.beam_search(self._step, (states, keys), start, end, max_length,
+                                       beam_width, self.length_penalty, banned)
+        # The search stops once every caption ended; keep the documented [batch, max_length].
+        return tf.pad(ids, [[0, 0], [0, max_length - tf.shape(ids)[1]]])
 
     def ids_to_text(self, ids) -> tf.Tensor:
         """Token ids [batch, time] -> caption strings [batch], stopping at <end>.
@@ -598,115 +601,3 @@ def doubly_stochastic_penalty(weights, mask) -> tf.Tensor:
     per_caption = tf.reduce_mean(tf.square(1.0 - totals), axis=-1)
     real = tf.reduce_max(mask, axis=1)
     return tf.reduce_sum(per_caption * real) / tf.maximum(tf.reduce_sum(real), 1.0)
-
-
-def _any_batch_size(loop_vars):
-    """Shape invariants that leave the leading (batch) axis of every non-scalar tensor open."""
-    return tf.nest.map_structure(
-        lambda t: tf.TensorShape([None, *t.shape[1:]]) if t.shape.rank else t.shape, loop_vars)
-
-
-def _ban(logits, banned_ids) -> tf.Tensor:
-    """Push the logits of `banned_ids` to a value no other token loses to."""
-    if not banned_ids:
-        return logits
-    vocab = tf.shape(logits)[-1]
-    penalty = tf.reduce_sum(tf.one_hot(list(banned_ids), vocab, on_value=-1e9, off_value=0.0), 0)
-    return logits + tf.cast(penalty, logits.dtype)
-
-
-def greedy_search(step_fn, states, start_ids, end_id: int, max_length: int,
-                  banned_ids: tuple[int, ...] | list[int] = ()) -> tf.Tensor:
-    """Pick the most likely token at each step until every sequence emitted `end_id`.
-
-    Args:
-        step_fn: (token ids [batch], states) -> (logits [batch, vocab], new states) with the
-            same structure and shapes.
-        states: the initial states (any nest of tensors with batch first).
-        start_ids: [batch] first input tokens.
-        end_id: the token that finishes a sequence; later positions are 0.
-        max_length: most tokens generated.
-        banned_ids: tokens never chosen (padding, start, unknown).
-    """
-    batch = tf.shape(start_ids)[0]
-    output = tf.zeros([batch, max_length], tf.int32)
-
-    def body(i, tokens, states, finished, output):
-        logits, states = step_fn(tokens, states)
-        best = tf.argmax(_ban(logits, banned_ids), axis=-1, output_type=tf.int32)
-        nxt = tf.where(finished, 0, best)
-        output += tf.one_hot(i, max_length, dtype=tf.int32)[None, :] * nxt[:, None]
-        return i + 1, nxt, states, finished | tf.equal(nxt, end_id), output
-
-    def cond(i, tokens, states, finished, output):
-        return (i < max_length) & ~tf.reduce_all(finished)
-
-    loop_vars = (tf.constant(0), tf.cast(start_ids, tf.int32), states,
-                 tf.zeros([batch], tf.bool), output)
-    _, _, _, _, output = tf.while_loop(cond, body, loop_vars,
-                                       shape_invariants=_any_batch_size(loop_vars))
-    return output
-
-
-def beam_search(step_fn, states, start_ids, end_id: int, max_length: int, beam_width: int,
-                length_penalty: float = 0.0,
-                banned_ids: tuple[int, ...] | list[int] = ()) -> tf.Tensor:
-    """Keep the `beam_width` most likely sequences per input; return the best of them.
-
-    Finished hypotheses stay in the beam with a frozen score; the final pick divides each
-    log-probability by length**length_penalty so long captions are not unfairly punished.
-
-    Args:
-        step_fn: (token ids [n], states) -> (logits [n, vocab], new states); n = batch * beam.
-        states: the initial states (any nest of tensors with batch first).
-        start_ids: [batch] first input tokens.
-        end_id: the token that finishes a sequence; later positions are 0.
-        max_length: most tokens generated.
-        beam_width: hypotheses kept per input.
-        length_penalty: exponent of the length normalization (0 = raw log-probabilities).
-        banned_ids: tokens a live hypothesis never extends with (padding, start, unknown).
-    """
-    batch = tf.shape(start_ids)[0]
-    k = beam_width
-    flat_n = batch * k
-    states = tf.nest.map_structure(lambda s: tf.repeat(s, k, axis=0), states)
-    tokens = tf.repeat(tf.cast(start_ids, tf.int32), k, axis=0)
-    # Only the first copy is live at the start, so the first step does not pick k duplicates.
-    scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], -1e9)], 0)[None, :], [batch, 1])
-    finished = tf.zeros([batch, k], tf.bool)
-    lengths = tf.zeros([batch, k], tf.float32)
-    output = tf.zeros([batch, k, max_length], tf.int32)
-
-    def gather_beams(tensor, beams):
-        """Reorder [batch * k, ...] rows by the chosen parent beams [batch, k]."""
-        shaped = tf.reshape(tensor, tf.concat([[batch, k], tf.shape(tensor)[1:]], 0))
-        return tf.reshape(tf.gather(shaped, beams, batch_dims=1), tf.shape(tensor))
-
-    def body(i, tokens, states, scores, finished, lengths, output):
-        logits, states = step_fn(tokens, states)
-        log_probs = tf.nn.log_softmax(_ban(tf.cast(logits, tf.float32), banned_ids))
-        log_probs = tf.reshape(log_probs, [batch, k, -1])
-        vocab = tf.shape(log_probs)[-1]
-        # A finished hypothesis may only be extended by padding (id 0), at no cost.
-        pad_only = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], -1e9)], 0)
-        log_probs = tf.where(finished[..., None], pad_only[None, None, :], log_probs)
-        total = tf.reshape(scores[..., None] + log_probs, [batch, -1])
-        scores, flat_index = tf.math.top_k(total, k)
-        beams, nxt = flat_index // vocab, flat_index % vocab
-        states = tf.nest.map_structure(lambda s: gather_beams(s, beams), states)
-        was_finished = tf.gather(finished, beams, batch_dims=1)
-        lengths = tf.gather(lengths, beams, batch_dims=1) + tf.cast(~was_finished, tf.float32)
-        output = tf.gather(output, beams, batch_dims=1)
-        output += tf.one_hot(i, max_length, dtype=tf.int32)[None, None, :] * nxt[..., None]
-        finished = was_finished | tf.equal(nxt, end_id)
-        return i + 1, tf.reshape(nxt, [flat_n]), states, scores, finished, lengths, output
-
-    def cond(i, tokens, states, scores, finished, lengths, output):
-        return (i < max_length) & ~tf.reduce_all(finished)
-
-    loop_vars = (tf.constant(0), tokens, states, scores, finished, lengths, output)
-    _, _, _, scores, _, lengths, output = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=_any_batch_size(loop_vars))
-    normalized = scores / tf.maximum(lengths, 1.0) ** length_penalty
-    best = tf.argmax(normalized, axis=1, output_type=tf.int32)
-    return tf.gather(output, best, batch_dims=1)

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from models import decoding
 from models.layers import recurrent_layer
 
 EMBEDDING = "embedding"
@@ -195,76 +196,38 @@ def run(model: keras.Model, ids: Any, states: list, mask: Any = None) -> tuple[A
     return embedding(x, scores=True), final
 
 
-def choose(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor,
-           step: tf.Tensor) -> tf.Tensor:
-    """The next word of each row: sampled among its top_k words at a temperature.
-
-    top_k 1 is greedy. Sampling adds Gumbel noise drawn from (seed, step) of each row, so the
-    same request answers the same words whatever else shares its batch.
-
-    Args:
-        logits: [batch, vocabulary].
-        temperature: float [batch], > 0.
-        top_k: int32 [batch], >= 1.
-        seed: int64 [batch].
-        step: int32 scalar, the position in the continuation.
-    """
-    vocabulary_size = tf.shape(logits)[1]
-    k = tf.minimum(tf.reduce_max(top_k), vocabulary_size)
-    values, indices = tf.math.top_k(logits / temperature[:, None], k=k)
-    keep = tf.range(k)[None, :] < top_k[:, None]
-    values = tf.where(keep, values, tf.constant(-float("inf"), values.dtype))
-
-    def noise(row_seed: tf.Tensor) -> tf.Tensor:
-        seed_pair = tf.stack([row_seed, tf.cast(step, tf.int64)])
-        uniform = tf.random.stateless_uniform([k], seed=seed_pair, minval=1e-9, maxval=1.0)
-        return -tf.math.log(-tf.math.log(uniform))
-
-    gumbel = tf.map_fn(noise, seed, fn_output_signature=tf.TensorSpec([None], tf.float32))
-    gumbel = tf.where(top_k[:, None] > 1, gumbel, tf.zeros_like(gumbel))
-    best = tf.argmax(values + tf.cast(gumbel, values.dtype), axis=1, output_type=tf.int32)
-    return tf.gather(indices, best, batch_dims=1)
-
-
 def generate(model: keras.Model, ids: tf.Tensor, mask: tf.Tensor, temperature: tf.Tensor,
              top_k: tf.Tensor, seed: tf.Tensor, words: tf.Tensor, stop_id: int,
              banned_id: int) -> tf.Tensor:
-    """Continue each prompt word by word inside the graph; ids [batch, words] (stop_id pads).
+    """Continue each prompt word by word inside the graph (models.decoding.sample).
 
-    A row's continuation ends at `stop_id` (the end-of-document token) or after `words` words.
+    Returns ids [batch, steps]; a row's continuation ends at `stop_id` (the end-of-document
+    token, also written after the end) or after `words` words.
 
     Args:
         model: a language model.
-        ids: the prompts' ids [batch, time], right-padded.
+        ids: the prompts' ids [batch, time], right-padded; every row has at least one word.
         mask: bool [batch, time], True on words.
-        temperature: float [batch].
-        top_k: int32 [batch].
+        temperature: float [batch], > 0.
+        top_k: int32 [batch], >= 1 (1 is greedy).
         seed: int64 [batch].
         words: int32 [batch], words to generate per row.
         stop_id: the id that ends a continuation.
         banned_id: an id never generated (the unknown word).
     """
     batch = tf.shape(ids)[0]
-    logits, states = run(model, ids, zero_states(model, batch), mask)
-    last = logits[:, -1]
-    flat = tf.nest.flatten(states)
+    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    # The words before each prompt's last one set the states; the last word is the first
+    # input of the search, whose first step thus scores the word after the prompt.
+    before = tf.range(tf.shape(ids)[1])[None, :] < (lengths - 1)[:, None]
+    _, states = run(model, ids, zero_states(model, batch), mask & before)
+    last = tf.gather(ids, tf.maximum(lengths - 1, 0), batch_dims=1)
+
+    def step(tokens: tf.Tensor, flat: list) -> tuple[tf.Tensor, list]:
+        logits, new = run(model, tokens[:, None], tf.nest.pack_sequence_as(states, flat))
+        return logits[:, -1], tf.nest.flatten(new)
+
     steps = tf.reduce_max(tf.concat([words, [0]], axis=0))
-    ban = tf.one_hot(banned_id, tf.shape(last)[1], on_value=-float("inf"), off_value=0.0,
-                     dtype=last.dtype)
-
-    def body(step, last, flat, done, out):
-        chosen = choose(last + ban, temperature, top_k, seed, step)
-        done = done | (step >= words)
-        chosen = tf.where(done, stop_id, chosen)
-        done = done | tf.equal(chosen, stop_id)
-        logits, new = run(model, chosen[:, None], tf.nest.pack_sequence_as(states, flat))
-        return step + 1, logits[:, -1], tf.nest.flatten(new), done, out.write(step, chosen)
-
-    _, _, _, _, out = tf.while_loop(
-        lambda step, *_: step < steps, body,
-        (tf.constant(0), last, flat, tf.zeros([batch], tf.bool),
-         tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))))
-    # An empty TensorArray (no words asked, or no prompts) cannot stack rows of unknown width.
-    chosen = tf.cond(steps > 0, lambda: tf.reshape(out.stack(), [steps, batch]),
-                     lambda: tf.zeros([0, batch], tf.int32))
-    return tf.transpose(chosen)
+    return decoding.sample(step, tf.nest.flatten(states), last, stop_id, steps, temperature,
+                           top_k, seed, banned_ids=(banned_id,), fill_id=stop_id,
+                           row_limits=words)

@@ -1,7 +1,7 @@
 """Text classifiers taking raw strings: many-to-one (sequence) and one-to-one (no sequence).
 
 The sentiment presets are their binary case (one sigmoid probability); the generic `classify`
-task uses N softmax probabilities (pipelines.classify).
+task uses N softmax probabilities (pipelines.tasks.classify).
 
 Text handling lives inside the model (TextVectorization with `standardize_review`), so an exported
 model takes raw strings and needs no client-side preprocessing.

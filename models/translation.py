@@ -14,12 +14,13 @@ import math
 import keras
 import tensorflow as tf
 
+from models import decoding
 from models.layers import Bidirectional, recurrent_layer
 from models.text_bounds import cut_characters
 from models.translation_text import END, PAD_ID, START, detokenize, standardize
 
 ATTENTION_SCORES = ("additive", "multiplicative")
-_NEG = -1e9  # a log-probability no beam can win with, finite so sums stay finite
+_NEG = -1e9  # the score of a padded source position: finite, so softmax stays finite
 
 
 def _recurrent_layer(cell: str, units: int, name: str) -> keras.layers.Layer:
@@ -233,57 +234,22 @@ class Translator(keras.Model):
             max_length: most output tokens, [END] included.
             length_penalty: exponent of the length normalisation (0 favours short outputs).
         """
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be at least 1, got {beam_width}.")
-        k = beam_width
-        vocab = len(self.target_vocabulary)
-        batch = tf.shape(source_ids)[0]
         encoder_outputs, source_mask, states = self.encode(source_ids)
         keys = self.attention.keys(encoder_outputs)
-        # Beams of one sentence sit next to each other: row b * k + j is beam j of sentence b.
-        encoder_outputs, keys, source_mask = (tf.repeat(x, k, axis=0)
-                                              for x in (encoder_outputs, keys, source_mask))
-        states = [tf.repeat(s, k, axis=0) for s in states]
-        tokens = tf.fill([batch * k, 1], tf.constant(self.start_id, tf.int64))
-        # Only beam 0 is alive at the start, so the first step does not pick k copies of a word.
-        scores = tf.tile(tf.constant([[0.0] + [_NEG] * (k - 1)]), [batch, 1])
-        finished = tf.zeros([batch, k], tf.bool)
-        lengths = tf.zeros([batch, k], tf.float32)
-        # A finished beam may only append padding, at no cost, so its score stays put; a live one
-        # may append anything but padding and [START].
-        pad_only = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=_NEG)
-        banned = tf.one_hot([PAD_ID, self.start_id], vocab, on_value=_NEG, off_value=0.0)
-        banned = tf.reduce_sum(banned, axis=0)
-        steps = self._max_steps(source_ids, max_length)
 
-        def body(step, tokens, scores, finished, lengths, states):
-            log_probs, states = self.decode_step(tokens[:, -1], states, encoder_outputs, keys,
-                                                 source_mask)
-            log_probs = tf.where(finished[:, :, None], pad_only,
-                                 tf.reshape(log_probs + banned, [batch, k, vocab]))
-            total = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
-            scores, best = tf.math.top_k(total, k)
-            parent = tf.reshape(tf.range(batch)[:, None] * k + best // vocab, [-1])
-            token = tf.cast(best % vocab, tf.int64)
-            was_finished = tf.reshape(tf.gather(tf.reshape(finished, [-1]), parent), [batch, k])
-            lengths = tf.reshape(tf.gather(tf.reshape(lengths, [-1]), parent), [batch, k])
-            lengths += tf.cast(~was_finished, tf.float32)
-            finished = was_finished | (token == self.end_id)
-            tokens = tf.concat([tf.gather(tokens, parent), tf.reshape(token, [-1, 1])], axis=1)
-            states = [tf.gather(s, parent) for s in states]
-            return step + 1, tokens, scores, finished, lengths, states
+        def step(tokens, carried):
+            states, encoder_outputs, keys, source_mask = carried
+            log_probs, states = self.decode_step(tf.cast(tokens, tf.int64), states,
+                                                 encoder_outputs, keys, source_mask)
+            return log_probs, (states, encoder_outputs, keys, source_mask)
 
-        _, tokens, scores, finished, lengths, _ = tf.while_loop(
-            lambda step, tokens, scores, finished, *_: (step < steps)
-            & ~tf.reduce_all(finished),
-            body, (tf.constant(0), tokens, scores, finished, lengths, states),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
-                              scores.shape, finished.shape, lengths.shape,
-                              [tf.TensorShape([None, s.shape[-1]]) for s in states]))
-        normalised = scores / tf.maximum(lengths, 1.0) ** length_penalty
-        best = tf.argmax(normalised, axis=1, output_type=tf.int32)
-        tokens = tf.reshape(tokens, [batch, k, -1])
-        return tf.gather(tokens, best, batch_dims=1)[:, 1:]
+        start = tf.fill([tf.shape(source_ids)[0]], self.start_id)
+        # The encoder's outputs ride along in the search's states so each beam has its copy.
+        ids = decoding.beam_search(
+            step, (states, encoder_outputs, keys, source_mask), start, self.end_id,
+            self._max_steps(source_ids, max_length), beam_width, length_penalty,
+            banned_ids=(PAD_ID, self.start_id), fill_id=PAD_ID)
+        return tf.cast(ids, tf.int64)
 
     # ---- text in, text out ----
 

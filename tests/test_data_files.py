@@ -167,3 +167,16 @@ def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     assert part("validation") != val
     with pytest.raises(UserError, match="no test data"):
         part("test")
+
+
+def test_data_prepare_reads_file_based_sets_end_to_end(shared_data, capsys):
+    from app.cli import main
+
+    assert main(["data", "prepare", "trec"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kind"] == "classify" and summary["splits"] == {"train": 5452, "test": 500}
+    assert main(["data", "prepare", "ud_en_ewt"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["splits"] == {"train": 12543, "validation": 2001, "test": 2077}
+    assert main(["data", "list"]) == 0
+    assert {"trec", "ud_en_ewt", "wikitext2", "imdb"} <= set(capsys.readouterr().out.split())

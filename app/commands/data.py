@@ -9,6 +9,7 @@ HELP = "prepare a data set into the TFDS cache, once (offline from RNNKIT_DATA_D
 EXAMPLES = """examples:
   rnnkit data prepare imdb
   RNNKIT_DATA_DIR=../shared/data rnnkit data prepare spa_eng
+  rnnkit data prepare trec      # file-based sets (trec, ud_en_ewt, wikitext2): fetch, count
   rnnkit data list
 Prepared data lands in RNNKIT_TFDS_DIR (default ~/.cache/rnnkit/tensorflow_datasets).
 """
@@ -34,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from pipelines.datasets import DATASETS, prepare_dataset
+    from pipelines.datasets import dataset_names, prepare_dataset
 
     if args.action == "list":
-        for name in sorted(DATASETS):
+        for name in dataset_names():
             print(name)
         return 0
     print(json.dumps(prepare_dataset(args.name)))

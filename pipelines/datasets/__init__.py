@@ -23,18 +23,26 @@ DATASETS: dict[str, str] = {
 
 
 def dataset_names() -> list[str]:
-    """Every registered data set name."""
-    return sorted(DATASETS)
+    """Every data set name `rnnkit data prepare` takes: TFDS builders and file-based sets."""
+    from pipelines.datasets.data_files import NAMED_DATASETS
+
+    return sorted(set(DATASETS) | set(NAMED_DATASETS))
 
 
 def prepare_dataset(name: str) -> dict[str, object]:
-    """Prepare a registered data set and describe what was prepared.
+    """Prepare a data set and describe what was prepared.
+
+    A name in DATASETS is built into the TFDS cache; any other `--data` name
+    (pipelines.data_files.NAMED_DATASETS: trec, ud_en_ewt, wikitext2) is read from its files
+    (the offline mirror, or a download on first use), every split once, and counted.
 
     Args:
-        name: a name in DATASETS.
+        name: a name in dataset_names().
     """
-    if name not in DATASETS:
+    if name not in dataset_names():
         raise UserError(f"unknown data set {name!r}", f"choose one of {dataset_names()}")
+    if name not in DATASETS:
+        return _prepare_named(name)
     module_name, _, function_name = DATASETS[name].partition(":")
     started = time.monotonic()
     with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is for results
@@ -46,3 +54,15 @@ def prepare_dataset(name: str) -> dict[str, object]:
         "splits": {split: info.num_examples for split, info in builder.info.splits.items()},
         "wall_time_s": round(time.monotonic() - started, 2),
     }
+
+
+def _prepare_named(name: str) -> dict[str, object]:
+    """Fetch a file-based data set's splits and count their rows (each read end to end, so a
+    damaged file fails here, not in the middle of training)."""
+    from pipelines.datasets.data_files import named_dataset
+
+    started = time.monotonic()
+    named = named_dataset(name)
+    splits = {split: sum(1 for _ in named.rows(split)) for split in named.splits}
+    return {"dataset": name, "kind": named.kind, "description": named.description,
+            "splits": splits, "wall_time_s": round(time.monotonic() - started, 2)}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import data_files
+from pipelines.training import pretraining
 from pipelines.training.task import Task
 from serving.errors import UserError
 
@@ -58,6 +59,12 @@ class ManyToOneConfig(TrainConfig):
         pooling: `last` (final states of the last layer), `max` (maximum over time) or
             `max_mean` (maximum and mean over time).
         word_dropout: share of whole tokens dropped from each training text.
+        encoder_from: a finished language_model run directory whose word vectors and
+            recurrent layers start the model (pipelines.training.pretraining); empty for none.
+        encoder_learning_rate: the pretrained layers' learning rate as a share of
+            learning_rate (e.g. 0.5 fine-tunes them more gently than the new layers).
+        gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
+            second epoch, each one below an epoch later.
     """
 
     cell: str = "lstm"
@@ -72,11 +79,15 @@ class ManyToOneConfig(TrainConfig):
     recurrent_dropout: float = 0.0
     pooling: str = "max"
     word_dropout: float = 0.0
+    encoder_from: str = ""
+    encoder_learning_rate: float = 1.0
+    gradual_unfreezing: bool = False
 
     def validate(self) -> None:
         super().validate()
         from models.sentiment import POOLINGS, TRUNCATIONS
 
+        pretraining.check_options(self)
         self.check_cell()
         self.check_at_least_one("max_tokens", "units", "max_length", "embedding_dim", "layers")
         self.check_rates("dropout", "recurrent_dropout", "word_dropout")
@@ -119,6 +130,9 @@ class ClassifyConfig(data_files.DataFilesConfig, ManyToOneConfig):
         self.check_rates("unknown_dropout")
         self.check_shares("max_empty_fraction")
         self.check_choice("output_mode", BOW_MODES, "a bag-of-words mode")
+        if self.encoder_from and self.model != "rnn":
+            raise UserError(f"encoder_from needs the recurrent model, not model={self.model}",
+                            "drop --set model=bow, or drop encoder_from")
 
 
 @dataclasses.dataclass
@@ -394,8 +408,13 @@ class ClassifyTask(Task):
                                 name=f"classify_bi{config.cell}",
                                 unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
+        if config.encoder_from:
+            pretraining.start_from_language_model(inner, vectorizer.get_vocabulary(), config)
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)
+
+    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
+        return pretraining.layer_rates(model, config)
 
     def loss(self, config: TrainConfig) -> Any:
         import keras

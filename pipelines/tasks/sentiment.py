@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pipelines.config import TrainConfig
 from pipelines.datasets import imdb
 from pipelines.tasks.classify import BOW_MODES, ManyToOneConfig
+from pipelines.training import pretraining
 from pipelines.training.task import Task
 from serving.errors import UserError
 
@@ -95,6 +96,9 @@ class SentimentConfig(ReviewConfig, ManyToOneConfig):
             raise UserError(f"embedding_dim={self.embedding_dim} leaves no room for word "
                             f"vectors of a {self.max_tokens}-word vocabulary",
                             "use a smaller --set embedding_dim= or a larger max_tokens")
+        if self.encoder_from and self.word_vectors != "random":
+            raise UserError(f"encoder_from and word_vectors={self.word_vectors} both start "
+                            "the embedding", "drop one: --set word_vectors=random")
 
 
 WORD_VECTORS = ("random", "ppmi_svd")
@@ -359,7 +363,12 @@ class SentimentTask(_ReviewSentiment):
             replaced = word_vectors.apply_to_embedding(model.get_layer("embedding"), vectors)
             log.info("embedding starts from PPMI-SVD word vectors for %d of %d words",
                      replaced, vectorizer.vocabulary_size())
+        if config.encoder_from:
+            pretraining.start_from_language_model(model, vectorizer.get_vocabulary(), config)
         return model
+
+    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
+        return pretraining.layer_rates(model, config)
 
     def model_on(self, vectorizer: keras.layers.TextVectorization, config: TrainConfig,
                  ) -> keras.Model:

@@ -321,7 +321,8 @@ def _copy_run_state(run_dir: Path, dest: Path) -> None:
             shutil.copy2(run_dir / name, dest / name)
 
 
-def adam(learning_rate: float, clipnorm: float | None) -> keras.optimizers.Optimizer:
+def adam(learning_rate: float, clipnorm: float | None,
+         layer_rates: dict[str, tuple[float, int]] | None = None) -> keras.optimizers.Optimizer:
     """Adam for the current strategy: with several replicas, `clipnorm` clips the summed gradient.
 
     Keras clips each replica's share of the gradient before summing the shares, so with N
@@ -331,13 +332,72 @@ def adam(learning_rate: float, clipnorm: float | None) -> keras.optimizers.Optim
     Args:
         learning_rate: Adam's learning rate.
         clipnorm: clip each variable's gradient to this norm; None for no clipping.
+        layer_rates: variable path -> (scale of the learning rate, first epoch it trains in,
+            0-based); variables not named train at the full rate from the start. The trainer's
+            OptimizerEpoch callback tells the optimizer the epoch.
     """
     import keras
     import tensorflow as tf
 
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)
-    return _replica_sum_clipping_adam()(learning_rate=learning_rate, clipnorm=clipnorm)
+    single = tf.distribute.get_strategy().num_replicas_in_sync == 1
+    base = keras.optimizers.Adam if single else _replica_sum_clipping_adam()
+    if layer_rates:
+        return _layerwise(base)(layer_rates, learning_rate=learning_rate, clipnorm=clipnorm)
+    return base(learning_rate=learning_rate, clipnorm=clipnorm)
+
+
+@functools.cache
+def _layerwise(base: type) -> type:
+    """`base` (an Adam) with per-variable learning-rate scales and start epochs."""
+    import tensorflow as tf
+
+    class LayerwiseAdam(base):
+        """Adam whose steps on some variables are scaled, and zero before their start epoch.
+
+        Args:
+            layer_rates: variable path -> (learning-rate scale, first epoch it trains in).
+            **kwargs: Adam's arguments.
+        """
+
+        def __init__(self, layer_rates: dict[str, tuple[float, int]], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.layer_rates = {path: (float(scale), int(start))
+                                for path, (scale, start) in layer_rates.items()}
+            # A plain (untracked) variable: set at every epoch's start, never checkpointed.
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+        def build(self, variables: list[Any]) -> None:
+            super().build(variables)
+            # update_step sees backend variables without Keras's path: index them here.
+            self._rates_by_index = {i: self.layer_rates[v.path] for i, v in enumerate(variables)
+                                    if v.path in self.layer_rates}
+
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+            rate = self._rates_by_index.get(self._get_variable_index(variable))
+            if rate is not None:
+                scale, start = rate
+                # A frozen variable gets a step of size 0; Adam's moments still follow it.
+                on = tf.cast(self.epoch >= start, tf.float32)
+                learning_rate = tf.cast(learning_rate, tf.float32) * scale * on
+            super().update_step(gradient, variable, learning_rate)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "layer_rates": self.layer_rates}
+
+    return LayerwiseAdam
+
+
+def optimizer_epoch_callback() -> keras.callbacks.Callback:
+    """A callback telling a layer-wise optimizer (see `adam`) which epoch runs."""
+    import keras
+
+    class OptimizerEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            clock = getattr(self.model.optimizer, "epoch", None)
+            if clock is not None:
+                clock.assign(epoch)
+
+    return OptimizerEpoch()
 
 
 @functools.cache

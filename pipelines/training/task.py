@@ -67,6 +67,10 @@ class Task(abc.ABC):
         """Metrics reported during training (the first is monitored if `monitor` says so)."""
         return []
 
+    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
+        """Per-variable learning-rate scales and start epochs (pretrained layers); {} for none."""
+        return {}
+
     monitor: ClassVar[str] = "val_loss"  # early stopping and best-checkpoint quantity
     monitor_mode: ClassVar[str] = "min"
 

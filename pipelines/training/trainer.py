@@ -77,7 +77,8 @@ def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
         task: supplies loss and metrics.
         config: learning rate and clipping.
     """
-    optimizer = distribute.adam(config.learning_rate, config.clipnorm)
+    optimizer = distribute.adam(config.learning_rate, config.clipnorm,
+                                task.layer_rates(model, config))
     model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
 
 
@@ -99,6 +100,7 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
                         "early stopping and best checkpoints must monitor a val_ metric")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
+        distribute.optimizer_epoch_callback(),
         # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
         keras.callbacks.LearningRateScheduler(
             decayed_learning_rate(config.learning_rate, config.lr_decay)),

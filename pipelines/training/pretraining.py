@@ -1,0 +1,125 @@
+"""`--set encoder_from=RUN_DIR`: a classifier that starts from a finished language-model run.
+
+The recipe of Dai & Le (2015) and Howard & Ruder (2018): train `language_model` on the task's
+own text (for IMDB its 25k training and 50k unlabelled reviews), then train the classifier with
+its word vectors and recurrent layers started from the language model's (models.transfer).
+Two options shape the fine-tuning, both carried out by the optimizer (training.distribute):
+`encoder_learning_rate` scales the pretrained layers' learning rate (discriminative fine-tuning),
+and `gradual_unfreezing` keeps them frozen at first, the top one training from the second epoch
+and each one below an epoch later, the word vectors last.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from serving.errors import UserError
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger("pipelines.training.pretraining")
+
+LANGUAGE_MODEL_TASK = "language_model"
+# Below this share of the classifier's words known to the language model, the two were made
+# from different text (or tokenised differently) and little would transfer.
+MIN_SHARED_WORDS = 0.5
+
+
+def check_options(config: Any) -> None:
+    """UserError for pretraining options out of range (the run directory is checked later).
+
+    Args:
+        config: a classifier's config with encoder_from, encoder_learning_rate and
+            gradual_unfreezing.
+    """
+    if not config.encoder_learning_rate > 0:
+        raise UserError(f"encoder_learning_rate={config.encoder_learning_rate} must be above 0",
+                        "pass a share of learning_rate, e.g. --set encoder_learning_rate=0.3 "
+                        "(1.0 for the same rate; gradual_unfreezing=true freezes layers)")
+    if config.gradual_unfreezing and not config.encoder_from:
+        raise UserError("gradual_unfreezing=true needs pretrained layers to unfreeze",
+                        "add --set encoder_from=RUN_DIR of a language_model run")
+
+
+def load_language_model(run_dir: str) -> keras.Model:
+    """The best checkpoint of a finished `language_model` run.
+
+    Args:
+        run_dir: the run directory given as `encoder_from`.
+    """
+    from pipelines.training.checkpoints import CheckpointStore
+    from pipelines.training.run_dir import run_task
+
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise UserError(f"encoder_from={run_dir}: no such run directory",
+                        "pass the --run-dir of a finished `rnnkit train language_model` run")
+    task = run_task(path)
+    if task != LANGUAGE_MODEL_TASK:
+        found = f"a {task} run" if task else "not a trained run (no checkpoint)"
+        raise UserError(f"encoder_from={run_dir} is {found}, not a language model",
+                        "train one first: rnnkit train language_model --data YOUR_TEXT "
+                        f"--run-dir {run_dir}")
+    import models.language_model  # noqa: F401 - registers the language model's layers
+
+    return CheckpointStore(path).load_model("best")
+
+
+def start_from_language_model(model: keras.Model, words: list[str], config: Any) -> list[str]:
+    """Copy `config.encoder_from`'s word vectors and recurrent layers into the classifier.
+
+    Returns the names of the layers that now hold pretrained weights.
+
+    Args:
+        model: the freshly built classifier (models.sentiment.many_to_one).
+        words: its vocabulary in id order (padding, the unknown token, then words).
+        config: the classifier's config.
+    """
+    from models.transfer import copy_encoder, encoder_differences, words_found
+
+    language_model = load_language_model(config.encoder_from)
+    differences = encoder_differences(language_model, model)
+    if differences:
+        raise UserError(f"encoder_from={config.encoder_from} does not fit this classifier: "
+                        + "; ".join(differences),
+                        "give the classifier the language model's shape (--cell, --set "
+                        "embedding_dim=, units=, layers=), or train a language model of "
+                        "this shape")
+    shared = words_found(language_model, words[2:])
+    if shared < MIN_SHARED_WORDS:
+        raise UserError(
+            f"encoder_from={config.encoder_from} has another vocabulary: it knows "
+            f"{shared:.0%} of this classifier's {len(words) - 2} words",
+            "train the language model on this data's text (and tokenize=lower_punct), so "
+            "the two share their words")
+    copied = copy_encoder(language_model, model, words)
+    log.info("started %s from the language model in %s (%.0f%% of %d words known)",
+             ", ".join(copied), config.encoder_from, 100 * shared, len(words) - 2)
+    return copied
+
+
+def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]:
+    """Each pretrained variable's learning-rate scale and the epoch (0-based) it trains from.
+
+    Empty without `encoder_from`. The pretrained layers are the embedding and the recurrent
+    layers models.transfer copies into; with gradual_unfreezing the top one trains from epoch
+    1, each one below an epoch later.
+
+    Args:
+        model: the classifier (built, or loaded from a checkpoint to resume).
+        config: its config.
+    """
+    from models.transfer import CLASSIFIER_EMBEDDING, classifier_recurrent
+
+    if not config.encoder_from:
+        return {}
+    groups = [model.get_layer(CLASSIFIER_EMBEDDING), *classifier_recurrent(model)]
+    rates = {}
+    for depth, layer in enumerate(reversed(groups)):
+        start = depth + 1 if config.gradual_unfreezing else 0
+        for weight in layer.trainable_weights:
+            rates[weight.path] = (config.encoder_learning_rate, start)
+    return rates
