@@ -111,15 +111,7 @@ def greedy_search(step_fn: StepFn, states: Any, start_ids: tf.Tensor, end_id: in
                   row_limits: tf.Tensor | None = None) -> tf.Tensor:
     """The most likely token at each step: ids [batch, steps], `fill_id` after a row's end.
 
-    Args:
-        step_fn: (token ids [batch], states) -> (logits [batch, vocabulary], new states).
-        states: the initial states (any nest of tensors with rows first).
-        start_ids: [batch] tokens fed to the first step.
-        end_id: the token that finishes a row.
-        max_length: most tokens generated (int or scalar tensor).
-        banned_ids: tokens never chosen.
-        fill_id: the id written after a row has finished.
-        row_limits: int32 [batch], most tokens of each row; None for max_length.
+    Args: as `sample`'s, which with top_k 1 chooses the same tokens (this skips its noise).
     """
     def pick(logits, step):
         return tf.argmax(ban(logits, banned_ids), axis=-1, output_type=tf.int32)
