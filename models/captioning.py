@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from models import decoding
-from models.layers import RECURRENT_LAYERS, recurrent_layer, state_names
+from models.layers import CELLS, recurrent_layer, state_names
 
 PAD, OOV, START, END = "", "[UNK]", "<start>", "<end>"
 
@@ -273,7 +273,7 @@ class Captioner(keras.Model):
             0 freezes it (ImageNet features), N > 0 fine-tunes its last N blocks only.
         embed_dim: word embedding size.
         units: decoder state size.
-        cell: the decoder's cell type, a key of models.layers.RECURRENT_LAYERS.
+        cell: the decoder's cell type, a key of models.layers.CELLS.
         attention: whether each step attends over the encoder's spatial feature map.
         dropout: dropout on embeddings and decoder outputs.
         augment: random flip / zoom / contrast on training images.
@@ -309,8 +309,8 @@ class Captioner(keras.Model):
         if list(vocabulary[:4]) != [PAD, OOV, START, END]:
             raise ValueError(f"vocabulary must start with {[PAD, OOV, START, END]}, "
                              f"got {list(vocabulary[:4])}")
-        if cell not in RECURRENT_LAYERS:
-            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(RECURRENT_LAYERS)}")
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CELLS)}")
         if beam_width < 1 or max_length < 1:
             raise ValueError(f"beam_width and max_length must be >= 1, got {beam_width}, "
                              f"{max_length}")

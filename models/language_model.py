@@ -78,7 +78,7 @@ class LanguageModel(keras.Model):
 
     Args:
         vocabulary: the words in id order, the most frequent first after the reserved ones.
-        cell: recurrent cell, a key of models.layers.RECURRENT_LAYERS.
+        cell: recurrent cell, a key of models.layers.CELLS.
         embedding_dim: word vector size (also the last recurrent layer's, for the tied output).
         units: size of the recurrent layers below the last.
         layers: number of stacked recurrent layers.

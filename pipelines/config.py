@@ -101,9 +101,9 @@ class TrainConfig:
 
     def check_cell(self) -> None:
         """Check that the `cell` setting names a recurrent cell every task's `--cell` takes."""
-        from models.layers import RECURRENT_LAYERS
+        from models.layers import CELLS
 
-        self.check_choice("cell", RECURRENT_LAYERS, "a recurrent cell", "--cell")
+        self.check_choice("cell", CELLS, "a recurrent cell", "--cell")
 
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with the given fields changed."""

@@ -13,7 +13,6 @@ from models.layers.lstm_cell import LSTMCell
 from models.layers.recurrent_layers import (
     GRU,
     LSTM,
-    RECURRENT_LAYERS,
     CellRNN,
     LayerNormLSTM,
     SimpleRNN,
@@ -29,7 +28,6 @@ __all__ = [
     "CELLS",
     "GRU",
     "LSTM",
-    "RECURRENT_LAYERS",
     "RNN",
     "Bidirectional",
     "CellRNN",

@@ -129,9 +129,6 @@ class LayerNormLSTM(CellRNN):
 _NAMED_LAYERS: dict[type[RNNCell], type[CellRNN]] = {
     layer.cell_class: layer for layer in (SimpleRNN, LSTM, GRU, LayerNormLSTM)}
 
-# The old name of CELLS, still used by pipelines/ and models/captioning.py (issue #22 moves them).
-RECURRENT_LAYERS = CELLS
-
 
 def _cell_class(cell: str) -> type[RNNCell]:
     if cell not in CELLS:

@@ -112,7 +112,7 @@ class CaptionConfig(DataFilesConfig):
         cache_features: keep a frozen encoder's feature maps on disk (computed once).
         embed_dim: word embedding size.
         units: decoder state size.
-        cell: decoder cell (a key of models.layers.RECURRENT_LAYERS).
+        cell: decoder cell (a key of models.layers.CELLS).
         attention: attend over the encoder's spatial feature map at every step.
         attention_regularization: weight of the doubly stochastic attention penalty.
         normalize_features: standardize each position's features before the decoder.

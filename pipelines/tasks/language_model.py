@@ -93,6 +93,23 @@ class LanguageModelConfig(TrainConfig):
     max_request_texts: int = 64
     tbptt_steps: int | None = 35
 
+    def validate(self) -> None:
+        super().validate()
+        self.check_choice("documents", text_corpus.DOCUMENTS, "a way to read text")
+        self.check_choice("tokenize", (*text_corpus.TOKENIZERS, "auto"), "a tokenizer")
+        self.check_cell()
+        if self.tbptt_steps is None:
+            raise UserError("the language model trains with truncated BPTT, tbptt_steps=none",
+                            "set a window, e.g. --set tbptt_steps=35")
+        self.check_at_least_one("max_tokens", "units", "embedding_dim", "layers", "tbptt_steps")
+        self.check_rates("dropout", "embedding_dropout", "recurrent_dropout")
+        if self.sampled_words < 0:
+            raise UserError(f"sampled_words={self.sampled_words} is negative",
+                            "use e.g. --set sampled_words=1024, or 0 for the exact softmax")
+        if not 0 <= self.generate_words <= MAX_WORDS:
+            raise UserError(f"generate_words={self.generate_words} is not in [0, {MAX_WORDS}]",
+                            "pass e.g. --set generate_words=20")
+
 
 @dataclasses.dataclass
 class Corpus:
@@ -149,38 +166,6 @@ class LanguageModelTask(Task):
         self._vocabularies: dict[tuple, list[str]] = {}
 
     # --- data -----------------------------------------------------------------------------
-
-    def _check(self, config: Any) -> None:
-        from models.layers import RECURRENT_LAYERS
-
-        if config.documents not in text_corpus.DOCUMENTS:
-            raise UserError(f"documents={config.documents!r} is not a way to read text",
-                            f"use --set documents= with one of {list(text_corpus.DOCUMENTS)}")
-        if config.tokenize not in (*text_corpus.TOKENIZERS, "auto"):
-            raise UserError(f"tokenize={config.tokenize!r} is not a tokenizer",
-                            f"use --set tokenize= with one of "
-                            f"{[*text_corpus.TOKENIZERS, 'auto']}")
-        if config.cell not in RECURRENT_LAYERS:
-            raise UserError(f"cell={config.cell!r} is not a recurrent cell",
-                            f"use --cell with one of {list(RECURRENT_LAYERS)}")
-        if config.tbptt_steps is None:
-            raise UserError("the language model trains with truncated BPTT, tbptt_steps=none",
-                            "set a window, e.g. --set tbptt_steps=35")
-        for field in ("max_tokens", "units", "batch_size", "epochs", "embedding_dim", "layers",
-                      "tbptt_steps"):
-            if getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} must be at least 1",
-                                f"pass e.g. --set {field}=32")
-        for field in ("dropout", "embedding_dropout", "recurrent_dropout"):
-            if not 0 <= getattr(config, field) < 1:
-                raise UserError(f"{field}={getattr(config, field)} is not a dropout rate",
-                                f"pass a value in [0, 1), e.g. --set {field}=0.2")
-        if config.sampled_words < 0:
-            raise UserError(f"sampled_words={config.sampled_words} is negative",
-                            "use e.g. --set sampled_words=1024, or 0 for the exact softmax")
-        if not 0 <= config.generate_words <= MAX_WORDS:
-            raise UserError(f"generate_words={config.generate_words} is not in [0, {MAX_WORDS}]",
-                            "pass e.g. --set generate_words=20")
 
     def _rows(self, config: Any, part: str) -> Iterator[str]:
         """The texts of a part's rows (see data_files.part_source for which rows)."""
@@ -270,7 +255,7 @@ class LanguageModelTask(Task):
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         import tensorflow as tf
 
-        self._check(config)
+        config.validate()
         words = self.vocabulary(config)
         train = self._stream(config, "train", words, config.batch_size)
         val = self._stream(config, "validation", words, config.batch_size)
@@ -292,7 +277,7 @@ class LanguageModelTask(Task):
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.language_model import build_language_model
 
-        self._check(config)
+        config.validate()
         return build_language_model(
             self.vocabulary(config), cell=config.cell, embedding_dim=config.embedding_dim,
             units=config.units, layers=config.layers, dropout=config.dropout,
