@@ -6,9 +6,9 @@ recurrent layer therefore has the embedding's size. Dropout sits on the embeddin
 layers, before the output, and (the cell's `recurrent_dropout`) on the recurrent state: the
 cheap parts of AWD-LSTM (Merity et al. 2017).
 
-The training model takes token ids as [batch, time, 1] (pipelines.tbptt chunks inputs of shape
-[batch, time, features]) and returns the top layer's hidden states; the loss (exact or sampled
-softmax) scores them against the tied embedding. Its recurrent layers also
+The training model takes token ids as [batch, time, 1] (pipelines.training.tbptt chunks inputs
+of shape [batch, time, features]) and returns the top layer's hidden states; the loss (exact or
+sampled softmax) scores them against the tied embedding. Its recurrent layers also
 return their final states, which the training graph ignores and `run` uses: evaluation carries
 them across a whole split, generation across the steps of a continuation.
 """

@@ -43,15 +43,12 @@ WARMUP_TEXTS = ("The movie was", "In 1990 , the")
 
 
 @dataclasses.dataclass
-class LanguageModelConfig(TrainConfig):
-    """Settings of the word-level language model (and TrainConfig's; tbptt_steps is the BPTT
-    window and must be set).
+class LanguageModelConfig(data_files.DataFilesConfig):
+    """Settings of the word-level language model (and those of DataFilesConfig and TrainConfig;
+    `data` is a .txt file, one line a row, a .csv/.tsv/.jsonl file, optionally .gz, or a data set
+    name, `wikitext2` or `imdb`; tbptt_steps is the BPTT window and must be set).
 
     Args:
-        data: training text: a .txt file (one line a row), a .csv/.tsv/.jsonl file (the text
-            column), optionally .gz, or a data set name (`wikitext2`, `imdb`).
-        validation_data: validation file; empty holds out validation_fraction of the rows.
-        test_data: test file `rnnkit evaluate` scores; empty for a named data set's test split.
         text_column: the column holding the text (tables only).
         documents: `lines` (each row a document ending in `<eos>`) or `running` (one text).
         tokenize: `whitespace`, `lower_punct` or `auto` (whitespace for wikitext2, already
@@ -73,9 +70,6 @@ class LanguageModelConfig(TrainConfig):
         max_request_texts: the export refuses requests of more prompts (INVALID_ARGUMENT).
     """
 
-    data: str = ""
-    validation_data: str = ""
-    test_data: str = ""
     text_column: str = "text"
     documents: str = "lines"
     tokenize: str = "auto"
