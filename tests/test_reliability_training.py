@@ -113,9 +113,14 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reviews, t
     victim_log = Lines(victim.stderr)
     store = CheckpointStore(killed)
 
+    wait_for(lambda: victim_log.seen("Epoch 1/2") or victim.poll() is not None, timeout=300,
+             interval=0.02)
+    epoch_1_started = time.monotonic()
     wait_for(lambda: ((store.state() or {}).get("epoch") == 1 and victim_log.seen("Epoch 2/2"))
              or victim.poll() is not None, timeout=300, interval=0.02)
-    time.sleep(0.5)  # some steps of epoch 2 run
+    # Some steps of epoch 2 run, but well before its end: a fast machine runs an epoch (with
+    # its validation) in about a second, so a fixed wait could outlast it.
+    time.sleep(min(0.5, (time.monotonic() - epoch_1_started) / 5))
     assert victim.poll() is None, "the run finished before it could be killed"
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
