@@ -33,7 +33,7 @@ def prepare_dataset(name: str) -> dict[str, object]:
     """Prepare a data set and describe what was prepared.
 
     A name in DATASETS is built into the TFDS cache; any other `--data` name
-    (pipelines.data_files.NAMED_DATASETS: trec, ud_en_ewt, wikitext2) is read from its files
+    (data_files.NAMED_DATASETS: trec, ud_en_ewt, wikitext2) is read from its files
     (the offline mirror, or a download on first use), every split once, and counted.
 
     Args:
