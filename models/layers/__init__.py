@@ -13,6 +13,7 @@ from models.layers.lstm_cell import LSTMCell
 from models.layers.recurrent_layers import (
     GRU,
     LSTM,
+    RECURRENT_LAYERS,
     CellRNN,
     LayerNormLSTM,
     SimpleRNN,
@@ -28,6 +29,7 @@ __all__ = [
     "CELLS",
     "GRU",
     "LSTM",
+    "RECURRENT_LAYERS",
     "RNN",
     "Bidirectional",
     "CellRNN",

@@ -129,6 +129,10 @@ class LayerNormLSTM(CellRNN):
 _NAMED_LAYERS: dict[type[RNNCell], type[CellRNN]] = {
     layer.cell_class: layer for layer in (SimpleRNN, LSTM, GRU, LayerNormLSTM)}
 
+# CELLS's name before cells were registered: code written against earlier rnnkit imports it
+# (tests/test_captioning.py runs such code).
+RECURRENT_LAYERS = CELLS
+
 
 def _cell_class(cell: str) -> type[RNNCell]:
     if cell not in CELLS:
