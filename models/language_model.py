@@ -176,24 +176,36 @@ def zero_states(model: keras.Model, batch_size: Any) -> list:
     return [layer.get_initial_state(batch_size) for layer in recurrent(model)]
 
 
-def run(model: keras.Model, ids: Any, states: list, mask: Any = None) -> tuple[Any, list]:
-    """Logits of every step and the final states, starting from `states` (inference).
+def hidden_states(model: keras.Model, ids: Any, states: list,
+                  mask: Any = None) -> tuple[Any, list]:
+    """The top layer's outputs [batch, time, dim] and the final states (inference).
+
+    Scoring them over the vocabulary is the costly part; callers that need only some steps'
+    scores (the last word's, or none) score just those.
 
     Args:
         model: a language model.
         ids: int token ids [batch, time].
         states: per layer, its list of state tensors (zero_states, or a previous call's).
         mask: bool [batch, time]; masked steps carry states and outputs forward (right
-            padding), so the last step's logits are those after each row's last word.
+            padding), so the last step's output is the one after each row's last word.
     """
-    embedding = model.get_layer(EMBEDDING)
-    x = embedding(ids)
+    x = model.get_layer(EMBEDDING)(ids)
     final = []
     for layer, state in zip(recurrent(model), states, strict=True):
         out = layer(x, initial_state=state, mask=mask, training=False)
         x, new = out[0], list(out[1:])
         final.append(new)
-    return embedding(x, scores=True), final
+    return x, final
+
+
+def run(model: keras.Model, ids: Any, states: list, mask: Any = None) -> tuple[Any, list]:
+    """Logits of every step and the final states, starting from `states` (inference).
+
+    Args: as hidden_states'.
+    """
+    x, final = hidden_states(model, ids, states, mask)
+    return model.get_layer(EMBEDDING)(x, scores=True), final
 
 
 def generate(model: keras.Model, ids: tf.Tensor, mask: tf.Tensor, temperature: tf.Tensor,
@@ -220,7 +232,7 @@ def generate(model: keras.Model, ids: tf.Tensor, mask: tf.Tensor, temperature: t
     # The words before each prompt's last one set the states; the last word is the first
     # input of the search, whose first step thus scores the word after the prompt.
     before = tf.range(tf.shape(ids)[1])[None, :] < (lengths - 1)[:, None]
-    _, states = run(model, ids, zero_states(model, batch), mask & before)
+    _, states = hidden_states(model, ids, zero_states(model, batch), mask & before)
     last = tf.gather(ids, tf.maximum(lengths - 1, 0), batch_dims=1)
 
     def step(tokens: tf.Tensor, flat: list) -> tuple[tf.Tensor, list]:

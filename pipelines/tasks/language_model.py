@@ -371,7 +371,13 @@ class LanguageModelTask(Task):
                            run_dir: Path | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
-        from models.language_model import generate, run, vocabulary, zero_states
+        from models.language_model import (
+            EMBEDDING,
+            generate,
+            hidden_states,
+            vocabulary,
+            zero_states,
+        )
         from models.text_bounds import CHARS_PER_TOKEN, check_batch_size, cut_tokens
 
         words = vocabulary(model)
@@ -441,8 +447,9 @@ class LanguageModelTask(Task):
         @tf.function(input_signature=[string], autograph=False)
         def next_words(text: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, mask = prompt_ids(text)
-            logits, _ = run(model, ids, zero_states(model, tf.shape(ids)[0]), mask)
-            p = tf.nn.softmax(logits[:, -1])
+            outputs, _ = hidden_states(model, ids, zero_states(model, tf.shape(ids)[0]), mask)
+            # Only the last word's scores are wanted: score that step alone.
+            p = tf.nn.softmax(model.get_layer(EMBEDDING)(outputs[:, -1], scores=True))
             # The unknown word is not a word to offer.
             best = tf.math.top_k(tf.concat([tf.zeros_like(p[:, :1]) - 1.0, p[:, 1:]], 1),
                                  k=min(NEXT_WORDS, len(words) - 1))
