@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from models.language_model import EMBEDDING, recurrent
+from models.language_model import EMBEDDING, recurrent, vocabulary
 from models.layers import RNN, Bidirectional
 
 CLASSIFIER_EMBEDDING = "embedding"
@@ -95,7 +95,7 @@ def copy_encoder(language_model: keras.Model, classifier: keras.Model,
     """
     lm_embedding = language_model.get_layer(EMBEDDING)
     lm_vectors = keras.ops.convert_to_numpy(lm_embedding.embeddings)
-    lm_ids = {word: i for i, word in enumerate(lm_embedding.vocabulary)}
+    lm_ids = {word: i for i, word in enumerate(vocabulary(language_model))}
     embedding = classifier.get_layer(CLASSIFIER_EMBEDDING)
     vectors = np.array(keras.ops.convert_to_numpy(embedding.embeddings))
     for i, word in enumerate(classifier_words):
@@ -118,5 +118,5 @@ def words_found(language_model: keras.Model, words: Sequence[str]) -> float:
         language_model: a model from models.language_model.
         words: e.g. a classifier's vocabulary or its training tokens.
     """
-    known = set(language_model.get_layer(EMBEDDING).vocabulary)
+    known = set(vocabulary(language_model))
     return sum(word in known for word in words) / max(len(words), 1)

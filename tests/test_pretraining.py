@@ -145,3 +145,39 @@ def test_encoder_from_names_what_does_not_fit(questions, language_model_run, tmp
         classifier = train(task, task.config("quick", [f"data={questions}", *CLASSIFIER]),
                            tmp_path / "classifier").run_dir
         task.build_model(classifier_config(questions, classifier))
+
+
+def test_layerwise_adam_scales_and_holds_the_named_variables():
+    """One Adam step moves each variable by about its learning rate: the named one by its
+    share of it, and not at all before its start epoch."""
+    import keras
+
+    from pipelines.training.distribute import adam
+
+    scaled = keras.Variable(np.zeros(3, np.float32), name="scaled")
+    frozen = keras.Variable(np.zeros(3, np.float32), name="frozen")
+    plain = keras.Variable(np.zeros(3, np.float32), name="plain")
+    optimizer = adam(0.1, None, {scaled.path: (0.25, 0), frozen.path: (1.0, 1)})
+    gradients = [np.ones(3, np.float32)] * 3
+    optimizer.apply(gradients, [scaled, frozen, plain])
+    np.testing.assert_allclose(plain.numpy(), -0.1, rtol=1e-3)
+    np.testing.assert_allclose(scaled.numpy(), -0.025, rtol=1e-3)
+    np.testing.assert_array_equal(frozen.numpy(), 0.0)
+    optimizer.epoch.assign(1)  # what the trainer's epoch callback does at epoch 2's start
+    optimizer.apply(gradients, [scaled, frozen, plain])
+    assert frozen.numpy()[0] < -0.05
+
+
+def test_layer_rates_only_when_a_pretrained_layer_trains_differently(questions,
+                                                                   language_model_run):
+    from pipelines.training.pretraining import layer_rates
+
+    task = get_task("classify")
+    config = classifier_config(questions, language_model_run)
+    model = task.build_model(config)
+    assert layer_rates(model, config) == {}  # plain Adam does the same
+    rates = layer_rates(model, config.replace(encoder_learning_rate=0.5))
+    names = {path.split("/")[0] for path in rates}
+    assert names == {"embedding", "bidirectional_1"}, names
+    assert all("backward" not in path for path in rates)
+    assert set(rates.values()) == {(0.5, 0)}

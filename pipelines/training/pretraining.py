@@ -104,9 +104,10 @@ def start_from_language_model(model: keras.Model, words: list[str], config: Any)
 def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]:
     """Each pretrained variable's learning-rate scale and the epoch (0-based) it trains from.
 
-    Empty without `encoder_from`. The pretrained layers are the embedding and the recurrent
-    layers models.transfer copies into; with gradual_unfreezing the top one trains from epoch
-    1, each one below an epoch later.
+    Empty without `encoder_from`, and when every pretrained layer would train at the full rate
+    from the start (then plain Adam does the same). The pretrained layers are the embedding
+    and the recurrent layers models.transfer copies into; with gradual_unfreezing the top one
+    trains from epoch 1, each one below an epoch later.
 
     Args:
         model: the classifier (built, or loaded from a checkpoint to resume).
@@ -114,7 +115,8 @@ def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]
     """
     from models.transfer import CLASSIFIER_EMBEDDING, classifier_recurrent
 
-    if not config.encoder_from:
+    if not config.encoder_from or (config.encoder_learning_rate == 1.0
+                                   and not config.gradual_unfreezing):
         return {}
     groups = [model.get_layer(CLASSIFIER_EMBEDDING), *classifier_recurrent(model)]
     rates = {}
