@@ -236,19 +236,20 @@ class Translator(keras.Model):
         """
         encoder_outputs, source_mask, states = self.encode(source_ids)
         keys = self.attention.keys(encoder_outputs)
+        # The search runs beam_width rows a sentence, next to each other. What the encoder
+        # made is the same for a sentence's beams, so it is repeated once here, not carried
+        # (and reordered every step) in the search's states.
+        encoder_outputs, keys, source_mask = (tf.repeat(x, beam_width, axis=0)
+                                              for x in (encoder_outputs, keys, source_mask))
 
-        def step(tokens, carried):
-            states, encoder_outputs, keys, source_mask = carried
-            log_probs, states = self.decode_step(tf.cast(tokens, tf.int64), states,
-                                                 encoder_outputs, keys, source_mask)
-            return log_probs, (states, encoder_outputs, keys, source_mask)
+        def step(tokens, states):
+            return self.decode_step(tf.cast(tokens, tf.int64), states, encoder_outputs, keys,
+                                    source_mask)
 
         start = tf.fill([tf.shape(source_ids)[0]], self.start_id)
-        # The encoder's outputs ride along in the search's states so each beam has its copy.
         ids = decoding.beam_search(
-            step, (states, encoder_outputs, keys, source_mask), start, self.end_id,
-            self._max_steps(source_ids, max_length), beam_width, length_penalty,
-            banned_ids=(PAD_ID, self.start_id), fill_id=PAD_ID)
+            step, states, start, self.end_id, self._max_steps(source_ids, max_length),
+            beam_width, length_penalty, banned_ids=(PAD_ID, self.start_id), fill_id=PAD_ID)
         return tf.cast(ids, tf.int64)
 
     # ---- text in, text out ----
