@@ -121,9 +121,21 @@ class ServingCore:
             status = err.code.name if isinstance(err, ServingError) else "INTERNAL"
             raise
         finally:
-            if self.metrics is not None:
-                self.metrics.observe_request(model, api, entrypoint, status,
-                                             time.perf_counter() - started)
+            self.record(api, entrypoint, model, status, time.perf_counter() - started)
+
+    def record(self, api: str, entrypoint: str, model: str, status: str,
+               seconds: float) -> None:
+        """Count one answered request in the metrics (`track` does this around a request).
+
+        Args:
+            api: TF Serving's API name ("Predict", "Classify", ...).
+            entrypoint: "REST" or "GRPC".
+            model: the model name asked for.
+            status: the answer's gRPC status code name ("OK", "UNAVAILABLE", ...).
+            seconds: wall time from receiving the request to answering it.
+        """
+        if self.metrics is not None:
+            self.metrics.observe_request(model, api, entrypoint, status, seconds)
 
     @contextlib.contextmanager
     def acquire(self, spec: model_pb2.ModelSpec) -> Iterator[Servable]:

@@ -188,9 +188,14 @@ class RestApi:
         admission = self.core.admission
         match = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
         if match and admission is not None:
+            started = time.perf_counter()
             try:
                 slot = await admission.enter_async(unquote(match.group(1)), deadline)
             except ServingError as err:
+                # Refused before it ran: counted here, as gRPC counts its refusals (its
+                # admission waits inside `track`), with the method as the URL spells it.
+                self.core.record(match.group(4), "REST", unquote(match.group(1)),
+                                 err.code.name, time.perf_counter() - started)
                 if err.code == Code.DEADLINE_EXCEEDED:
                     return _error(err, close=True)
                 return _error(err)

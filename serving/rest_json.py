@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from tensorflow.core.example import example_pb2, feature_pb2
@@ -87,15 +88,27 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        document = json.loads(body)
+        # orjson first: on big bodies it is faster than json, and other threads (the event loop
+        # answering /healthz) stall for at most ~0.1 s during one parse where json.loads holds
+        # the GIL throughout (0.8 s for 41 MiB of floats; docs/reliability.md).
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = _loads_python(body)  # what orjson refuses, json decides
+    if not isinstance(document, dict):
+        raise invalid_argument(f"JSON Value: {_snippet(document)} Is not object")
+    return document
+
+
+def _loads_python(body: bytes) -> Any:
+    """Parse with Python's json: it takes what TF's parser also takes and orjson does not (NaN,
+    Infinity, a byte-order mark, lone surrogate escapes), and words the errors of the rest."""
+    try:
+        return json.loads(body)
     except (UnicodeDecodeError, ValueError) as err:
         raise invalid_argument(f"JSON Parse error: {err}") from None
     except RecursionError:  # Python's json recurses once per nested array or object
         raise invalid_argument("JSON Parse error: arrays or objects are nested too deeply "
                                f"(a tensor has at most {MAX_RANK} dimensions)") from None
-    if not isinstance(document, dict):
-        raise invalid_argument(f"JSON Value: {_snippet(document)} Is not object")
-    return document
 
 
 def signature_name(document: Mapping[str, Any]) -> str:

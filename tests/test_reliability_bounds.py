@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -368,3 +369,32 @@ def test_eight_largest_bodies_at_an_expensive_model_are_bounded(slow_export, tmp
         assert peak < RSS_BOUND_BYTES, peak
         print(f"\n8 x {len(body)} B: answers in {sorted(round(r[2], 2) for r in results)} s; "
               f"probes {len(probes)}, slowest {slowest:.3f} s; peak RSS {peak >> 20} MiB")
+
+
+def test_a_full_model_queue_answers_503_and_the_refusal_is_counted(slow_export, tmp_path):
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
+    args = [f"--model_base_path={slow_export / 'slow'}", "--model_name=slow",
+            f"--monitoring_config_file={monitoring}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
+            "--file_system_poll_wait_seconds=0", "--max_concurrent_runs_per_model=1",
+            "--max_queued_runs_per_model=0"]
+    with running_server(args, tmp_path / "server.log") as server:
+        url = f"{server.url}/v1/models/slow:predict"
+        held: list = []
+        busy = threading.Thread(target=lambda: held.append(
+            http("POST", url, raw=_largest_body("uncut"), timeout=60)))
+        busy.start()  # holds the model's only run until its deadline stops it
+        time.sleep(1.5)  # its 8 MiB body sent and parsed: the run has the model's slot
+        status, reply = http("POST", url, {"instances": ["w"]}, timeout=10)
+        busy.join(60)
+        assert status == 503 and "--max_queued_runs_per_model" in reply["error"], reply
+        assert held[0][0] == 504, held  # the run holding the slot, stopped at its deadline
+        status, page = http("GET", f"{server.url}/metrics", timeout=10)
+    assert status == 200
+    refused = re.search(r'^:tensorflow:serving:request_count\{model_name="slow",'
+                        r'status="UNAVAILABLE"\} (\S+)$', page, re.MULTILINE)
+    assert refused and float(refused.group(1)) == 1, page
+    latency_counts = re.findall(r'^:tensorflow:serving:request_latency_count\{(.*)\} (\S+)$',
+                                page, re.MULTILINE)
+    assert [float(count) for labels, count in latency_counts
+            if 'entrypoint="REST"' in labels and 'model_name="slow"' in labels] == [2], page
