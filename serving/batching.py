@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from serving.cancellation import RunToken, current_token, request_scope
 from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
+from serving.status import Code
 
 log = logging.getLogger("serving.batching")
 
@@ -39,21 +41,27 @@ class SchedulerClosedError(Exception):
 class _Task:
     """One caller's request, waiting for its slice of a merged batch's outputs."""
 
-    __slots__ = ("done", "enqueued", "error", "inputs", "result", "size")
+    __slots__ = ("batch", "done", "enqueued", "error", "inputs", "result", "size", "token")
 
-    def __init__(self, inputs: Tensors, size: int) -> None:
+    def __init__(self, inputs: Tensors, size: int, token: RunToken | None) -> None:
         self.inputs = inputs
         self.size = size
+        self.token = token  # the caller's request: its cancellation drops the task
         self.enqueued = time.monotonic()
         self.done = threading.Event()
+        self.batch: _Batch | None = None
         self.result: Tensors | None = None
         self.error: BaseException | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token is not None and self.token.cancelled
 
 
 class _Batch:
     """Tasks with the same key and signature that will run as one call."""
 
-    __slots__ = ("closed", "created", "key", "run", "signature", "size", "tasks")
+    __slots__ = ("closed", "created", "key", "run", "signature", "size", "tasks", "token")
 
     def __init__(self, key: Hashable, signature: tuple, run: RunFn) -> None:
         self.key = key
@@ -63,6 +71,15 @@ class _Batch:
         self.size = 0
         self.created = time.monotonic()
         self.closed = False  # a later task did not fit: run it without waiting
+        self.token: RunToken | None = None  # set when the batch starts running
+
+    def start(self) -> None:
+        """Mark the batch as running, under a token of its own that stops its run once every
+        one of its requests is cancelled (deadline: the latest of theirs, None if one has none)."""
+        deadlines = [task.token.deadline if task.token is not None else None
+                     for task in self.tasks]
+        deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
+        self.token = RunToken(f"a batch of {len(self.tasks)} requests", deadline)
 
 
 def _fill_value(array: np.ndarray) -> Any:
@@ -141,18 +158,30 @@ class BatchScheduler:
             return run(arrays)
         signature = self._signature(arrays)
         limit = self._limit
+        token = current_token()
         if size <= limit:
-            tasks = [_Task(arrays, size)]
+            tasks = [_Task(arrays, size, token)]
         else:  # enable_large_batch_splitting: one request spreads over several model runs
             tasks = [_Task({name: array[start:start + limit] for name, array in arrays.items()},
-                           min(limit, size - start)) for start in range(0, size, limit)]
+                           min(limit, size - start), token) for start in range(0, size, limit)]
         with self._cond:
             if self._closed:
                 raise SchedulerClosedError("the batch scheduler is closed; the server is stopping")
             for task in tasks:
                 self._enqueue(key, signature, run, task)
-        for task in tasks:
-            task.done.wait()
+
+        def cancelled() -> None:  # the request's deadline passed or its client went away
+            for task in tasks:
+                self._drop(task)
+
+        if token is not None and not token.on_cancel(cancelled):
+            cancelled()
+        try:
+            for task in tasks:
+                task.done.wait()
+        finally:
+            if token is not None:
+                token.forget(cancelled)
         for task in tasks:
             if task.error is not None:
                 raise task.error
@@ -181,8 +210,32 @@ class BatchScheduler:
             self._cond.notify()
         batch.tasks.append(task)
         batch.size += task.size
+        task.batch = batch
         if batch.size >= self._limit:
             self._cond.notify()
+
+    def _drop(self, task: _Task) -> None:
+        """End a cancelled request's task now with the request's status: out of its batch while
+        that waits; once it runs, the run is stopped when none of its requests is left."""
+        with self._cond:
+            batch = task.batch
+            if task.done.is_set() or batch is None:
+                return
+            if batch.token is None:  # still queued
+                batch.tasks.remove(task)
+                batch.size -= task.size
+                queue = self._queues.get(batch.key)
+                if not batch.tasks and queue is not None and batch in queue:
+                    queue.remove(batch)
+                    if not queue:
+                        del self._queues[batch.key]
+                stop_batch = None
+            else:
+                stop_batch = batch.token if all(t.cancelled for t in batch.tasks) else None
+            task.error = task.token.error if task.token is not None else None
+            task.done.set()
+        if stop_batch is not None:
+            stop_batch.cancel(Code.CANCELLED, "every request of the batch was cancelled")
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the threads; requests still queued fail with SchedulerClosedError.
@@ -258,6 +311,7 @@ class BatchScheduler:
         queue.remove(batch)
         if not queue:
             del self._queues[key]
+        batch.start()
         return batch, None
 
     def _work(self) -> None:
@@ -324,13 +378,18 @@ class BatchScheduler:
         padded = batch.size
         try:
             inputs, padded = self._merge(batch)
-            self._split(batch, batch.run(inputs), padded)
+            with request_scope(batch.token):  # so that _drop can stop the run
+                outputs = batch.run(inputs)
+            self._split(batch, outputs, padded)
         except BaseException as err:  # every caller of the batch gets the batch's error
-            for task in batch.tasks:
-                task.error = err
+            with self._cond:
+                for task in batch.tasks:
+                    if not task.done.is_set():  # a cancelled one keeps its own status
+                        task.error = err
         finally:
-            for task in batch.tasks:
-                task.done.set()
+            with self._cond:  # with _drop's lock: a task is ended by one of the two
+                for task in batch.tasks:
+                    task.done.set()
         if self.metrics is not None:
             self.metrics.observe_batch(_model_name(batch.key), batch.size, padded)
             for task in batch.tasks:

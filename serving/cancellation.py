@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from serving.status import Code, ServingError
 
@@ -45,7 +45,7 @@ class RunToken:
         self.what = what
         self.deadline = deadline
         self._lock = threading.Lock()
-        self._managers: set = set()
+        self._callbacks: set[Callable[[], object]] = set()
         self.error: ServingError | None = None
 
     @property
@@ -63,20 +63,29 @@ class RunToken:
         with self._lock:
             if self.error is None:
                 self.error = ServingError(code, message or f"{self.what} was cancelled")
-            managers = list(self._managers)
-        for manager in managers:
-            manager.start_cancel()
+            callbacks = list(self._callbacks)
+            self._callbacks.clear()
+        for callback in callbacks:
+            callback()
 
-    def _attach(self, manager: object) -> bool:
+    def on_cancel(self, callback: Callable[[], object]) -> bool:
+        """Call `callback` (once, from the cancelling thread) when the token is cancelled.
+
+        Returns False, without keeping the callback, when the token is cancelled already.
+
+        Args:
+            callback: e.g. a CancellationManager's `start_cancel`.
+        """
         with self._lock:
             if self.error is not None:
                 return False
-            self._managers.add(manager)
+            self._callbacks.add(callback)
             return True
 
-    def _detach(self, manager: object) -> None:
+    def forget(self, callback: Callable[[], object]) -> None:
+        """Drop a callback given to `on_cancel` (its run is over)."""
         with self._lock:
-            self._managers.discard(manager)
+            self._callbacks.discard(callback)
 
 
 @contextlib.contextmanager
@@ -150,14 +159,14 @@ def cancellable_run() -> Iterator[None]:
     from tensorflow.python.eager import cancellation as tf_cancellation
 
     manager = tf_cancellation.CancellationManager()
-    if not token._attach(manager):
+    if not token.on_cancel(manager.start_cancel):
         raise token.error  # type: ignore[misc]
     _thread.manager = manager
     try:
         yield
     finally:
         _thread.manager = None
-        token._detach(manager)
+        token.forget(manager.start_cancel)
 
 
 def cancelled_error() -> ServingError | None:

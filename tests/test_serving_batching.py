@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from serving.batching import BatchScheduler, QueueFullError, SchedulerClosedError
+from serving.cancellation import RunToken, current_token, request_scope
 from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
+from serving.status import Code, ServingError
 
 
 class Recorder:
@@ -306,3 +308,78 @@ def test_large_batch_splitting_runs_a_big_request_in_execution_sized_pieces():
     with pytest.raises(ValueError, match="must equal max_execution_batch_size"):
         BatchScheduler(params(max_batch_size=8, enable_large_batch_splitting=True,
                               max_execution_batch_size=4, allowed_batch_sizes=[2, 8]))
+
+
+def _submit_as(token, scheduler, key, x, model):
+    with request_scope(token):
+        return scheduler.submit(key, {"x": x}, model)
+
+
+def test_a_cancelled_request_leaves_its_waiting_batch_at_once():
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    scheduler = BatchScheduler(params(max_batch_size=8, batch_timeout_micros=0))
+    pool = ThreadPoolExecutor(4)
+    try:
+        blocker = pool.submit(scheduler.submit, "k", {"x": np.zeros((1, 2))}, model)
+        assert model.entered.wait(5)  # the only thread is busy: the next two wait together
+        doomed, kept = RunToken("doomed", time.monotonic() + 60), RunToken("kept")
+        doomed_future = pool.submit(_submit_as, doomed, scheduler, "k", np.ones((3, 2)), model)
+        kept_future = pool.submit(_submit_as, kept, scheduler, "k", np.full((2, 2), 5.0), model)
+        wait_until(lambda: sum(b.size for q in scheduler._queues.values() for b in q) == 5)
+        started = time.monotonic()
+        doomed.cancel(Code.DEADLINE_EXCEEDED, "past its deadline")
+        with pytest.raises(ServingError, match="past its deadline"):
+            doomed_future.result(5)
+        assert time.monotonic() - started < 1.0  # not after the batch ahead of it
+        assert not blocker.done()
+        gate.set()
+        assert kept_future.result(5)["y"].tolist() == [[10.0, 10.0]] * 2
+        blocker.result(5)
+        assert model.sizes == [1, 2]  # the cancelled request's 3 rows never ran
+    finally:
+        gate.set()
+        scheduler.close()
+        pool.shutdown()
+
+
+def test_a_running_batch_is_stopped_only_when_all_its_requests_are_cancelled():
+    seen: list = []
+    release = threading.Event()
+
+    def model(inputs):
+        token = current_token()  # the batch's own token, which the scheduler may cancel
+        seen.append(token)
+        while not token.cancelled and not release.is_set():
+            time.sleep(0.01)
+        if token.cancelled:
+            raise token.error
+        return {"y": inputs["x"] * 2}
+
+    scheduler = BatchScheduler(params(max_batch_size=8, batch_timeout_micros=200_000))
+    pool = ThreadPoolExecutor(4)
+    try:
+        tokens = [RunToken(f"r{i}", time.monotonic() + 30 + i) for i in range(3)]
+        futures = [pool.submit(_submit_as, token, scheduler, "k", np.ones((1, 2)), model)
+                   for token in tokens]
+        wait_until(lambda: len(seen) == 1)  # the three run as one batch
+        assert seen[0].deadline == tokens[2].deadline  # TF1 runs get the latest deadline
+        tokens[0].cancel(Code.CANCELLED, "client left")
+        tokens[1].cancel(Code.DEADLINE_EXCEEDED, "too late")
+        with pytest.raises(ServingError, match="client left"):
+            futures[0].result(5)
+        with pytest.raises(ServingError, match="too late"):
+            futures[1].result(5)
+        time.sleep(0.1)
+        assert not seen[0].cancelled and not futures[2].done()  # one request still wants it
+        tokens[2].cancel(Code.DEADLINE_EXCEEDED, "late too")
+        with pytest.raises(ServingError, match="late too"):
+            futures[2].result(5)
+        wait_until(lambda: seen[0].cancelled)  # nobody is left: the run is stopped
+        release.set()
+        # The scheduler goes on: a new request runs.
+        assert scheduler.submit("k", {"x": np.ones((1, 2))}, model)["y"].tolist() == [[2, 2]]
+    finally:
+        release.set()
+        scheduler.close()
+        pool.shutdown()
