@@ -6,7 +6,7 @@ Starts `python -m serving` for one text model (input `text`), then:
    seconds, and the server's CPU in each of the 5 seconds after the answer (a run that went on
    after a 504 shows here);
 2. sends --clients concurrent requests, each a body of --body-bytes (the server gets that as
-   --rest_api_max_body_bytes), while /healthz is asked every 0.2 s: statuses, seconds, the
+   --rest_api_max_body_bytes), while /healthz is asked every 0.05 s: statuses, seconds, the
    slowest /healthz, CPU after the last answer, and the server's peak RSS.
 
 Run: `.venv/bin/python bench/bounds.py --base-path exports/translator --model translator
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -102,12 +103,16 @@ def measure(base_path: Path, model: str, timeout_ms: int, words: int, clients: i
             def send(index: int) -> None:
                 results[index] = post(url, body)
 
+            began = time.monotonic()
+            probed_at: list[float] = []
+
             def probe() -> None:
                 while not done.is_set():
                     started = time.monotonic()
                     with urllib.request.urlopen(f"{server.rest_url}/healthz", timeout=30):
                         health.append(time.monotonic() - started)
-                    time.sleep(0.2)
+                        probed_at.append(started - began)
+                    time.sleep(0.05)
 
             threads = [threading.Thread(target=send, args=(i,)) for i in range(clients)]
             prober = threading.Thread(target=probe)
@@ -124,6 +129,12 @@ def measure(base_path: Path, model: str, timeout_ms: int, words: int, clients: i
                 "seconds": sorted(round(seconds, 2) for _, seconds in results),
                 "healthz_probes": len(health),
                 "healthz_slowest_s": round(max(health), 3) if health else None,
+                "healthz_median_s": round(statistics.median(health), 3) if health else None,
+                # (seconds after the first request was sent, seconds the probe took)
+                "healthz_slowest_five": sorted(
+                    ((round(at, 2), round(took, 3))
+                     for at, took in zip(probed_at, health, strict=True)),
+                    key=lambda probe: -probe[1])[:5],
                 "cpu_after": cpu_after(pid), "peak_rss_mib": round(peak_rss_mib(pid))}
             return report
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import os
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import grpc
@@ -398,3 +400,31 @@ def test_a_full_model_queue_answers_503_and_the_refusal_is_counted(slow_export, 
                                 page, re.MULTILINE)
     assert [float(count) for labels, count in latency_counts
             if 'entrypoint="REST"' in labels and 'model_name="slow"' in labels] == [2], page
+
+
+def test_a_loaded_version_is_kept_out_of_collections_and_freed_once_retired(tmp_path):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving.model_manager import AVAILABLE, ModelManager
+
+    export_test_model(tmp_path, "m")
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name="m", base_path=str(tmp_path / "m"),
+                                        model_platform="tensorflow")
+    manager = ModelManager(poll_wait_seconds=0, unload_grace_seconds=1)
+    try:
+        gc.unfreeze()
+        manager.apply_config(config)
+        wait_for(lambda: manager.status("m")[0].state == AVAILABLE, timeout=60)
+        # Full collections no longer scan the loaded model's objects (nor what came before).
+        assert gc.get_freeze_count() > 10_000
+        with manager.acquire("m") as servable:
+            loaded = weakref.ref(servable._loaded)  # a SavedModel object graph: full of cycles
+        del servable
+        manager.apply_config(model_server_config_pb2.ModelServerConfig(
+            model_config_list=model_server_config_pb2.ModelConfigList()))
+        # Closed by the unloader within its grace; its cycles then go with a collection.
+        wait_for(lambda: gc.collect() >= 0 and loaded() is None, timeout=30, interval=0.5)
+    finally:
+        manager.stop()
+        gc.unfreeze()
