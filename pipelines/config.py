@@ -33,6 +33,9 @@ class TrainConfig:
         validation_fraction: share of the training split held out for validation.
         strategy: tf.distribute strategy: default, mirrored or multi_worker.
         tbptt_steps: truncated BPTT chunk length for long sequences; None for full BPTT.
+        max_minutes: wall-clock budget of this training run: no epoch is started that would,
+            at the pace of the slowest one so far, end past it (each run, also a resumed one,
+            counts from its own start); None for no budget.
     """
 
     epochs: int = 10
@@ -47,6 +50,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     strategy: str = "default"
     tbptt_steps: int | None = None
+    max_minutes: float | None = None
 
     def validate(self) -> None:
         """Raise a UserError naming the first setting out of range and how to fix it.
@@ -59,6 +63,9 @@ class TrainConfig:
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"lr_decay={self.lr_decay} must be in (0, 1]",
                             "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UserError(f"max_minutes={self.max_minutes} must be more than 0",
+                            "pass e.g. --set max_minutes=90, or leave it out for no budget")
 
     def check_at_least_one(self, *names: str) -> None:
         """Check that each named setting (a count or a size) is at least 1."""

@@ -105,6 +105,7 @@ def test_train_learns_and_fills_the_run_directory(reviews, runs_root):
     assert events >= {"train", "validation"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_finished"] == 2 and not metrics["terminated_on_nan"]
+    assert not metrics["stopped_by_time_budget"]
     assert metrics["best_value"] == min(history["val_loss"])
     state = CheckpointStore(run_dir).state()
     assert state["last"] == "epoch-0002" and state["task"] == "toy"
@@ -188,3 +189,18 @@ def test_new_run_dir_refuses_a_trained_run(one_epoch_run):
 
     with pytest.raises(UserError, match="--resume"):
         new_run_dir("toy", one_epoch_run)
+
+
+def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it(reviews, tmp_path):
+    from pipelines.training.trainer import train
+
+    # Any real epoch takes longer than this budget: the run stops after its first, saved.
+    result = train(ToyTask(), ToyConfig(epochs=5, max_minutes=0.0005),
+                   run_dir=tmp_path / "budget")
+    metrics = result.metrics
+    assert metrics["epochs_finished"] == 1 and metrics["stopped_by_time_budget"], metrics
+    assert CheckpointStore(result.run_dir).state()["last"] == "epoch-0001"
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["stopped_by_time_budget"] and saved["stopped_early"]
+    with pytest.raises(UserError, match="max_minutes=0"):
+        ToyConfig(max_minutes=0).validate()

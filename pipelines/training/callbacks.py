@@ -6,6 +6,7 @@ Imported by the trainer when a run starts (it imports Keras, so TensorFlow, at t
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,36 @@ class HistoryWriter(keras.callbacks.Callback):
         tmp = self.run_dir / f".tmp-{runs.HISTORY_CSV}"
         tmp.write_text("\n".join(rows) + "\n")
         tmp.replace(self.run_dir / runs.HISTORY_CSV)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training before an epoch that would end past a wall-clock budget (as Lightning's
+    `max_time`), judging by the slowest epoch so far; the epoch that ran is checkpointed first.
+
+    Args:
+        minutes: the budget, counted from the start of this run's training.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = minutes * 60
+        self.stopped = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.monotonic()
+        self.slowest = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        self.slowest = max(self.slowest, now - self.epoch_started)
+        if now - self.started + self.slowest > self.seconds:
+            log.info("stopping after epoch %d: another one (%.0f s at the slowest pace) would "
+                     "end past max_minutes=%g", epoch + 1, self.slowest, self.seconds / 60)
+            self.stopped = True
+            self.model.stop_training = True
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -92,6 +92,7 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
         EpochCheckpoint,
         HistoryWriter,
         ResumableEarlyStopping,
+        TimeBudget,
         decayed_learning_rate,
     )
 
@@ -111,6 +112,8 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
                                patience=config.early_stopping_patience,
                                restore_best_weights=True),
     ]
+    if config.max_minutes is not None:
+        callbacks.append(TimeBudget(config.max_minutes))
     # tf.summary needs the tensorboard package; without it training still runs.
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(
@@ -237,6 +240,8 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
     _fit(model, train_data, val_data, config, callbacks, initial_epoch)
     wall = time.monotonic() - started
 
+    from pipelines.training.callbacks import TimeBudget
+
     state = store.state() or {}
     nan = bool(history.get("loss")) and not is_finite(history["loss"][-1])
     best_epoch = state.get("best_epoch")
@@ -251,6 +256,8 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
         "best_value": state.get("best_value"),
         "at_best_epoch": at_best,
         "stopped_early": bool(state.get("epoch", 0) < config.epochs and not nan),
+        "stopped_by_time_budget": any(isinstance(c, TimeBudget) and c.stopped
+                                      for c in callbacks),
         "terminated_on_nan": nan,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "train_wall_time_s": round(wall, 2),
