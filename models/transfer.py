@@ -5,10 +5,11 @@ the next word of a corpus has word vectors and recurrent layers that already rea
 a classifier started from them needs fewer labelled examples than one started at random.
 
 What moves: the language model's (tied) word vectors into the classifier's `embedding`, row by
-row by word, and its recurrent layers, bottom first, into the classifier's recurrent layers (a
-bidirectional layer's forward half; its backward half reads the other way, which the language
-model never learned, and starts at random). The two models must have the same cell, word-vector
-size and layer sizes: `encoder_differences` names what differs.
+row by word (matched through the classifier's own tokenizer, `shared_rows`), and its recurrent
+layers, bottom first, into the classifier's recurrent layers (a bidirectional layer's forward
+half; its backward half reads the other way, which the language model never learned, and starts
+at random). The two models must have the same cell, word-vector size and layer sizes:
+`encoder_differences` names what differs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from models.language_model import EMBEDDING, recurrent, vocabulary
 from models.layers import RNN, Bidirectional
@@ -80,28 +82,49 @@ def encoder_differences(language_model: keras.Model, classifier: keras.Model) ->
     return differences
 
 
+def shared_rows(language_model: keras.Model,
+                vectorizer: keras.layers.TextVectorization) -> dict[int, int]:
+    """Each classifier word id the language model knows -> the language model's row for it.
+
+    Every language-model word goes through the classifier's own vectorizer (its
+    standardisation and split), so words the two runs tokenise differently still meet: the
+    language model's "don't" starts a classifier's "dont", its "'s" a classifier's "s". Where
+    several meet one classifier word, the most frequent wins (the lowest row: the vocabulary is
+    in order of frequency). Words that become several tokens, none, or the classifier's unknown
+    token are left out; the language model's unknown word (row 0) starts the classifier's.
+
+    Args:
+        language_model: a model from models.language_model (row 0 its unknown word, row 1 its
+            end of document).
+        vectorizer: the classifier's adapted TextVectorization (id 0 padding, 1 unknown).
+    """
+    words = vocabulary(language_model)
+    ids = keras.ops.convert_to_numpy(vectorizer(tf.constant(words[2:])))
+    rows = {1: 0}
+    for row, tokens in enumerate(ids.reshape(len(words) - 2, -1), start=2):
+        tokens = tokens[tokens > 0]
+        if len(tokens) == 1 and tokens[0] > 1:
+            rows.setdefault(int(tokens[0]), row)
+    return rows
+
+
 def copy_encoder(language_model: keras.Model, classifier: keras.Model,
-                 classifier_words: Sequence[str], unknown: str = "[UNK]") -> list[str]:
+                 rows: dict[int, int]) -> list[str]:
     """Copy word vectors and recurrent layers into the classifier; return the layers' names.
 
     Call `encoder_differences` first: this assumes the shapes fit.
 
     Args:
-        language_model: a trained model from models.language_model (its id 0 is its unknown
-            word).
+        language_model: a trained model from models.language_model.
         classifier: the classifier to start from it.
-        classifier_words: the classifier's vocabulary in id order (id 0 padding).
-        unknown: the classifier's name of its out-of-vocabulary token.
+        rows: classifier word id -> language-model row (`shared_rows`); the other words keep
+            their random start.
     """
-    lm_embedding = language_model.get_layer(EMBEDDING)
-    lm_vectors = keras.ops.convert_to_numpy(lm_embedding.embeddings)
-    lm_ids = {word: i for i, word in enumerate(vocabulary(language_model))}
+    lm_vectors = keras.ops.convert_to_numpy(language_model.get_layer(EMBEDDING).embeddings)
     embedding = classifier.get_layer(CLASSIFIER_EMBEDDING)
     vectors = np.array(keras.ops.convert_to_numpy(embedding.embeddings))
-    for i, word in enumerate(classifier_words):
-        source = 0 if word == unknown else lm_ids.get(word)
-        if i > 0 and source is not None:  # id 0 is padding, masked out
-            vectors[i] = lm_vectors[source]
+    for word_id, row in rows.items():
+        vectors[word_id] = lm_vectors[row]
     embedding.embeddings.assign(vectors)
     copied = [embedding.name]
     pairs = zip(recurrent(language_model), classifier_recurrent(classifier), strict=False)
@@ -109,14 +132,3 @@ def copy_encoder(language_model: keras.Model, classifier: keras.Model,
         layer.set_weights(lm_layer.get_weights())
         copied.append(layer.name)
     return copied
-
-
-def words_found(language_model: keras.Model, words: Sequence[str]) -> float:
-    """The share of `words` the language model has a vector for.
-
-    Args:
-        language_model: a model from models.language_model.
-        words: e.g. a classifier's vocabulary or its training tokens.
-    """
-    known = set(vocabulary(language_model))
-    return sum(word in known for word in words) / max(len(words), 1)

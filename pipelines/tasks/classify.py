@@ -409,7 +409,7 @@ class ClassifyTask(Task):
                                 unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
         if config.encoder_from:
-            pretraining.start_from_language_model(inner, vectorizer.get_vocabulary(), config)
+            pretraining.start_from_language_model(inner, vectorizer, config)
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)
 

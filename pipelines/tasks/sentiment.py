@@ -364,7 +364,7 @@ class SentimentTask(_ReviewSentiment):
             log.info("embedding starts from PPMI-SVD word vectors for %d of %d words",
                      replaced, vectorizer.vocabulary_size())
         if config.encoder_from:
-            pretraining.start_from_language_model(model, vectorizer.get_vocabulary(), config)
+            pretraining.start_from_language_model(model, vectorizer, config)
         return model
 
     def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:

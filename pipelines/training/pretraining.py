@@ -68,17 +68,19 @@ def load_language_model(run_dir: str) -> keras.Model:
     return CheckpointStore(path).load_model("best")
 
 
-def start_from_language_model(model: keras.Model, words: list[str], config: Any) -> list[str]:
+def start_from_language_model(model: keras.Model,
+                              vectorizer: keras.layers.TextVectorization,
+                              config: Any) -> list[str]:
     """Copy `config.encoder_from`'s word vectors and recurrent layers into the classifier.
 
     Returns the names of the layers that now hold pretrained weights.
 
     Args:
         model: the freshly built classifier (models.sentiment.many_to_one).
-        words: its vocabulary in id order (padding, the unknown token, then words).
+        vectorizer: its adapted vectorizer (id 0 padding, 1 the unknown token, then words).
         config: the classifier's config.
     """
-    from models.transfer import copy_encoder, encoder_differences, words_found
+    from models.transfer import copy_encoder, encoder_differences, shared_rows
 
     language_model = load_language_model(config.encoder_from)
     differences = encoder_differences(language_model, model)
@@ -88,16 +90,18 @@ def start_from_language_model(model: keras.Model, words: list[str], config: Any)
                         "give the classifier the language model's shape (--cell, --set "
                         "embedding_dim=, units=, layers=), or train a language model of "
                         "this shape")
-    shared = words_found(language_model, words[2:])
+    rows = shared_rows(language_model, vectorizer)
+    words = vectorizer.vocabulary_size() - 2
+    shared = (len(rows) - 1) / max(words, 1)
     if shared < MIN_SHARED_WORDS:
         raise UserError(
             f"encoder_from={config.encoder_from} has another vocabulary: it knows "
-            f"{shared:.0%} of this classifier's {len(words) - 2} words",
+            f"{shared:.0%} of this classifier's {words} words",
             "train the language model on this data's text (and tokenize=lower_punct), so "
             "the two share their words")
-    copied = copy_encoder(language_model, model, words)
+    copied = copy_encoder(language_model, model, rows)
     log.info("started %s from the language model in %s (%.0f%% of %d words known)",
-             ", ".join(copied), config.encoder_from, 100 * shared, len(words) - 2)
+             ", ".join(copied), config.encoder_from, 100 * shared, words)
     return copied
 
 
