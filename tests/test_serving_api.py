@@ -436,3 +436,29 @@ def test_grpc_health(server):
         assert reply.status == serving
     error = grpc_error(stub.Check, health_pb2.HealthCheckRequest(service="nope"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_http_layer_runs_on_uvloop():
+    """uvloop is a dependency (outside Windows): REST and the web app are answered from its loop,
+    which the one-client latency in docs/serving.md depends on."""
+    import asyncio
+    import urllib.request
+
+    from serving.http_server import HttpServer
+
+    async def app(scope, receive, send):
+        loop = type(asyncio.get_running_loop())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body",
+                    "body": f"{loop.__module__}.{loop.__name__}".encode()})
+
+    server = HttpServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"{server.url}/", timeout=10) as answer:
+            name = answer.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert name.startswith("uvloop"), name
