@@ -101,7 +101,7 @@ def shared_rows(language_model: keras.Model,
     words = vocabulary(language_model)
     ids = keras.ops.convert_to_numpy(vectorizer(tf.constant(words[2:])))
     rows = {1: 0}
-    for row, tokens in enumerate(ids.reshape(len(words) - 2, -1), start=2):
+    for row, tokens in enumerate(ids, start=2):
         tokens = tokens[tokens > 0]
         if len(tokens) == 1 and tokens[0] > 1:
             rows.setdefault(int(tokens[0]), row)

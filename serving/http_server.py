@@ -232,8 +232,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP spelled out: asyncio's own loop turns Nagle's algorithm off (TCP_NODELAY) only
     # on sockets that say they are TCP (uvloop always does), and accepted sockets inherit this
-    # one's protocol. With Nagle on, an
-    # answer written as headers then body waits ~40 ms for the client's delayed ACK.
+    # one's protocol. With Nagle on, an answer written as headers then body waits ~40 ms for
+    # the client's delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart past TIME_WAIT

@@ -91,17 +91,17 @@ def start_from_language_model(model: keras.Model,
                         "embedding_dim=, units=, layers=), or train a language model of "
                         "this shape")
     rows = shared_rows(language_model, vectorizer)
-    words = vectorizer.vocabulary_size() - 2
-    shared = (len(rows) - 1) / max(words, 1)
+    word_count = vectorizer.vocabulary_size() - 2  # padding and the unknown token aside
+    shared = (len(rows) - 1) / max(word_count, 1)
     if shared < MIN_SHARED_WORDS:
         raise UserError(
             f"encoder_from={config.encoder_from} has another vocabulary: it knows "
-            f"{shared:.0%} of this classifier's {words} words",
+            f"{shared:.0%} of this classifier's {word_count} words",
             "train the language model on this data's text (and tokenize=lower_punct), so "
             "the two share their words")
     copied = copy_encoder(language_model, model, rows)
     log.info("started %s from the language model in %s (%.0f%% of %d words known)",
-             ", ".join(copied), config.encoder_from, 100 * shared, words)
+             ", ".join(copied), config.encoder_from, 100 * shared, word_count)
     return copied
 
 
