@@ -4,7 +4,9 @@ generation from one client.
 Quality: test perplexity (exact softmax, the state carried across the whole split) and next-word
 top-1/top-5 accuracy, next to the count baselines the evaluation computes on the same tokens
 (unigram, Kneser-Ney bigram) and, on WikiText-2, the published LSTM of Grave et al. 2017 (99.3)
-and AWD-LSTM of Merity et al. 2017 (65.8); the profile's target (issue 18: quick <= 160 in
+and AWD-LSTM of Merity et al. 2017 (65.8); the perplexity with the continuous cache that
+evaluation also reports (models/neural_cache.py), next to Grave et al.'s LSTM with its cache
+(68.9); the profile's target (issue 18: quick <= 160 in
 <= 600 s of training, full <= 100 in <= 5400 s) with ratios.
 
 Latency: the run is exported (serving.export.export_run) and served by `python -m serving` on
@@ -39,6 +41,8 @@ TASK = "language_model"
 # WikiText-2 test perplexity, as published (the data README's anchors).
 ANCHORS = {"wikitext2": {"LSTM, Grave et al. 2017": 99.3,
                          "AWD-LSTM, Merity et al. 2017": 65.8}}
+# The same LSTM with its continuous cache of 2,000 steps (Grave et al. 2017, table 2).
+CACHE_ANCHORS = {"wikitext2": {"LSTM + cache, Grave et al. 2017 (published)": 68.9}}
 # profile -> (test perplexity at most, training wall seconds at most), issue 18.
 TARGETS = {"wikitext2": {"quick": (160.0, 600.0), "full": (100.0, 5400.0)}}
 NEXT_WORDS_P50_MS = 50.0
@@ -173,6 +177,14 @@ def main() -> int:
                 for name, value in ANCHORS.get(data, {}).items()}}
     for name, value in peers.items():
         print(f"    {name:<40} {value:>7.1f}  ratio {perplexity / value:.2f}")
+    cache = evaluation.get("cache")
+    if cache:
+        print(f"  with the continuous cache (size {cache['size']}, theta {cache['theta']}, "
+              f"lambda {cache['lambda']}, picked on validation): test {cache['perplexity']:.1f} "
+              f"(validation {cache['validation_perplexity']:.1f}), ratio "
+              f"{cache['perplexity'] / perplexity:.2f} of the model alone")
+        for name, value in CACHE_ANCHORS.get(data, {}).items():
+            print(f"    {name:<40} {value:>7.1f}  ratio {cache['perplexity'] / value:.2f}")
     if target:
         limit, budget = target
         print(f"  target ({args.profile}) perplexity <= {limit:.0f}: {perplexity:.1f}, ratio "
@@ -206,6 +218,7 @@ def main() -> int:
         "overrides": args.overrides, "run_dir": str(run_dir), "model": model,
         **{k: evaluation[k] for k in ("perplexity", "validation_perplexity", "top1_accuracy",
                                       "top5_accuracy", "tokens", "unknown_rate", "vocabulary")},
+        "cache": cache, "cache_anchors": CACHE_ANCHORS.get(data, {}),
         "baselines": baselines, "anchors": ANCHORS.get(data, {}),
         "target": {"profile": args.profile, "perplexity": target[0], "train_wall_time_s":
                    target[1]} if target else None,

@@ -74,6 +74,28 @@ def test_learns_below_the_count_baselines(lm_run, capsys):
     assert report["vocabulary"] == 800 and report["tokens"] > 2000
 
 
+def test_cache_lowers_perplexity_and_can_be_switched_off(lm_run, capsys):
+    # Wikipedia articles repeat their own rare words: the cache, tuned on validation only,
+    # must find them on the test text (a misaligned cache points at the wrong words and hurts).
+    _, _, result = lm_run
+    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cache = report["cache"]
+    assert cache["size"] == 2000 and 0 < cache["lambda"] < 1 and cache["theta"] > 0
+    assert cache["perplexity"] < 0.95 * report["perplexity"], report
+    assert cache["validation_perplexity"] < report["validation_perplexity"]
+    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir),
+                 "--set", "cache_size=0"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "cache" not in plain and plain["perplexity"] == report["perplexity"]
+    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir),
+                 "--set", "cache_size=-5"]) == 2
+    assert "cache_size=-5 is negative" in capsys.readouterr().err
+    # The run's own config is untouched by --set.
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert saved["cache_size"] == 2000
+
+
 def test_export_generates_and_answers_next_words(exported):
     loaded = tf.saved_model.load(str(exported))
     prompts = tf.constant(["the game was", "Valkyria Chronicles", "zzzqqq xxyyzz", ""])

@@ -10,8 +10,11 @@ EXAMPLES = """examples:
   rnnkit evaluate sentiment --run-dir runs/sentiment/20250101-120000
   rnnkit evaluate sentiment_bow              # the task's newest trained run
   rnnkit evaluate classify --run-dir runs/classify/mine --data other_test.csv
+  rnnkit evaluate language_model --run-dir runs/lm/wt2 --set cache_size=0
 The result is also written to evaluation.json in the run directory (evaluation-<file stem>.json
-for a file given with --data); logs go to stderr.
+for a file given with --data); logs go to stderr. --set changes a setting that evaluation reads
+(e.g. max_eval_examples, a language model's cache_size) for this evaluation only; the run's
+config.json is never changed.
 """
 
 
@@ -27,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     add_data_arguments(parser, data_help="a labelled file (or data set name) to score "
                                          "instead of the run's test data")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="change one setting for this evaluation only; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     task, run_dir = chosen_run(args)
     # Evaluate's --data is the file to score: the run's test data, for this evaluation only.
-    overrides = data_overrides(args, task, rename={"data": "test_data"})
+    overrides = data_overrides(args, task, rename={"data": "test_data"}) + args.overrides
     result = evaluate_run(task, run_dir, overrides)
     print(json.dumps(result))
     return 0

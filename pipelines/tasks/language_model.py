@@ -40,6 +40,10 @@ EVAL_WINDOW = 100  # words per evaluation call; the state is carried across call
 NEXT_WORDS = 5
 MAX_WORDS = 100  # the most words one request may generate
 WARMUP_TEXTS = ("The movie was", "In 1990 , the")
+# The continuous cache's flatness and weight tried on validation (Grave et al. 2017 found
+# theta 0.3-0.7 and lambda 0.1-0.3 on WikiText-2 for states of 1,024 units).
+CACHE_THETAS = (0.1, 0.2, 0.3, 0.5, 0.8)
+CACHE_LAMBDAS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 
 
 @dataclasses.dataclass
@@ -68,6 +72,8 @@ class LanguageModelConfig(data_files.DataFilesConfig):
         max_input_tokens: the export reads at most the last this many words of a prompt (cut
             inside the graph; recorded in the export's metadata).
         max_request_texts: the export refuses requests of more prompts (INVALID_ARGUMENT).
+        cache_size: evaluation also reports perplexity with a continuous cache of this many
+            past steps (models.neural_cache; theta and lambda picked on validation); 0 for none.
     """
 
     text_column: str = "text"
@@ -85,6 +91,7 @@ class LanguageModelConfig(data_files.DataFilesConfig):
     generate_words: int = 20
     max_input_tokens: int = 200
     max_request_texts: int = 64
+    cache_size: int = 2000
     tbptt_steps: int | None = 35
 
     def validate(self) -> None:
@@ -100,6 +107,9 @@ class LanguageModelConfig(data_files.DataFilesConfig):
         if self.sampled_words < 0:
             raise UserError(f"sampled_words={self.sampled_words} is negative",
                             "use e.g. --set sampled_words=1024, or 0 for the exact softmax")
+        if self.cache_size < 0:
+            raise UserError(f"cache_size={self.cache_size} is negative",
+                            "use e.g. --set cache_size=2000, or 0 for no cache")
         if not 0 <= self.generate_words <= MAX_WORDS:
             raise UserError(f"generate_words={self.generate_words} is not in [0, {MAX_WORDS}]",
                             "pass e.g. --set generate_words=20")
@@ -289,76 +299,118 @@ class LanguageModelTask(Task):
 
     # --- evaluation -----------------------------------------------------------------------
 
-    def score_stream(self, model: keras.Model, ids: np.ndarray) -> dict[str, float]:
+    def score_stream(self, model: keras.Model, ids: np.ndarray, cache_size: int = 0,
+                     thetas: tuple[float, ...] = CACHE_THETAS) -> dict[str, Any]:
         """Exact perplexity and top-1/top-5 accuracy of a part, the state carried throughout.
+
+        With a cache, also `cache_nll`: the mean negative log-likelihood with the continuous
+        cache (models.neural_cache) for every pair of `thetas` x CACHE_LAMBDAS [thetas,
+        lambdas], each stream remembering its own last `cache_size` steps.
 
         Args:
             model: a language model.
             ids: the part's token ids.
+            cache_size: steps the cache remembers; 0 for no cache.
+            thetas: the cache's flatness values to try (each costs about a plain pass).
         """
         import numpy as np
         import tensorflow as tf
 
-        from models.language_model import run, zero_states
+        from models import neural_cache
+        from models.language_model import hidden_states, zero_states
 
+        embedding = model.get_layer("embedding")
         stream = text_corpus.batchify(ids, EVAL_ROWS)
         states = zero_states(model, EVAL_ROWS)
-        flat_spec = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(states)]
+        memory = neural_cache.empty_memory(EVAL_ROWS, max(cache_size, 1), embedding.dim)
+        theta_values = tf.constant(thetas, tf.float32)
+        lambdas = tf.constant(CACHE_LAMBDAS)
+        carried = [states, memory]
+        flat_spec = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(carried)]
 
         @tf.function(input_signature=[tf.TensorSpec([EVAL_ROWS, None], tf.int32),
-                                      tf.TensorSpec([EVAL_ROWS, None], tf.int32), flat_spec],
+                                      tf.TensorSpec([EVAL_ROWS, None], tf.int32),
+                                      tf.TensorSpec([], tf.int32), flat_spec],
                      autograph=False)
-        def window(x, y, flat):
-            logits, new = run(model, x, tf.nest.pack_sequence_as(states, flat))
+        def window(x, y, start, flat):
+            states, memory = tf.nest.pack_sequence_as(carried, flat)
+            hidden, new = hidden_states(model, x, states)
+            logits = embedding(hidden, scores=True)
             nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            top5 = tf.math.top_k(logits, k=min(5, len(model.get_layer("embedding").vocabulary)))
+            top5 = tf.math.top_k(logits, k=min(5, len(embedding.vocabulary)))
             hits = tf.equal(top5.indices, y[..., None])
+            if cache_size:
+                cache_log_p, has_cache, memory = neural_cache.cache_log_probabilities(
+                    hidden, y, start, memory, theta_values)
+                mixed = neural_cache.mix(-nll, cache_log_p, has_cache, lambdas)
+                cache_nll = -tf.reduce_sum(tf.cast(mixed, tf.float64), axis=[2, 3])
+            else:
+                cache_nll = tf.zeros([len(thetas), len(CACHE_LAMBDAS)], tf.float64)
             return (tf.reduce_sum(tf.cast(nll, tf.float64)),
                     tf.reduce_sum(tf.cast(hits[..., 0], tf.int64)),
                     tf.reduce_sum(tf.cast(tf.reduce_any(hits, axis=-1), tf.int64)),
-                    tf.nest.flatten(new))
+                    cache_nll, tf.nest.flatten([new, memory]))
 
-        flat = tf.nest.flatten(states)
+        flat = tf.nest.flatten(carried)
         total = top1 = top5 = count = 0
+        cache_total = np.zeros([len(thetas), len(CACHE_LAMBDAS)])
         for start in range(0, stream.shape[1] - 1, EVAL_WINDOW):
             x = stream[:, start:start + EVAL_WINDOW]
             y = stream[:, start + 1:start + EVAL_WINDOW + 1]
             x = x[:, :y.shape[1]]
-            nll, hit1, hit5, flat = window(x, y, flat)
+            nll, hit1, hit5, cache_nll, flat = window(x, y, tf.constant(start, tf.int32), flat)
             total += float(nll)
+            cache_total += cache_nll.numpy()
             top1, top5, count = top1 + int(hit1), top5 + int(hit5), count + y.size
         if count == 0:
             return {"perplexity": float("nan"), "top1_accuracy": 0.0, "top5_accuracy": 0.0,
                     "tokens": 0}
-        return {"perplexity": float(np.exp(total / count)), "top1_accuracy": top1 / count,
-                "top5_accuracy": top5 / count, "tokens": count}
+        scores: dict[str, Any] = {"perplexity": float(np.exp(total / count)),
+                                  "top1_accuracy": top1 / count, "top5_accuracy": top5 / count,
+                                  "tokens": count}
+        if cache_size:
+            scores["cache_nll"] = cache_total / count
+        return scores
 
     def evaluate(self, model: keras.Model, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+        import numpy as np
+
         from models.language_model import vocabulary
         from pipelines.tasks.ngram_baselines import bigram_kneser_ney, pairs, unigram
 
         words = vocabulary(model)
         train_ids = self.corpus(config, "train", words)
+        cache_size = getattr(config, "cache_size", 0)
+        ids = {}
+        for part in ("validation", "test"):
+            ids[part] = self.corpus(config, part, words)
+            if len(ids[part]) < 2 * EVAL_ROWS:
+                raise UserError(f"{data_files.part_label(config, part)} has "
+                                f"{len(ids[part])} tokens, too few to score in {EVAL_ROWS} "
+                                "streams", "give more text to evaluate on")
+        validation = self.score_stream(model, ids["validation"], cache_size)
         report: dict[str, Any] = {}
-        for part in ("test", "validation"):
-            ids = self.corpus(config, part, words)
-            if len(ids) < 2 * EVAL_ROWS:
-                raise UserError(f"{data_files.part_label(config, part)} has {len(ids)} tokens, "
-                                f"too few to score in {EVAL_ROWS} streams",
-                                "give more text to evaluate on")
-            scores = self.score_stream(model, ids)
-            if part == "validation":
-                report["validation_perplexity"] = scores["perplexity"]
-                continue
-            report.update(scores)
-            # The baselines score the same (previous, next) pairs the model predicted.
-            previous, following = pairs(text_corpus.batchify(ids, EVAL_ROWS))
-            report["baselines"] = {
-                "unigram_perplexity": unigram(train_ids, len(words), following),
-                "kneser_ney_bigram_perplexity": bigram_kneser_ney(
-                    train_ids, len(words), previous, following),
-            }
-        report["unknown_rate"] = float((self.corpus(config, "test", words) == 0).mean())
+        if cache_size:
+            # theta and lambda are picked on validation text; the test split sees only them.
+            grid = validation.pop("cache_nll")
+            theta, weight = np.unravel_index(np.argmin(grid), grid.shape)
+            test = self.score_stream(model, ids["test"], cache_size, (CACHE_THETAS[theta],))
+            report["cache"] = {
+                "perplexity": float(np.exp(test.pop("cache_nll")[0, weight])),
+                "validation_perplexity": float(np.exp(grid[theta, weight])),
+                "size": cache_size, "theta": CACHE_THETAS[theta],
+                "lambda": CACHE_LAMBDAS[weight]}
+        else:
+            test = self.score_stream(model, ids["test"])
+        report = {**test, "validation_perplexity": validation["perplexity"], **report}
+        # The baselines score the same (previous, next) pairs the model predicted.
+        previous, following = pairs(text_corpus.batchify(ids["test"], EVAL_ROWS))
+        report["baselines"] = {
+            "unigram_perplexity": unigram(train_ids, len(words), following),
+            "kneser_ney_bigram_perplexity": bigram_kneser_ney(
+                train_ids, len(words), previous, following),
+        }
+        report["unknown_rate"] = float((ids["test"] == 0).mean())
         report["vocabulary"] = len(words)
         report["data"] = data_files.part_label(config, "test")
         for key in ("perplexity", "validation_perplexity"):

@@ -33,6 +33,7 @@ def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
     result_file = EVALUATION_FILE
     if overrides:
         config = apply_overrides(config, overrides)
+        config.validate()
         scored = getattr(config, "test_data", "")
         if scored:
             stem = Path(scored).name.split(".")[0] or "data"
