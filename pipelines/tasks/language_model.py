@@ -44,6 +44,7 @@ WARMUP_TEXTS = ("The movie was", "In 1990 , the")
 # theta 0.3-0.7 and lambda 0.1-0.3 on WikiText-2 for states of 1,024 units).
 CACHE_THETAS = (0.1, 0.2, 0.3, 0.5, 0.8)
 CACHE_LAMBDAS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+MAX_CACHE = 10_000  # the largest cache Grave et al. used (WikiText-103)
 
 
 @dataclasses.dataclass
@@ -107,8 +108,9 @@ class LanguageModelConfig(data_files.DataFilesConfig):
         if self.sampled_words < 0:
             raise UserError(f"sampled_words={self.sampled_words} is negative",
                             "use e.g. --set sampled_words=1024, or 0 for the exact softmax")
-        if self.cache_size < 0:
-            raise UserError(f"cache_size={self.cache_size} is negative",
+        if not 0 <= self.cache_size <= MAX_CACHE:
+            # Evaluation holds [thetas, rows, window, cache_size] scores at once.
+            raise UserError(f"cache_size={self.cache_size} is not in [0, {MAX_CACHE:,}]",
                             "use e.g. --set cache_size=2000, or 0 for no cache")
         if not 0 <= self.generate_words <= MAX_WORDS:
             raise UserError(f"generate_words={self.generate_words} is not in [0, {MAX_WORDS}]",
@@ -390,9 +392,9 @@ class LanguageModelTask(Task):
                                 "streams", "give more text to evaluate on")
         validation = self.score_stream(model, ids["validation"], cache_size)
         report: dict[str, Any] = {}
-        if cache_size:
+        grid = validation.pop("cache_nll", None)
+        if grid is not None:
             # theta and lambda are picked on validation text; the test split sees only them.
-            grid = validation.pop("cache_nll")
             theta, weight = np.unravel_index(np.argmin(grid), grid.shape)
             test = self.score_stream(model, ids["test"], cache_size, (CACHE_THETAS[theta],))
             report["cache"] = {
