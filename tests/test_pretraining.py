@@ -196,3 +196,69 @@ def test_layer_rates_only_when_a_pretrained_layer_trains_differently(questions,
     assert names == {"embedding", "bidirectional_1"}, names
     assert all("backward" not in path for path in rates)
     assert set(rates.values()) == {(0.5, 0)}
+
+
+@pytest.fixture(scope="module")
+def backward_language_model_run(questions, tmp_path_factory):
+    from pipelines.training.trainer import train
+
+    task = get_task("language_model")
+    config = task.config("quick", [f"data={questions}", *LM, "direction=backward"])
+    return train(task, config, tmp_path_factory.mktemp("runs") / "lm_backward").run_dir
+
+
+def test_backward_language_model_reads_each_text_last_word_first(questions):
+    task = get_task("language_model")
+    forward = task.config("quick", [f"data={questions}", *LM])
+    words = task.vocabulary(forward)
+    ids = task.corpus(forward, "train", words)
+    backward = task.corpus(forward.replace(direction="backward"), "train", words)
+    np.testing.assert_array_equal(backward, ids[::-1])
+    # Documents stay whole: many questions start with "what" after an <eos>; read backward,
+    # as many end with it, just before the <eos> that opens the next one.
+    end, what = words.index("<eos>"), words.index("what")
+    after_end = ids[1:][ids[:-1] == end]
+    before_end = backward[:-1][backward[1:] == end]
+    assert (after_end == what).mean() > 0.2 and (before_end == what).mean() > 0.2
+    with pytest.raises(UserError, match="direction='sideways' is not a reading direction"):
+        task.config("quick", [f"data={questions}", *LM, "direction=sideways"]).validate()
+
+
+def test_both_halves_start_from_their_language_models(questions, language_model_run,
+                                                      backward_language_model_run, tmp_path):
+    from models.language_model import recurrent
+    from pipelines.training.export import export_run
+    from pipelines.training.pretraining import layer_rates, load_language_model
+
+    task = get_task("classify")
+    config = classifier_config(questions, language_model_run,
+                               f"encoder_backward_from={backward_language_model_run}")
+    model = task.build_model(config)
+    lm = load_language_model(str(language_model_run))
+    backward_lm = load_language_model(str(backward_language_model_run), backward=True)
+    layer = model.get_layer("bidirectional_1")
+    for mine, theirs in zip(layer.forward_layer.get_weights(), recurrent(lm)[0].get_weights(),
+                            strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    for mine, theirs in zip(layer.backward_layer.get_weights(),
+                            recurrent(backward_lm)[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    # One embedding: the forward model's word vectors (its <unk> starts [UNK]).
+    words = model.get_layer("vectorizer").get_vocabulary()
+    np.testing.assert_array_equal(model.get_layer("embedding").embeddings[words.index("[UNK]")],
+                                  lm.get_layer("embedding").embeddings[0])
+    # Both halves of a depth unfreeze together, after the layers above them.
+    rates = layer_rates(model, config.replace(gradual_unfreezing=True))
+    assert {rates[w.path] for w in layer.forward_layer.trainable_weights} == {(1.0, 1)}
+    assert {rates[w.path] for w in layer.backward_layer.trainable_weights} == {(1.0, 1)}
+
+    # Each run in the other's place is refused, naming the fix; a backward model never exports.
+    with pytest.raises(UserError, match=r"reads backward.*pass it as encoder_backward_from"):
+        task.build_model(classifier_config(questions, backward_language_model_run))
+    with pytest.raises(UserError, match=r"reads forward.*direction=backward"):
+        task.build_model(classifier_config(questions, language_model_run,
+                                           f"encoder_backward_from={language_model_run}"))
+    with pytest.raises(UserError, match="predicts the word before"):
+        export_run(get_task("language_model"), backward_language_model_run, tmp_path / "out",
+                   "backward")
+    assert not any((tmp_path / "out").rglob("saved_model.pb"))
