@@ -70,12 +70,8 @@ def load_language_model(run_dir: str, backward: bool = False) -> keras.Model:
         raise UserError(f"{setting}={run_dir} is {found}, not a language model",
                         "train one first: rnnkit train language_model --data YOUR_TEXT "
                         f"--run-dir {run_dir}" + (" --set direction=backward" if backward else ""))
-    try:
-        # Runs from before `direction` existed read forward.
-        direction = json.loads((path / CONFIG_FILE).read_text()).get("direction", "forward")
-    except (OSError, ValueError, AttributeError) as error:
-        raise UserError(f"{setting}={run_dir}: its {CONFIG_FILE} cannot be read ({error})",
-                        "pass a run directory as `rnnkit train` left it") from None
+    # Runs from before `direction` existed read forward.
+    direction = json.loads((path / CONFIG_FILE).read_text()).get("direction", "forward")
     if direction != ("backward" if backward else "forward"):
         raise UserError(
             f"{setting}={run_dir} is a language model that reads {direction}",
