@@ -6,10 +6,10 @@ a classifier started from them needs fewer labelled examples than one started at
 
 What moves: the language model's (tied) word vectors into the classifier's `embedding`, row by
 row by word (matched through the classifier's own tokenizer, `shared_rows`), and its recurrent
-layers, bottom first, into the classifier's recurrent layers: a bidirectional layer's forward
-half from a language model that read the text forward, its backward half (which reads each text
-last word first) from one that read it backward (`backward=True`). The two models must have the
-same cell, word-vector size and layer sizes: `encoder_differences` names what differs.
+layers, bottom first, into the classifier's recurrent layers (a bidirectional layer's forward
+half; its backward half reads the other way, which the language model never learned, and starts
+at random). The two models must have the same cell, word-vector size and layer sizes:
+`encoder_differences` names what differs.
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ from models.layers import RNN, Bidirectional
 CLASSIFIER_EMBEDDING = "embedding"
 
 
-def classifier_recurrent(classifier: keras.Model, backward: bool = False) -> list[RNN]:
+def classifier_recurrent(classifier: keras.Model) -> list[RNN]:
     """The classifier's recurrent layers that take pretrained weights, bottom first.
 
     Args:
         classifier: a model from models.sentiment.many_to_one.
-        backward: the backward halves of its bidirectional layers instead of the forward
-            halves (and of one-way layers, none).
     """
     found = []
     for layer in classifier.layers:
         if isinstance(layer, Bidirectional):
-            found.append(layer.backward_layer if backward else layer.forward_layer)
-        elif isinstance(layer, RNN) and not backward:
+            found.append(layer.forward_layer)
+        elif isinstance(layer, RNN):
             found.append(layer)
     return found
 
@@ -47,14 +45,12 @@ def _describe(layers: Sequence[RNN]) -> str:
     return ", ".join(f"{type(layer.cell).__name__}({layer.cell.units})" for layer in layers)
 
 
-def encoder_differences(language_model: keras.Model, classifier: keras.Model,
-                        backward: bool = False) -> list[str]:
+def encoder_differences(language_model: keras.Model, classifier: keras.Model) -> list[str]:
     """What keeps the language model's layers from fitting the classifier's; empty if nothing.
 
     Args:
         language_model: a built model from models.language_model.
         classifier: a built classifier (models.sentiment.many_to_one).
-        backward: fit the classifier's backward halves instead of its forward layers.
     """
     differences = []
     lm_dim = language_model.get_layer(EMBEDDING).dim
@@ -62,11 +58,7 @@ def encoder_differences(language_model: keras.Model, classifier: keras.Model,
     if lm_dim != classifier_dim:
         differences.append(f"word vectors of {lm_dim} (embedding_dim) in the language model, "
                            f"{classifier_dim} in the classifier")
-    lm_layers = recurrent(language_model)
-    layers = classifier_recurrent(classifier, backward)
-    if not layers:
-        differences.append("the classifier has no " + ("backward (bidirectional) "
-                                                       if backward else "recurrent ") + "layers")
+    lm_layers, layers = recurrent(language_model), classifier_recurrent(classifier)
     if len(layers) > len(lm_layers):
         differences.append(f"{len(layers)} recurrent layers in the classifier, only "
                            f"{len(lm_layers)} in the language model")
@@ -116,8 +108,8 @@ def shared_rows(language_model: keras.Model,
     return rows
 
 
-def copy_encoder(language_model: keras.Model, classifier: keras.Model, rows: dict[int, int],
-                 backward: bool = False, word_vectors: bool = True) -> list[str]:
+def copy_encoder(language_model: keras.Model, classifier: keras.Model,
+                 rows: dict[int, int]) -> list[str]:
     """Copy word vectors and recurrent layers into the classifier; return the layers' names.
 
     Call `encoder_differences` first: this assumes the shapes fit.
@@ -127,21 +119,15 @@ def copy_encoder(language_model: keras.Model, classifier: keras.Model, rows: dic
         classifier: the classifier to start from it.
         rows: classifier word id -> language-model row (`shared_rows`); the other words keep
             their random start.
-        backward: copy into the backward halves (from a language model that read backward).
-        word_vectors: copy the word vectors too (a classifier has one embedding: with two
-            language models, the forward one's).
     """
-    copied = []
-    if word_vectors:
-        lm_vectors = keras.ops.convert_to_numpy(language_model.get_layer(EMBEDDING).embeddings)
-        embedding = classifier.get_layer(CLASSIFIER_EMBEDDING)
-        vectors = np.array(keras.ops.convert_to_numpy(embedding.embeddings))
-        for word_id, row in rows.items():
-            vectors[word_id] = lm_vectors[row]
-        embedding.embeddings.assign(vectors)
-        copied.append(embedding.name)
-    pairs = zip(recurrent(language_model), classifier_recurrent(classifier, backward),
-                strict=False)
+    lm_vectors = keras.ops.convert_to_numpy(language_model.get_layer(EMBEDDING).embeddings)
+    embedding = classifier.get_layer(CLASSIFIER_EMBEDDING)
+    vectors = np.array(keras.ops.convert_to_numpy(embedding.embeddings))
+    for word_id, row in rows.items():
+        vectors[word_id] = lm_vectors[row]
+    embedding.embeddings.assign(vectors)
+    copied = [embedding.name]
+    pairs = zip(recurrent(language_model), classifier_recurrent(classifier), strict=False)
     for lm_layer, layer in pairs:
         layer.set_weights(lm_layer.get_weights())
         copied.append(layer.name)

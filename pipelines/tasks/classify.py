@@ -61,9 +61,6 @@ class ManyToOneConfig(TrainConfig):
         word_dropout: share of whole tokens dropped from each training text.
         encoder_from: a finished language_model run directory whose word vectors and
             recurrent layers start the model (pipelines.training.pretraining); empty for none.
-        encoder_backward_from: a finished language_model run that read backward
-            (direction=backward) whose recurrent layers start the bidirectional layers'
-            backward halves; empty for none.
         encoder_learning_rate: the pretrained layers' learning rate as a share of
             learning_rate (e.g. 0.5 fine-tunes them more gently than the new layers).
         gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
@@ -83,7 +80,6 @@ class ManyToOneConfig(TrainConfig):
     pooling: str = "max"
     word_dropout: float = 0.0
     encoder_from: str = ""
-    encoder_backward_from: str = ""
     encoder_learning_rate: float = 1.0
     gradual_unfreezing: bool = False
 
@@ -134,10 +130,9 @@ class ClassifyConfig(data_files.DataFilesConfig, ManyToOneConfig):
         self.check_rates("unknown_dropout")
         self.check_shares("max_empty_fraction")
         self.check_choice("output_mode", BOW_MODES, "a bag-of-words mode")
-        for setting in ("encoder_from", "encoder_backward_from"):
-            if getattr(self, setting) and self.model != "rnn":
-                raise UserError(f"{setting} needs the recurrent model, not model={self.model}",
-                                f"drop --set model=bow, or drop {setting}")
+        if self.encoder_from and self.model != "rnn":
+            raise UserError(f"encoder_from needs the recurrent model, not model={self.model}",
+                            "drop --set model=bow, or drop encoder_from")
 
 
 @dataclasses.dataclass
@@ -413,7 +408,7 @@ class ClassifyTask(Task):
                                 name=f"classify_bi{config.cell}",
                                 unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
-        if config.encoder_from or config.encoder_backward_from:
+        if config.encoder_from:
             pretraining.start_from_language_model(inner, vectorizer, config)
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)

@@ -44,7 +44,6 @@ WARMUP_TEXTS = ("The movie was", "In 1990 , the")
 # theta 0.3-0.7 and lambda 0.1-0.3 on WikiText-2 for states of 1,024 units).
 CACHE_THETAS = (0.1, 0.2, 0.3, 0.5, 0.8)
 CACHE_LAMBDAS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-DIRECTIONS = ("forward", "backward")
 MAX_CACHE = 10_000  # the largest cache Grave et al. used (WikiText-103)
 
 
@@ -74,9 +73,6 @@ class LanguageModelConfig(data_files.DataFilesConfig):
         max_input_tokens: the export reads at most the last this many words of a prompt (cut
             inside the graph; recorded in the export's metadata).
         max_request_texts: the export refuses requests of more prompts (INVALID_ARGUMENT).
-        direction: `forward` reads the text as written; `backward` reads every part last word
-            first (each document reversed), the language model for a classifier's backward
-            half (`encoder_backward_from`); a backward model does not export.
         cache_size: evaluation also reports perplexity with a continuous cache of this many
             past steps (models.neural_cache; theta and lambda picked on validation); 0 for none.
     """
@@ -96,7 +92,6 @@ class LanguageModelConfig(data_files.DataFilesConfig):
     generate_words: int = 20
     max_input_tokens: int = 200
     max_request_texts: int = 64
-    direction: str = "forward"
     cache_size: int = 2000
     tbptt_steps: int | None = 35
 
@@ -104,7 +99,6 @@ class LanguageModelConfig(data_files.DataFilesConfig):
         super().validate()
         self.check_choice("documents", text_corpus.DOCUMENTS, "a way to read text")
         self.check_choice("tokenize", (*text_corpus.TOKENIZERS, "auto"), "a tokenizer")
-        self.check_choice("direction", DIRECTIONS, "a reading direction")
         self.check_cell()
         if self.tbptt_steps is None:
             raise UserError("the language model trains with truncated BPTT, tbptt_steps=none",
@@ -251,10 +245,7 @@ class LanguageModelTask(Task):
             part: `train`, `validation` or `test`.
             vocabulary: the model's vocabulary.
         """
-        ids = text_corpus.to_ids(self._tokens(config, part), vocabulary)
-        # The whole stream reversed: each document last word first, and the <eos> that ended
-        # the document before now opens it, as <eos> opens every document read forward.
-        return ids[::-1].copy() if config.direction == "backward" else ids
+        return text_corpus.to_ids(self._tokens(config, part), vocabulary)
 
     def _stream(self, config: Any, part: str, vocabulary: list[str], rows: int) -> np.ndarray:
         """A part as `rows` contiguous rows, with an error when it is shorter than one window."""
@@ -445,11 +436,6 @@ class LanguageModelTask(Task):
         )
         from models.text_bounds import CHARS_PER_TOKEN, check_batch_size, cut_tokens
 
-        if config.direction == "backward":
-            raise UserError("this language model reads backward (direction=backward): it "
-                            "predicts the word before, not a continuation",
-                            "use it as a classifier's encoder_backward_from; export a "
-                            "forward run to generate text")
         words = vocabulary(model)
         vocab = tf.constant(words)
         tokenize = resolved_tokenize(config)

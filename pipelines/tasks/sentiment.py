@@ -96,9 +96,8 @@ class SentimentConfig(ReviewConfig, ManyToOneConfig):
             raise UserError(f"embedding_dim={self.embedding_dim} leaves no room for word "
                             f"vectors of a {self.max_tokens}-word vocabulary",
                             "use a smaller --set embedding_dim= or a larger max_tokens")
-        setting = "encoder_from" if self.encoder_from else "encoder_backward_from"
-        if getattr(self, setting) and self.word_vectors != "random":
-            raise UserError(f"{setting} and word_vectors={self.word_vectors} both start "
+        if self.encoder_from and self.word_vectors != "random":
+            raise UserError(f"encoder_from and word_vectors={self.word_vectors} both start "
                             "the embedding", "drop one: --set word_vectors=random")
 
 
@@ -364,7 +363,7 @@ class SentimentTask(_ReviewSentiment):
             replaced = word_vectors.apply_to_embedding(model.get_layer("embedding"), vectors)
             log.info("embedding starts from PPMI-SVD word vectors for %d of %d words",
                      replaced, vectorizer.vocabulary_size())
-        if config.encoder_from or config.encoder_backward_from:
+        if config.encoder_from:
             pretraining.start_from_language_model(model, vectorizer, config)
         return model
 

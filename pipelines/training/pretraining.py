@@ -3,9 +3,6 @@
 The recipe of Dai & Le (2015) and Howard & Ruder (2018): train `language_model` on the task's
 own text (for IMDB its 25k training and 50k unlabelled reviews), then train the classifier with
 its word vectors and recurrent layers started from the language model's (models.transfer).
-`--set encoder_backward_from=RUN_DIR` starts the backward halves of the classifier's
-bidirectional layers the same way from a language model trained with `direction=backward`
-(Howard & Ruder's forward and backward models, here in one classifier).
 Two options shape the fine-tuning, both carried out by the optimizer (training.distribute):
 `encoder_learning_rate` scales the pretrained layers' learning rate (discriminative fine-tuning),
 and `gradual_unfreezing` keeps them frozen at first, the top one training from the second epoch
@@ -42,42 +39,30 @@ def check_options(config: Any) -> None:
         raise UserError(f"encoder_learning_rate={config.encoder_learning_rate} must be above 0",
                         "pass a share of learning_rate, e.g. --set encoder_learning_rate=0.3 "
                         "(1.0 for the same rate; gradual_unfreezing=true freezes layers)")
-    if config.gradual_unfreezing and not (config.encoder_from or config.encoder_backward_from):
+    if config.gradual_unfreezing and not config.encoder_from:
         raise UserError("gradual_unfreezing=true needs pretrained layers to unfreeze",
                         "add --set encoder_from=RUN_DIR of a language_model run")
 
 
-def load_language_model(run_dir: str, backward: bool = False) -> keras.Model:
-    """The best checkpoint of a finished `language_model` run that read in the wanted direction.
+def load_language_model(run_dir: str) -> keras.Model:
+    """The best checkpoint of a finished `language_model` run.
 
     Args:
-        run_dir: the run directory given as `encoder_from` (or `encoder_backward_from`).
-        backward: the run must have read backward (direction=backward), else forward.
+        run_dir: the run directory given as `encoder_from`.
     """
-    import json
-
     from pipelines.training.checkpoints import CheckpointStore
-    from pipelines.training.run_dir import CONFIG_FILE, run_task
+    from pipelines.training.run_dir import run_task
 
-    setting = "encoder_backward_from" if backward else "encoder_from"
     path = Path(run_dir).expanduser()
     if not path.is_dir():
-        raise UserError(f"{setting}={run_dir}: no such run directory",
+        raise UserError(f"encoder_from={run_dir}: no such run directory",
                         "pass the --run-dir of a finished `rnnkit train language_model` run")
     task = run_task(path)
     if task != LANGUAGE_MODEL_TASK:
         found = f"a {task} run" if task else "not a trained run (no checkpoint)"
-        raise UserError(f"{setting}={run_dir} is {found}, not a language model",
+        raise UserError(f"encoder_from={run_dir} is {found}, not a language model",
                         "train one first: rnnkit train language_model --data YOUR_TEXT "
-                        f"--run-dir {run_dir}" + (" --set direction=backward" if backward else ""))
-    # Runs from before `direction` existed read forward.
-    direction = json.loads((path / CONFIG_FILE).read_text()).get("direction", "forward")
-    if direction != ("backward" if backward else "forward"):
-        raise UserError(
-            f"{setting}={run_dir} is a language model that reads {direction}",
-            "pass it as encoder_backward_from (the backward halves)" if not backward else
-            "pass it as encoder_from, and for encoder_backward_from train one with "
-            "--set direction=backward")
+                        f"--run-dir {run_dir}")
     import models.language_model  # noqa: F401 - registers the language model's layers
 
     return CheckpointStore(path).load_model("best")
@@ -86,8 +71,7 @@ def load_language_model(run_dir: str, backward: bool = False) -> keras.Model:
 def start_from_language_model(model: keras.Model,
                               vectorizer: keras.layers.TextVectorization,
                               config: Any) -> list[str]:
-    """Copy `config.encoder_from`'s word vectors and recurrent layers into the classifier, and
-    `config.encoder_backward_from`'s recurrent layers into its backward halves.
+    """Copy `config.encoder_from`'s word vectors and recurrent layers into the classifier.
 
     Returns the names of the layers that now hold pretrained weights.
 
@@ -98,45 +82,36 @@ def start_from_language_model(model: keras.Model,
     """
     from models.transfer import copy_encoder, encoder_differences, shared_rows
 
-    copied: list[str] = []
-    for setting, backward in (("encoder_from", False), ("encoder_backward_from", True)):
-        run_dir = getattr(config, setting, "")
-        if not run_dir:
-            continue
-        language_model = load_language_model(run_dir, backward)
-        differences = encoder_differences(language_model, model, backward)
-        if differences:
-            raise UserError(f"{setting}={run_dir} does not fit this classifier: "
-                            + "; ".join(differences),
-                            "give the classifier the language model's shape (--cell, --set "
-                            "embedding_dim=, units=, layers=), or train a language model of "
-                            "this shape")
-        rows = shared_rows(language_model, vectorizer)
-        word_count = vectorizer.vocabulary_size() - 2  # padding and the unknown token aside
-        shared = (len(rows) - 1) / max(word_count, 1)
-        if shared < MIN_SHARED_WORDS:
-            raise UserError(
-                f"{setting}={run_dir} has another vocabulary: it knows "
-                f"{shared:.0%} of this classifier's {word_count} words",
-                "train the language model on this data's text (and tokenize=lower_punct), so "
-                "the two share their words")
-        # One embedding: the forward model's vectors when there are two.
-        with_vectors = not (backward and config.encoder_from)
-        names = copy_encoder(language_model, model, rows, backward, with_vectors)
-        log.info("started %s from the language model in %s (%.0f%% of %d words known)",
-                 ", ".join(names), run_dir, 100 * shared, word_count)
-        copied += names
+    language_model = load_language_model(config.encoder_from)
+    differences = encoder_differences(language_model, model)
+    if differences:
+        raise UserError(f"encoder_from={config.encoder_from} does not fit this classifier: "
+                        + "; ".join(differences),
+                        "give the classifier the language model's shape (--cell, --set "
+                        "embedding_dim=, units=, layers=), or train a language model of "
+                        "this shape")
+    rows = shared_rows(language_model, vectorizer)
+    word_count = vectorizer.vocabulary_size() - 2  # padding and the unknown token aside
+    shared = (len(rows) - 1) / max(word_count, 1)
+    if shared < MIN_SHARED_WORDS:
+        raise UserError(
+            f"encoder_from={config.encoder_from} has another vocabulary: it knows "
+            f"{shared:.0%} of this classifier's {word_count} words",
+            "train the language model on this data's text (and tokenize=lower_punct), so "
+            "the two share their words")
+    copied = copy_encoder(language_model, model, rows)
+    log.info("started %s from the language model in %s (%.0f%% of %d words known)",
+             ", ".join(copied), config.encoder_from, 100 * shared, word_count)
     return copied
 
 
 def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]:
     """Each pretrained variable's learning-rate scale and the epoch (0-based) it trains from.
 
-    Empty without `encoder_from` or `encoder_backward_from`, and when every pretrained layer
-    would train at the full rate from the start (then plain Adam does the same). The
-    pretrained layers are the embedding and the recurrent layers models.transfer copies into;
-    with gradual_unfreezing the top depth (both halves) trains from epoch 1, each one below
-    an epoch later.
+    Empty without `encoder_from`, and when every pretrained layer would train at the full rate
+    from the start (then plain Adam does the same). The pretrained layers are the embedding
+    and the recurrent layers models.transfer copies into; with gradual_unfreezing the top one
+    trains from epoch 1, each one below an epoch later.
 
     Args:
         model: the classifier (built, or loaded from a checkpoint to resume).
@@ -144,20 +119,13 @@ def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]
     """
     from models.transfer import CLASSIFIER_EMBEDDING, classifier_recurrent
 
-    pretrained = [backward for setting, backward in (("encoder_from", False),
-                                                     ("encoder_backward_from", True))
-                  if getattr(config, setting, "")]
-    if not pretrained or (config.encoder_learning_rate == 1.0
-                          and not config.gradual_unfreezing):
+    if not config.encoder_from or (config.encoder_learning_rate == 1.0
+                                   and not config.gradual_unfreezing):
         return {}
-    # A depth's forward and backward halves unfreeze together.
-    stacks = [classifier_recurrent(model, backward) for backward in pretrained]
-    depths = zip(*stacks, strict=True)  # both halves of every bidirectional layer
-    groups = [[model.get_layer(CLASSIFIER_EMBEDDING)], *(list(depth) for depth in depths)]
+    groups = [model.get_layer(CLASSIFIER_EMBEDDING), *classifier_recurrent(model)]
     rates = {}
-    for depth, layers in enumerate(reversed(groups)):
+    for depth, layer in enumerate(reversed(groups)):
         start = depth + 1 if config.gradual_unfreezing else 0
-        for layer in layers:
-            for weight in layer.trainable_weights:
-                rates[weight.path] = (config.encoder_learning_rate, start)
+        for weight in layer.trainable_weights:
+            rates[weight.path] = (config.encoder_learning_rate, start)
     return rates
