@@ -36,6 +36,10 @@ class TrainConfig:
         max_minutes: wall-clock budget of this training run: no epoch is started that would,
             at the pace of the slowest one so far, end past it (each run, also a resumed one,
             counts from its own start); None for no budget.
+        ema_momentum: above 0, keep an exponential moving average of the weights, updated
+            after every step with this momentum (e.g. 0.999: about the last 1,000 steps);
+            validation, early stopping, checkpoints and exports use the average (Polyak
+            averaging); 0 for the raw weights.
     """
 
     epochs: int = 10
@@ -51,6 +55,7 @@ class TrainConfig:
     strategy: str = "default"
     tbptt_steps: int | None = None
     max_minutes: float | None = None
+    ema_momentum: float = 0.0
 
     def validate(self) -> None:
         """Raise a UserError naming the first setting out of range and how to fix it.
@@ -63,6 +68,10 @@ class TrainConfig:
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"lr_decay={self.lr_decay} must be in (0, 1]",
                             "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
+        if not 0 <= self.ema_momentum < 1:
+            raise UserError(f"ema_momentum={self.ema_momentum} must be in [0, 1)",
+                            "pass e.g. --set ema_momentum=0.999 to average the weights, or 0 "
+                            "for none")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"max_minutes={self.max_minutes} must be more than 0",
                             "pass e.g. --set max_minutes=90, or leave it out for no budget")

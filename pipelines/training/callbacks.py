@@ -125,6 +125,32 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class WeightAveraging(keras.callbacks.SwapEMAWeights):
+    """Validate, checkpoint and keep the optimizer's moving average of the weights (Polyak).
+
+    Keras's SwapEMAWeights with `swap_on_epoch`: the average is in the model during validation
+    and from each epoch's end (so checkpoints, early stopping and exports see it) to the next
+    epoch's start, when training resumes from the raw weights. A checkpoint therefore holds the
+    average as the model's weights and the raw weights in the optimizer's average slots; a
+    resumed run starts in that swapped state and swaps back before its first epoch. Must come
+    before the callbacks that read the weights at an epoch's end.
+
+    Args:
+        resumed: whether the run continues from such a checkpoint.
+    """
+
+    def __init__(self, resumed: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # Not Keras's last-epoch finalize: the trainer's optimizer keeps the model's weights
+        # when fit ends (pipelines.training.distribute._averaging).
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras's EarlyStopping, continuing the best value and patience of a resumed run.
 

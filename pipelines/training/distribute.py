@@ -322,7 +322,8 @@ def _copy_run_state(run_dir: Path, dest: Path) -> None:
 
 
 def adam(learning_rate: float, clipnorm: float | None,
-         layer_rates: dict[str, tuple[float, int]] | None = None) -> keras.optimizers.Optimizer:
+         layer_rates: dict[str, tuple[float, int]] | None = None,
+         ema_momentum: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam for the current strategy: with several replicas, `clipnorm` clips the summed gradient.
 
     Keras clips each replica's share of the gradient before summing the shares, so with N
@@ -335,15 +336,44 @@ def adam(learning_rate: float, clipnorm: float | None,
         layer_rates: variable path -> (scale of the learning rate, first epoch it trains in,
             0-based); variables not named train at the full rate from the start. The trainer's
             OptimizerEpoch callback tells the optimizer the epoch.
+        ema_momentum: above 0, the optimizer also keeps an exponential moving average of the
+            weights (Keras's `use_ema`), which the trainer's WeightAveraging callback swaps
+            into the model for validation and checkpoints; 0 for none.
     """
     import keras
     import tensorflow as tf
 
     single = tf.distribute.get_strategy().num_replicas_in_sync == 1
     base = keras.optimizers.Adam if single else _replica_sum_clipping_adam()
+    kwargs: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": clipnorm}
+    if ema_momentum > 0:
+        base = _averaging(base)
+        kwargs.update(use_ema=True, ema_momentum=ema_momentum)
     if layer_rates:
-        return _layerwise(base)(layer_rates, learning_rate=learning_rate, clipnorm=clipnorm)
-    return base(learning_rate=learning_rate, clipnorm=clipnorm)
+        return _layerwise(base)(layer_rates, **kwargs)
+    return base(**kwargs)
+
+
+@functools.cache
+def _averaging(base: type) -> type:
+    """`base` (an Adam with use_ema) that leaves the model's weights alone when fit ends."""
+
+    class AveragingAdam(base):
+        """Adam keeping a moving average of the weights, swapped by the WeightAveraging callback.
+
+        Keras's `fit` ends by copying the optimizer's average slots into the model
+        (`finalize_variable_values`). With the callback, the model already holds the average
+        (or early stopping's best average) at that point and the slots hold the raw weights,
+        so that copy would undo the averaging: here it does nothing.
+
+        Args:
+            **kwargs: Adam's arguments, with use_ema=True and ema_momentum.
+        """
+
+        def finalize_variable_values(self, var_list: list[Any]) -> None:
+            del var_list
+
+    return AveragingAdam
 
 
 @functools.cache

@@ -78,7 +78,7 @@ def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
         config: learning rate and clipping.
     """
     optimizer = distribute.adam(config.learning_rate, config.clipnorm,
-                                task.layer_rates(model, config))
+                                task.layer_rates(model, config), config.ema_momentum)
     model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
 
 
@@ -93,6 +93,7 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
         HistoryWriter,
         ResumableEarlyStopping,
         TimeBudget,
+        WeightAveraging,
         decayed_learning_rate,
     )
 
@@ -102,6 +103,8 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         distribute.optimizer_epoch_callback(),
+        # Before EpochCheckpoint and early stopping: they read the averaged weights.
+        *([WeightAveraging(resumed=resume_state is not None)] if config.ema_momentum > 0 else []),
         # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
         keras.callbacks.LearningRateScheduler(
             decayed_learning_rate(config.learning_rate, config.lr_decay)),
@@ -176,7 +179,15 @@ def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None 
     from pipelines.config import apply_overrides
 
     _resumable_state(task, run_dir)
-    return apply_overrides(runs.load_config(run_dir, task.config_class), overrides)
+    saved = runs.load_config(run_dir, task.config_class)
+    config = apply_overrides(saved, overrides)
+    if (saved.ema_momentum > 0) != (config.ema_momentum > 0):
+        # The average lives in the optimizer's state, which a checkpoint has or has not.
+        raise UserError(f"cannot resume {run_dir} with ema_momentum={config.ema_momentum}: it "
+                        f"trained with ema_momentum={saved.ema_momentum}",
+                        "weight averaging is on or off for a whole run; change only its "
+                        "momentum, or start a new run")
+    return config
 
 
 def train(task: Task, config: TrainConfig, run_dir: Path | None = None,
