@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 # The offline data mirror beside the clone, unless RNNKIT_DATA_DIR says otherwise.
 ifneq ($(wildcard ../shared/data),)
 export RNNKIT_DATA_DIR ?= $(abspath ../shared/data)

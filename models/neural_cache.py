@@ -92,7 +92,5 @@ def mix(model_log_p: tf.Tensor, cache_log_p: tf.Tensor, has_cache: tf.Tensor,
     weights = lambdas[None, :, None, None]
     from_model = tf.math.log1p(-weights) + model_log_p[None, None]  # finite
     from_cache = tf.math.log(weights) + cache_log_p[:, None]  # -inf where no word matched
-    # log(e^a + e^b) around the larger term, which is finite since a is.
-    larger = tf.maximum(from_model, from_cache)
-    mixed = larger + tf.math.log(tf.exp(from_model - larger) + tf.exp(from_cache - larger))
+    mixed = tf.experimental.numpy.logaddexp(from_model, from_cache)  # finite: from_model is
     return tf.where(has_cache[None, None], mixed, model_log_p[None, None])

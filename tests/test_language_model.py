@@ -6,6 +6,8 @@ distribution; every bad input is one clear error (or, for unknown words, an answ
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -62,10 +64,18 @@ def exported(lm_run, tmp_path_factory):
     return export_run(task, result.run_dir, tmp_path_factory.mktemp("exports"), "wiki")
 
 
-def test_learns_below_the_count_baselines(lm_run, capsys):
+@pytest.fixture(scope="module")
+def evaluation(lm_run) -> dict:
+    """`rnnkit evaluate language_model` of the run, with its default settings (one JSON)."""
     _, _, result = lm_run
-    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir)]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_learns_below_the_count_baselines(evaluation):
+    report = evaluation
     baselines = report["baselines"]
     assert report["perplexity"] < 0.7 * baselines["unigram_perplexity"], report
     assert baselines["kneser_ney_bigram_perplexity"] < baselines["unigram_perplexity"]
@@ -74,12 +84,11 @@ def test_learns_below_the_count_baselines(lm_run, capsys):
     assert report["vocabulary"] == 800 and report["tokens"] > 2000
 
 
-def test_cache_lowers_perplexity_and_can_be_switched_off(lm_run, capsys):
+def test_cache_lowers_perplexity_and_can_be_switched_off(lm_run, evaluation, capsys):
     # Wikipedia articles repeat their own rare words: the cache, tuned on validation only,
     # must find them on the test text (a misaligned cache points at the wrong words and hurts).
     _, _, result = lm_run
-    assert main(["evaluate", "language_model", "--run-dir", str(result.run_dir)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = evaluation
     cache = report["cache"]
     assert cache["size"] == 2000 and 0 < cache["lambda"] < 1 and cache["theta"] > 0
     assert cache["perplexity"] < 0.95 * report["perplexity"], report
