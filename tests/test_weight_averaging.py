@@ -102,22 +102,20 @@ def test_a_resumed_run_continues_from_the_raw_weights_like_an_uninterrupted_one(
     _fit(model, x, y, [averaging], epochs=2, initial_epoch=1)
     uninterrupted = model.get_weights()
 
-    resumed, _, _ = _model_and_data()
-    resumed.optimizer.build(resumed.trainable_variables)
-    resumed.set_weights(weights)
-    for variable, value in zip(resumed.optimizer.variables, optimizer_state, strict=True):
-        variable.assign(value)
-    _fit(resumed, x, y, [WeightAveraging(resumed=True)], epochs=2, initial_epoch=1)
-    for got, want in zip(resumed.get_weights(), uninterrupted, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    def from_checkpoint(resumed: bool):
+        model, _, _ = _model_and_data()
+        model.optimizer.build(model.trainable_variables)
+        model.set_weights(weights)
+        for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
+            variable.assign(value)
+        _fit(model, x, y, [WeightAveraging(resumed=resumed)], epochs=2, initial_epoch=1)
+        return model
 
+    for got, want in zip(from_checkpoint(resumed=True).get_weights(), uninterrupted,
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # Without being told it resumes, the callback would train on from the average instead.
-    wrong, _, _ = _model_and_data()
-    wrong.optimizer.build(wrong.trainable_variables)
-    wrong.set_weights(weights)
-    for variable, value in zip(wrong.optimizer.variables, optimizer_state, strict=True):
-        variable.assign(value)
-    _fit(wrong, x, y, [WeightAveraging(resumed=False)], epochs=2, initial_epoch=1)
+    wrong = from_checkpoint(resumed=False)
     assert not np.allclose(wrong.get_weights()[0], uninterrupted[0], rtol=1e-4)
 
 
