@@ -37,7 +37,8 @@ class TrainConfig:
             at the pace of the slowest one so far, end past it (each run, also a resumed one,
             counts from its own start); None for no budget.
         ema_momentum: above 0, keep an exponential moving average of the weights, updated
-            after every step with this momentum (e.g. 0.999: about the last 1,000 steps);
+            after every step with this momentum (e.g. 0.999: about the last 1,000 steps;
+            it warms up from 0 over the first steps, see training.distribute._averaging);
             validation, early stopping, checkpoints and exports use the average (Polyak
             averaging); 0 for the raw weights.
     """

@@ -7,7 +7,7 @@ import pytest
 
 from serving.errors import UserError
 
-MOMENTUM = 0.6
+MOMENTUM = 0.5  # the warm-up reaches it at step 8 of the 10 below
 
 
 def _raw_weights_recorder():
@@ -40,15 +40,13 @@ def _model_and_data(seed: int = 3):
     return model, x, y
 
 
-def _average(steps: list[list[np.ndarray]], start: list[np.ndarray] | None = None):
-    """Keras's EMA written out: the first step's weights, then m * avg + (1 - m) * w."""
-    average = start
-    for weights in steps:
-        if average is None:
-            average = [w.copy() for w in weights]
-        else:
-            average = [MOMENTUM * a + (1 - MOMENTUM) * w for a, w in zip(average, weights,
-                                                                          strict=True)]
+def _average(steps: list[list[np.ndarray]]):
+    """The moving average written out: the first step's weights, then at step t (0-based)
+    m * avg + (1 - m) * w with m = min(MOMENTUM, (1 + t) / (10 + t))."""
+    average = [w.copy() for w in steps[0]]
+    for t, weights in enumerate(steps[1:], start=1):
+        m = min(MOMENTUM, (1 + t) / (10 + t))
+        average = [m * a + (1 - m) * w for a, w in zip(average, weights, strict=True)]
     return average
 
 

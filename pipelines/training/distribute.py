@@ -361,6 +361,12 @@ def _averaging(base: type) -> type:
     class AveragingAdam(base):
         """Adam keeping a moving average of the weights, swapped by the WeightAveraging callback.
 
+        The momentum warms up as TensorFlow's ExponentialMovingAverage(num_updates) does:
+        step t (0-based) averages with min(ema_momentum, (1 + t) / (10 + t)), 0 at the first
+        step, which starts the average at the first weights. Keras's constant momentum
+        leaves 0.999**467 = 63% of the first step's weights in the average after an epoch of
+        467 steps, so early validation would score a model close to its initialisation.
+
         Keras's `fit` ends by copying the optimizer's average slots into the model
         (`finalize_variable_values`). With the callback, the model already holds the average
         (or early stopping's best average) at that point and the slots hold the raw weights,
@@ -369,6 +375,19 @@ def _averaging(base: type) -> type:
         Args:
             **kwargs: Adam's arguments, with use_ema=True and ema_momentum.
         """
+
+        def _update_model_variables_moving_average(self, trainable_variables: list) -> None:
+            import tensorflow as tf
+
+            step = tf.cast(self.iterations, tf.float32)
+            momentum = tf.where(step > 0, tf.minimum(self.ema_momentum, (1 + step) / (10 + step)),
+                                0.0)
+            for variable, average in zip(trainable_variables, self._model_variables_moving_average,
+                                         strict=True):
+                if average is not None:
+                    # avg += (1 - m) (w - avg): one pass fewer than m avg + (1 - m) w.
+                    average.assign_add(tf.cast(1 - momentum, average.dtype)
+                                       * (variable - average))
 
         def finalize_variable_values(self, var_list: list[Any]) -> None:
             del var_list
