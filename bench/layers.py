@@ -29,6 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+# Run as a script, bench/ would come first on sys.path and bench/serving.py would shadow the
+# `serving` package: import from the repo root instead.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+
 # (batch, time, input, hidden, what): training steps and forward calls, plus the serving shape.
 CASES = [(64, 100, 128, 128, ("fwd", "train")), (32, 400, 64, 256, ("fwd", "train")),
          (1, 200, 256, 256, ("fwd",))]
