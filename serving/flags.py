@@ -46,13 +46,15 @@ def _tf(name: str, kind: type, default: Any, effect: str, help: str) -> Flag:
 
 
 # In main.cc's order. Defaults are TF's (server.h), except rest_api_port (TF: 0, off; the official
-# image passes 8501, which we take as the default) and grpc_max_threads (0: see grpc_api).
+# image passes 8501, which we take as the default), and grpc_max_threads and rest_api_num_threads
+# (TF: 4 per CPU; here 0, which means that, raised so that batches can fill: model_server).
 TF_FLAGS: tuple[Flag, ...] = (
     _tf("port", int, 8500, IMPLEMENTED, "gRPC TCP port; 0 turns the TCP port off"),
     _tf("grpc_socket_path", str, "", IMPLEMENTED, "also serve gRPC on this UNIX socket"),
     _tf("rest_api_port", int, 8501, IMPLEMENTED, "HTTP/REST port; 0 turns REST off"),
-    _tf("rest_api_num_threads", int, 4 * _CPUS, IMPLEMENTED,
-        "REST requests processed at the same time (TF: threads; default 4 per CPU)"),
+    _tf("rest_api_num_threads", int, 0, IMPLEMENTED,
+        "REST requests processed at the same time (TF: threads); 0: 4 per CPU, raised to "
+        "fill batches"),
     _tf("rest_api_timeout_in_ms", int, 30000, IMPLEMENTED,
         "REST requests running longer get HTTP 504; 0 for no limit"),
     _tf("rest_api_enable_cors_support", bool, False, IMPLEMENTED,

@@ -61,9 +61,10 @@ class ServerOptions:
         rest_api_timeout_in_ms: REST requests running longer get 504; 0 for no limit.
         rest_api_max_body_bytes: REST bodies larger than this get 413.
         enable_model_warmup: replay assets.extra/tf_serving_warmup_requests before serving.
-        grpc_max_threads: gRPC worker threads; 0 for 4 per CPU.
+        grpc_max_threads: gRPC worker threads; 0 for 4 per CPU, raised to fill batches.
         shutdown_grace_seconds: how long in-flight requests may finish after SIGTERM.
-        rest_api_num_threads: REST requests processed at once; 0 for 4 per CPU.
+        rest_api_num_threads: REST requests processed at once; 0 for 4 per CPU, raised to
+            fill batches.
         rest_api_enable_cors_support: TF's CORS headers and preflight answers on REST.
         rest_api_ssl_config_file: text-format SSLConfig for HTTPS on the REST port.
         grpc_socket_path: also serve gRPC on this UNIX socket.
@@ -317,7 +318,7 @@ class ModelServer:
                     timeout_ms=options.rest_api_timeout_in_ms,
                     max_body_bytes=options.rest_api_max_body_bytes,
                     monitoring_path=self._monitoring_path,
-                    num_threads=options.rest_api_num_threads or 4 * (os.cpu_count() or 1),
+                    num_threads=self._rest_threads(),
                     cors=options.rest_api_enable_cors_support, ssl_context=tls)
         except OSError as err:
             self.manager.stop()
@@ -347,18 +348,31 @@ class ModelServer:
         return True
 
     def _grpc_threads(self) -> int:
-        """RPC threads: --grpc_max_threads, else the default, raised to fill batches.
+        """RPC threads: --grpc_max_threads, else the default, raised to fill batches."""
+        return self._request_threads(self.options.grpc_max_threads, default_grpc_threads())
 
-        A Predict call holds its thread while it waits in a batch, so with fewer threads than
-        max_batch_size per batch thread no batch could ever fill (capped at 256 threads).
+    def _rest_threads(self) -> int:
+        """REST worker threads: --rest_api_num_threads, else 4 per CPU, raised to fill batches."""
+        return self._request_threads(self.options.rest_api_num_threads,
+                                     4 * (os.cpu_count() or 1))
+
+    def _request_threads(self, requested: int, default: int) -> int:
+        """Threads of a protocol's request pool: `requested` if set, else enough to fill batches.
+
+        A request holds its thread while it waits in a batch, so with fewer threads than
+        max_batch_size per batch thread no batch could ever fill (capped at 256 threads): with
+        TF's 4 per CPU, 32 REST clients on 2 CPUs made batches of at most 8.
+
+        Args:
+            requested: the protocol's thread flag; 0 when not given.
+            default: the pool size without batching.
         """
-        if self.options.grpc_max_threads:
-            return self.options.grpc_max_threads
-        threads = default_grpc_threads()
+        if requested:
+            return requested
         if self.core.batcher is not None:
             params = self.core.batcher.params
-            threads = max(threads, min(256, params.max_batch_size * params.num_batch_threads))
-        return threads
+            return max(default, min(256, params.max_batch_size * params.num_batch_threads))
+        return default
 
     def _poll_config(self) -> None:
         path = self.options.model_config_file

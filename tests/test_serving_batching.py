@@ -264,8 +264,10 @@ def test_invalid_parameters_are_refused():
         BatchScheduler(params(num_batch_threads=0))
 
 
-def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
+def test_request_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
         shared_data, tmp_path):
+    import os
+
     from serving.errors import UserError
     from serving.grpc_api import default_grpc_threads
     from serving.model_server import ModelServer, ServerOptions
@@ -274,19 +276,22 @@ def test_grpc_threads_are_enough_to_fill_batches_and_a_lone_file_is_refused(
     batching.write_text("max_batch_size { value: 40 }\nnum_batch_threads { value: 3 }\n")
     model = str(shared_data / "tfserving-testdata" / "saved_model_half_plus_two_cpu")
 
-    def threads(**options) -> int:
+    def threads(**options) -> tuple[int, int]:
         server = ModelServer(ServerOptions(model_base_path=model, **options))
         try:
-            return server._grpc_threads()
+            return server._grpc_threads(), server._rest_threads()
         finally:
             if server.core.batcher is not None:
                 server.core.batcher.close()
 
-    # A waiting Predict holds its RPC thread: 40 per batch thread must be able to wait at once.
-    assert threads(enable_batching=True, batching_parameters_file=str(batching)) == max(
-        default_grpc_threads(), 120)
+    four_per_cpu = 4 * (os.cpu_count() or 1)
+    assert threads() == (default_grpc_threads(), four_per_cpu)
+    # A waiting request holds its thread (an RPC's, or a REST request's in the pool that
+    # --rest_api_num_threads sizes): 40 per batch thread must be able to wait at once.
+    assert threads(enable_batching=True, batching_parameters_file=str(batching)) == (
+        max(default_grpc_threads(), 120), max(four_per_cpu, 120))
     assert threads(enable_batching=True, batching_parameters_file=str(batching),
-                   grpc_max_threads=5) == 5
+                   grpc_max_threads=5, rest_api_num_threads=6) == (5, 6)
     # A batching file without --enable_batching is a startup error, as in TF Serving.
     with pytest.raises(UserError, match="without --enable_batching"):
         threads(batching_parameters_file=str(batching))
