@@ -162,6 +162,39 @@ def test_encoder_from_names_what_does_not_fit(questions, language_model_run, tmp
         task.build_model(classifier_config(questions, classifier))
 
 
+def test_the_classifier_takes_the_language_models_sizes_unless_set(questions,
+                                                                    language_model_run):
+    from models.language_model import recurrent
+    from pipelines.training.pretraining import load_language_model
+
+    lm = recurrent(load_language_model(str(language_model_run)))[0]
+    bare = [f"data={questions}", "max_tokens=1500", "max_length=30",
+            f"encoder_from={language_model_run}"]
+    task = get_task("classify")
+    # The quick profile's embedding 128 and units 64 give way to the language model's 16.
+    assert task.config("quick", [f"data={questions}"]).units == 64
+    config = task.config("quick", bare)
+    assert (config.cell, config.embedding_dim, config.units) == ("lstm", 16, 16)
+    model = task.build_model(config)
+    forward = model.get_layer("bidirectional_1").forward_layer
+    for mine, theirs in zip(forward.get_weights(), lm.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    # A size given on the command line stays, and is refused if it does not fit.
+    assert task.config("quick", [*bare, "units=32"]).units == 32
+    with pytest.raises(UserError, match=r"LSTMCell\(32\) in the classifier"):
+        task.build_model(task.config("quick", [*bare, "units=32"]))
+    # The sentiment preset's full profile starts its embedding from PPMI-SVD vectors: with
+    # encoder_from it starts from the language model's instead, unless word_vectors is given.
+    sentiment = get_task("sentiment")
+    assert sentiment.config("full").word_vectors == "ppmi_svd"
+    taken = sentiment.config("full", [f"encoder_from={language_model_run}"])
+    assert (taken.word_vectors, taken.embedding_dim, taken.units) == ("random", 16, 16)
+    kept = sentiment.config("full", [f"encoder_from={language_model_run}",
+                                     "word_vectors=ppmi_svd"])
+    with pytest.raises(UserError, match="both start the embedding"):
+        kept.validate()
+
+
 def test_layerwise_adam_scales_and_holds_the_named_variables():
     """One Adam step moves each variable by about its learning rate: the named one by its
     share of it, and not at all before its start epoch."""

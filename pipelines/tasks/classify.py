@@ -242,6 +242,10 @@ class ClassifyTask(Task):
                  "pooling": "max_mean", "early_stopping_patience": 5},
     }
 
+    def config(self, profile: str = "quick", overrides: list[str] | None = None) -> TrainConfig:
+        # With encoder_from, the language model's sizes unless the command line sets them.
+        return pretraining.with_encoder_shape(super().config(profile, overrides), overrides)
+
     def __init__(self) -> None:
         # Registers the model's layers with Keras, so a checkpoint loads in a fresh process.
         import models.label_names

@@ -343,6 +343,10 @@ class SentimentTask(_ReviewSentiment):
                  "word_vectors": "ppmi_svd", "lr_decay": 0.5},
     }
 
+    def config(self, profile: str = "quick", overrides: list[str] | None = None) -> TrainConfig:
+        # With encoder_from, the language model's sizes unless the command line sets them.
+        return pretraining.with_encoder_shape(super().config(profile, overrides), overrides)
+
     def _max_length(self, config: TrainConfig) -> int | None:
         return config.max_length
 

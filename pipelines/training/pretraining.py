@@ -26,6 +26,8 @@ LANGUAGE_MODEL_TASK = "language_model"
 # Below this share of the classifier's words known to the language model, the two were made
 # from different text (or tokenised differently) and little would transfer.
 MIN_SHARED_WORDS = 0.5
+# The classifier's settings that must equal the language model's for its layers to fit.
+ENCODER_SHAPE = ("cell", "embedding_dim", "units")
 
 
 def check_options(config: Any) -> None:
@@ -44,13 +46,42 @@ def check_options(config: Any) -> None:
                         "add --set encoder_from=RUN_DIR of a language_model run")
 
 
-def load_language_model(run_dir: str) -> keras.Model:
-    """The best checkpoint of a finished `language_model` run.
+def with_encoder_shape(config: Any, overrides: list[str] | None) -> Any:
+    """`config` with the language model's cell and sizes wherever the command line left them.
+
+    With `encoder_from`, the classifier's `cell`, `embedding_dim` and `units` must be the
+    language model's for its layers to fit: they are taken from the language model's run
+    unless given with --set (a size given that does not fit is refused later, naming the
+    difference). A preset that starts its embedding otherwise (`word_vectors`) starts it from
+    the language model instead, unless that too was given.
+
+    Args:
+        config: a classifier's config built from a profile and `overrides`.
+        overrides: the command line's `key=value` settings.
+    """
+    if not config.encoder_from:
+        return config
+    from pipelines.training.run_dir import read_json
+
+    given = {item.partition("=")[0].strip().replace("-", "_") for item in overrides or []}
+    settings = read_json(_language_model_dir(config.encoder_from) / "config.json")
+    changes = {name: settings[name] for name in ENCODER_SHAPE
+               if name not in given and name in settings
+               and getattr(config, name) != settings[name]}
+    if hasattr(config, "word_vectors") and "word_vectors" not in given:
+        changes["word_vectors"] = "random"
+    if changes:
+        log.info("encoder_from: the classifier takes the language model's %s",
+                 ", ".join(f"{name}={value}" for name, value in changes.items()))
+    return config.replace(**changes)
+
+
+def _language_model_dir(run_dir: str) -> Path:
+    """The path of a finished `language_model` run; UserError naming the fix otherwise.
 
     Args:
         run_dir: the run directory given as `encoder_from`.
     """
-    from pipelines.training.checkpoints import CheckpointStore
     from pipelines.training.run_dir import run_task
 
     path = Path(run_dir).expanduser()
@@ -63,9 +94,19 @@ def load_language_model(run_dir: str) -> keras.Model:
         raise UserError(f"encoder_from={run_dir} is {found}, not a language model",
                         "train one first: rnnkit train language_model --data YOUR_TEXT "
                         f"--run-dir {run_dir}")
-    import models.language_model  # noqa: F401 - registers the language model's layers
+    return path
 
-    return CheckpointStore(path).load_model("best")
+
+def load_language_model(run_dir: str) -> keras.Model:
+    """The best checkpoint of a finished `language_model` run.
+
+    Args:
+        run_dir: the run directory given as `encoder_from`.
+    """
+    import models.language_model  # noqa: F401 - registers the language model's layers
+    from pipelines.training.checkpoints import CheckpointStore
+
+    return CheckpointStore(_language_model_dir(run_dir)).load_model("best")
 
 
 def start_from_language_model(model: keras.Model,
