@@ -60,7 +60,8 @@ class ManyToOneConfig(TrainConfig):
             `max_mean` (maximum and mean over time).
         word_dropout: share of whole tokens dropped from each training text.
         encoder_from: a finished language_model run directory whose word vectors and
-            recurrent layers start the model (pipelines.training.pretraining); empty for none.
+            recurrent layers start the model (pipelines.training.pretraining), and whose cell,
+            embedding_dim and units it takes unless they are set; empty for none.
         encoder_learning_rate: the pretrained layers' learning rate as a share of
             learning_rate (e.g. 0.5 fine-tunes them more gently than the new layers).
         gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
