@@ -221,7 +221,7 @@ def evaluation_report(true: Any, predicted: Any, names: list[str], config: Any, 
     return report
 
 
-class ClassifyTask(Task):
+class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
     """Many-to-one (or one-to-one) text classification over a user's labelled rows."""
 
     name: ClassVar[str] = "classify"
@@ -242,10 +242,6 @@ class ClassifyTask(Task):
                  "units": 128, "dense_units": 128, "dropout": 0.5, "word_dropout": 0.2,
                  "pooling": "max_mean", "early_stopping_patience": 5},
     }
-
-    def config(self, profile: str = "quick", overrides: list[str] | None = None) -> TrainConfig:
-        # With encoder_from, the language model's sizes unless the command line sets them.
-        return pretraining.with_encoder_shape(super().config(profile, overrides), overrides)
 
     def __init__(self) -> None:
         # Registers the model's layers with Keras, so a checkpoint loads in a fresh process.
@@ -417,9 +413,6 @@ class ClassifyTask(Task):
             pretraining.start_from_language_model(inner, vectorizer, config)
         scores = LabelNames(names, name="label_names")(inner.outputs[0])
         return keras.Model(inner.inputs, scores, name=inner.name)
-
-    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
-        return pretraining.layer_rates(model, config)
 
     def loss(self, config: TrainConfig) -> Any:
         import keras

@@ -317,7 +317,7 @@ class _ReviewSentiment(Task):
                 for n in (1, len(WARMUP_REVIEWS))]
 
 
-class SentimentTask(_ReviewSentiment):
+class SentimentTask(pretraining.StartsFromLanguageModel, _ReviewSentiment):
     """Many-to-one: the review as a token sequence through a stacked bidirectional RNN."""
 
     name: ClassVar[str] = "sentiment"
@@ -343,10 +343,6 @@ class SentimentTask(_ReviewSentiment):
                  "word_vectors": "ppmi_svd", "lr_decay": 0.5},
     }
 
-    def config(self, profile: str = "quick", overrides: list[str] | None = None) -> TrainConfig:
-        # With encoder_from, the language model's sizes unless the command line sets them.
-        return pretraining.with_encoder_shape(super().config(profile, overrides), overrides)
-
     def _max_length(self, config: TrainConfig) -> int | None:
         return config.max_length
 
@@ -370,9 +366,6 @@ class SentimentTask(_ReviewSentiment):
         if config.encoder_from:
             pretraining.start_from_language_model(model, vectorizer, config)
         return model
-
-    def layer_rates(self, model: keras.Model, config: TrainConfig) -> dict[str, tuple[float, int]]:
-        return pretraining.layer_rates(model, config)
 
     def model_on(self, vectorizer: keras.layers.TextVectorization, config: TrainConfig,
                  ) -> keras.Model:

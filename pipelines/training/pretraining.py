@@ -170,3 +170,17 @@ def layer_rates(model: keras.Model, config: Any) -> dict[str, tuple[float, int]]
         for weight in layer.trainable_weights:
             rates[weight.path] = (config.encoder_learning_rate, start)
     return rates
+
+
+class StartsFromLanguageModel:
+    """What `encoder_from` adds to a classifier's Task (list it before Task among the bases).
+
+    Its config takes the language model's sizes where the command line left them
+    (`with_encoder_shape`); its pretrained layers get their learning rates (`layer_rates`).
+    """
+
+    def config(self, profile: str = "quick", overrides: list[str] | None = None) -> Any:
+        return with_encoder_shape(super().config(profile, overrides), overrides)  # type: ignore[misc]
+
+    def layer_rates(self, model: keras.Model, config: Any) -> dict[str, tuple[float, int]]:
+        return layer_rates(model, config)
