@@ -195,13 +195,21 @@ def apply_overrides(config: C, overrides: list[str] | None) -> C:
     fields = {f.name for f in dataclasses.fields(config_class)}
     changes = {}
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
+        key, (_, sep, value) = override_key(item), item.partition("=")
         if not sep or key not in fields:
             raise UserError(f"cannot apply setting {item!r}",
                             f"use KEY=VALUE with KEY one of {sorted(fields)}")
         changes[key] = _parse_value(value.strip(), hints[key], key)
     return config.replace(**changes)
+
+
+def override_key(item: str) -> str:
+    """The setting a `key=value` override names (dashes read as underscores).
+
+    Args:
+        item: one `--set` argument.
+    """
+    return item.partition("=")[0].strip().replace("-", "_")
 
 
 def data_dir() -> Path | None:

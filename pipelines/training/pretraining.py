@@ -61,9 +61,10 @@ def with_encoder_shape(config: Any, overrides: list[str] | None) -> Any:
     """
     if not config.encoder_from:
         return config
+    from pipelines.config import override_key
     from pipelines.training.run_dir import read_json
 
-    given = {item.partition("=")[0].strip().replace("-", "_") for item in overrides or []}
+    given = {override_key(item) for item in overrides or []}
     settings = read_json(_language_model_dir(config.encoder_from) / "config.json")
     changes = {name: settings[name] for name in ENCODER_SHAPE
                if name not in given and name in settings
