@@ -69,7 +69,7 @@ def with_encoder_shape(config: Any, overrides: list[str] | None) -> Any:
     changes = {name: settings[name] for name in ENCODER_SHAPE
                if name not in given and name in settings
                and getattr(config, name) != settings[name]}
-    if hasattr(config, "word_vectors") and "word_vectors" not in given:
+    if getattr(config, "word_vectors", "random") != "random" and "word_vectors" not in given:
         changes["word_vectors"] = "random"
     if changes:
         log.info("encoder_from: the classifier takes the language model's %s",
