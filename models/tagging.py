@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.characters import TokenFeatures, character_features
 from models.label_names import LabelNames
 from models.layers import Bidirectional, recurrent_layer
 from models.unknown_words import UnknownWordDropout
@@ -29,53 +30,6 @@ class LowerTokens(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-@keras.saving.register_keras_serializable(package="rnnkit")
-class TokenChars(keras.layers.Layer):
-    """Split tokens [batch, time] into their first `max_chars` characters [batch, time, chars],
-    padded with "".
-
-    Args:
-        max_chars: characters kept per token (the start of longer ones).
-        **kwargs: Keras layer arguments.
-    """
-
-    def __init__(self, max_chars: int = 16, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if max_chars < 1:
-            raise ValueError(f"max_chars must be at least 1, got {max_chars}.")
-        self.max_chars = max_chars
-
-    def call(self, tokens):
-        chars = tf.strings.unicode_split(tokens, "UTF-8")
-        chars = chars.to_tensor(default_value="")
-        chars = chars[:, :, : self.max_chars]
-        # At least one character column, so a batch of empty strings still has the axis.
-        width = tf.maximum(tf.shape(chars)[2], 1)
-        pad = width - tf.shape(chars)[2]
-        return tf.pad(chars, [[0, 0], [0, 0], [0, pad]], constant_values="")
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, None)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "max_chars": self.max_chars}
-
-
-@keras.saving.register_keras_serializable(package="rnnkit")
-class MaxOverChars(keras.layers.Layer):
-    """The largest value of each feature over a token's characters [batch, time, chars, f].
-
-    Args:
-        **kwargs: Keras layer arguments.
-    """
-
-    def call(self, features):
-        return tf.reduce_max(features, axis=2)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[1], input_shape[3])
 
 
 def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "lstm",
@@ -110,15 +64,9 @@ def tagger(words: list[str], chars: list[str], tags: list[str], *, cell: str = "
     x = keras.layers.Embedding(len(words) + 2, embedding_dim, mask_zero=True,
                                name="word_embedding")(word_ids)
     if chars:
-        char_ids = keras.layers.StringLookup(vocabulary=list(chars), mask_token="",
-                                             num_oov_indices=1, name="char_ids")(
-            TokenChars(max_chars, name="chars")(tokens))
-        c = keras.layers.Embedding(len(chars) + 2, char_dim, name="char_embedding")(char_ids)
-        # A 1x3 kernel over (token, character) convolves each token's characters alone.
-        c = keras.layers.Conv2D(char_filters, (1, 3), padding="same", activation="relu",
-                                name="char_conv")(c)
-        c = MaxOverChars(name="char_features")(c)
-        x = keras.layers.Concatenate(name="token_features")([x, c])
+        c = character_features(tokens, chars, char_dim=char_dim, char_filters=char_filters,
+                          max_chars=max_chars)
+        x = TokenFeatures(name="token_features")([x, c])
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="feature_dropout")(x)
     for i in range(layers):

@@ -129,3 +129,20 @@ def test_unknown_word_dropout_only_in_training():
     replaced = np.mean(dropped[:, :4] == 1)
     assert 0.25 < replaced < 0.35
     assert UnknownWordDropout.from_config(layer.get_config()).rate == 0.3
+
+
+def test_padding_stays_masked_beside_character_features():
+    """A sentence gets the same tags alone and in a batch beside a longer one: the character
+    features carry no mask of their own, and the word mask must still cover the padding (with
+    Keras's Concatenate the backward layer read the padding as tokens)."""
+    import keras
+
+    from models.tagging import tagger
+
+    keras.utils.set_random_seed(3)
+    model = tagger(["the", "cat", "sat"], list("thecasx"), ["DET", "NOUN", "VERB"],
+                   embedding_dim=8, char_dim=4, char_filters=6, units=8)
+    alone = model(tf.constant([["the", "cat", "sat"]])).numpy()
+    padded = model(tf.constant([["the", "cat", "sat", "", "", ""],
+                                ["the", "cat", "sat", "on", "the", "mat"]])).numpy()
+    np.testing.assert_allclose(padded[0, :3], alone[0], atol=1e-6)
