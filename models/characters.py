@@ -2,7 +2,7 @@
 
 A word the vocabulary lacks (a name, a number, a misspelling) still has characters: prefixes,
 suffixes and shape carry over from words seen in training (Ma & Hovy 2016's character CNN).
-The tagger's character block: token strings [batch, time] padded
+The tagger and the many-to-one classifier share this block: token strings [batch, time] padded
 with "" in, [batch, time, filters] features out, joined to the word embeddings by TokenFeatures,
 which keeps the words' mask over the padding.
 """
@@ -75,6 +75,20 @@ class TokenFeatures(keras.layers.Concatenate):
 
     def compute_mask(self, inputs, mask=None):
         return None if mask is None else mask[0]
+
+
+def vocabulary_characters(words: list[str], min_count: int = 1) -> list[str]:
+    """The characters of `words`, most frequent first (ties in order of first appearance).
+
+    Args:
+        words: e.g. a word vocabulary.
+        min_count: characters seen fewer times are left out (they share the unknown id).
+    """
+    counts: dict[str, int] = {}
+    for word in words:
+        for char in word:
+            counts[char] = counts.get(char, 0) + 1
+    return [c for c, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count]
 
 
 def character_features(tokens: keras.KerasTensor, chars: list[str], *, char_dim: int = 32,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.characters import TokenFeatures, character_features, vocabulary_characters
 from models.layers import Bidirectional, recurrent_layer
 from models.unknown_words import UnknownWordDropout
 
@@ -26,8 +27,12 @@ def standardize_review(text: tf.Tensor) -> tf.Tensor:
     Args:
         text: string tensor of reviews.
     """
-    text = tf.strings.lower(text, encoding="utf-8")
-    text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
+    return _letters_and_digits(tf.strings.lower(text, encoding="utf-8"))
+
+
+def _letters_and_digits(text: tf.Tensor) -> tf.Tensor:
+    """standardize_review without the lower-casing: the same tokens in their own case."""
+    text = tf.strings.regex_replace(text, r"(?i)<br\s*/?>", " ")
     text = tf.strings.regex_replace(text, "['’]", "")  # "don't" -> "dont", one token
     return tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
 
@@ -37,7 +42,8 @@ TRUNCATIONS = ("first", "last")
 
 @keras.saving.register_keras_serializable(package="rnnkit")
 class TruncateTokens(keras.layers.Layer):
-    """Keep `max_length` tokens of each review in right-padded token ids [batch, time].
+    """Keep `max_length` tokens of each review in right-padded tokens [batch, time] (ids
+    padded with 0, or strings padded with "").
 
     Args:
         max_length: tokens kept per review; shorter reviews pass through unchanged.
@@ -59,8 +65,10 @@ class TruncateTokens(keras.layers.Layer):
     def call(self, tokens):
         if self.keep == "first":
             return tokens[:, : self.max_length]
-        # Token id 0 is padding only, so a review's length is its count of non-zero ids.
-        lengths = tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1)
+        # Token id 0 (or "" for token strings) is padding only, so a review's length is its
+        # count of other tokens.
+        padding = "" if tokens.dtype == tf.string else 0
+        lengths = tf.reduce_sum(tf.cast(tokens != padding, tf.int32), axis=1)
         kept = tf.minimum(tf.shape(tokens)[1], self.max_length)
         starts = tf.maximum(lengths - self.max_length, 0)
         return tf.gather(tokens, starts[:, None] + tf.range(kept)[None, :], batch_dims=1)
@@ -71,6 +79,32 @@ class TruncateTokens(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "max_length": self.max_length, "keep": self.keep}
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class ReviewTokens(keras.layers.Layer):
+    """Texts [batch] -> their tokens [batch, time] as strings in their own case, padded with
+    "": the tokens a vectorizer from `make_vectorizer` numbers, in the same places, for
+    features of the tokens' characters, capitals included.
+
+    The tokens are standardize_review's but for the lower-casing. Where lower-casing changes a
+    text's token count (rare: "İ" lowers to "i" and a combining dot, which is no letter), that
+    text's lower-cased tokens are taken, so the two always line up.
+
+    Args:
+        **kwargs: Keras layer arguments.
+    """
+
+    def call(self, texts):
+        lower = tf.strings.split(standardize_review(texts))
+        cased = tf.strings.split(_letters_and_digits(texts))
+        shape = lower.bounding_shape()
+        same = tf.equal(lower.row_lengths(), cased.row_lengths())[:, None]
+        return tf.where(same, cased.to_tensor(default_value="", shape=shape),
+                        lower.to_tensor(default_value="", shape=shape))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None)
 
 
 @keras.saving.register_keras_serializable(package="rnnkit")
@@ -143,7 +177,8 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
                 max_length: int = 200, keep: str = "first", pooling: str = "last",
                 train_embedding: bool = True, word_dropout: float = 0.0,
                 seed: int | None = None, classes: int = 1, name: str | None = None,
-                unknown_dropout: float = 0.0) -> keras.Model:
+                unknown_dropout: float = 0.0, char_features: bool = False,
+                char_filters: int = 64, char_dim: int = 32, max_chars: int = 16) -> keras.Model:
     """Raw text -> tokens -> Embedding(mask_zero) -> stacked bidirectional RNN -> class scores.
 
     Args:
@@ -171,6 +206,13 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         name: the model's name; default `sentiment_bi<cell>`.
         unknown_dropout: share of training tokens replaced by the out-of-vocabulary token, so
             its vector learns to stand for words training never saw (small data sets).
+        char_features: add features of each token's characters (models.characters) to its
+            embedding, so words outside the vocabulary still say something. The characters
+            are those of the vectorizer's vocabulary, which must come from `make_vectorizer`
+            (its tokens are split again here to read their characters).
+        char_filters: character convolution filters, the features of each token.
+        char_dim: size of each character's embedding.
+        max_chars: characters of each token read (its start).
     """
     if layers < 1:
         raise ValueError(f"layers must be at least 1, got {layers}.")
@@ -182,6 +224,14 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         tokens = UnknownWordDropout(unknown_dropout, seed=seed, name="unknown_words")(tokens)
     x = keras.layers.Embedding(vectorizer.vocabulary_size(), embedding_dim, mask_zero=True,
                                trainable=train_embedding, name="embedding")(tokens)
+    if char_features:
+        _require_review_tokens(vectorizer)
+        words = TruncateTokens(max_length, keep, name=f"{keep}_token_strings")(
+            ReviewTokens(name="token_strings")(text))
+        chars = character_features(
+            words, _cased(vocabulary_characters(vectorizer.get_vocabulary()[2:])),
+            char_dim=char_dim, char_filters=char_filters, max_chars=max_chars)
+        x = TokenFeatures(name="token_features")([x, chars])
     if word_dropout:
         # One draw per token, shared by all its features: the word is dropped, not a feature.
         x = keras.layers.Dropout(word_dropout, noise_shape=(None, None, 1), seed=seed,
@@ -206,6 +256,25 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
         if dropout:
             x = keras.layers.Dropout(dropout, seed=seed, name="dense_dropout")(x)
     return keras.Model(text, class_scores(x, classes), name=name or f"sentiment_bi{cell}")
+
+
+def _cased(chars: list[str]) -> list[str]:
+    """`chars` (of the lower-cased vocabulary) followed by their capitals."""
+    capitals = [c.upper() for c in chars if len(c.upper()) == 1 and c.upper() != c]
+    return chars + [c for c in capitals if c not in chars]
+
+
+def _require_review_tokens(vectorizer: keras.layers.TextVectorization) -> None:
+    """ValueError unless `vectorizer` splits texts as ReviewTokens does (make_vectorizer's)."""
+    config = vectorizer.get_config()
+    standardize = config.get("standardize")
+    name = standardize if isinstance(standardize, str) else getattr(standardize, "__name__", "")
+    if not str(name).endswith("standardize_review") or config.get("split") != "whitespace":
+        raise ValueError(
+            "character features read the tokens of make_vectorizer's TextVectorization "
+            f"(standardize_review, whitespace split); this one has standardize={standardize!r}, "
+            f"split={config.get('split')!r}. Build it with make_vectorizer or set "
+            "char_features=False.")
 
 
 def one_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm", units: int = 64,

@@ -1,6 +1,7 @@
-"""`classify` on a user's files: a tiny seeded run on real TREC questions written to CSV learns
-well above the majority class, evaluates, exports and answers with label names through the
-model server; the bag-of-words model reads JSONL.gz; every bad input is one clear error."""
+"""`classify` on a user's files: a tiny seeded run on real TREC questions written to CSV (with
+character features) learns well above the majority class, evaluates, exports and answers with
+label names through the model server; the bag-of-words model reads JSONL.gz; every bad input is
+one clear error."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def csv_run(questions, tmp_path_factory):
     return quick_run("classify", [f"data={questions / 'train.csv'}",
                                   f"test_data={questions / 'test.csv'}",
                                   "text_column=question", "label_column=kind", "cell=gru",
+                                  "char_features=true",
                                   *SMALL], tmp_path_factory.mktemp("runs") / "csv")
 
 
@@ -187,3 +189,38 @@ def test_cli_data_flags(tmp_path, capsys):
     assert main(["train", "classify", "--data", str(path), "--source-column", "s",
                  "--run-dir", str(tmp_path / "run")]) == 2
     assert "task classify takes no --source-column" in capsys.readouterr().err
+
+
+def test_character_features_tell_unknown_words_apart_and_keep_padding_masked():
+    """With char_features two words outside the vocabulary no longer look alike (without them
+    both are the one unknown id), and a text scores the same alone and beside a longer one."""
+    import keras
+
+    from models.sentiment import make_vectorizer, many_to_one
+
+    texts = tf.data.Dataset.from_tensor_slices(
+        ["what is the capital of france", "who wrote hamlet", "how many people live here"])
+    vectorizer = make_vectorizer(texts.batch(3), max_tokens=100)
+    unknown = tf.constant(["who is zanzibar", "who is qwxyvz"])
+    scores = {}
+    for chars in (False, True):
+        keras.utils.set_random_seed(5)
+        model = many_to_one(vectorizer, embedding_dim=8, units=8, dense_units=8, classes=3,
+                            pooling="max_mean", keep="last", max_length=6,
+                            char_features=chars, char_filters=6, char_dim=4)
+        scores[chars] = model(unknown).numpy()
+        alone = model(tf.constant(["who wrote zanzibar"])).numpy()
+        beside = model(tf.constant(["who wrote zanzibar",
+                                    "how many people live in the capital of france"])).numpy()
+        np.testing.assert_allclose(beside[0], alone[0], atol=1e-6)
+        # Lower-casing "İ" adds a combining dot (no letter) and so a token: still in line.
+        assert model(tf.constant(["Where is İstanbul ?", "İ"])).shape == (2, 3)
+    np.testing.assert_allclose(scores[False][0], scores[False][1], atol=1e-7)
+    assert np.abs(scores[True][0] - scores[True][1]).max() > 1e-4
+
+
+def test_character_features_do_not_fit_a_language_models_layers(tmp_path):
+    task = get_task("classify")
+    with pytest.raises(UserError, match="char_features=true widens"):
+        task.config("quick", ["data=trec"]).replace(char_features=True,
+                                                    encoder_from=str(tmp_path)).validate()

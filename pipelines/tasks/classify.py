@@ -66,6 +66,11 @@ class ManyToOneConfig(TrainConfig):
             learning_rate (e.g. 0.5 fine-tunes them more gently than the new layers).
         gradual_unfreezing: the pretrained layers start frozen; the top one trains from the
             second epoch, each one below an epoch later.
+        char_features: add features of each token's characters to its embedding, so words
+            outside the vocabulary (names, numbers, misspellings) still tell something.
+        max_chars: characters of each token the character features read.
+        char_dim: size of the character embeddings.
+        char_filters: character convolution filters.
     """
 
     cell: str = "lstm"
@@ -83,6 +88,10 @@ class ManyToOneConfig(TrainConfig):
     encoder_from: str = ""
     encoder_learning_rate: float = 1.0
     gradual_unfreezing: bool = False
+    char_features: bool = False
+    max_chars: int = 16
+    char_dim: int = 32
+    char_filters: int = 64
 
     def validate(self) -> None:
         super().validate()
@@ -90,10 +99,25 @@ class ManyToOneConfig(TrainConfig):
 
         pretraining.check_options(self)
         self.check_cell()
-        self.check_at_least_one("max_tokens", "units", "max_length", "embedding_dim", "layers")
+        self.check_at_least_one("max_tokens", "units", "max_length", "embedding_dim", "layers",
+                                "max_chars", "char_dim", "char_filters")
         self.check_rates("dropout", "recurrent_dropout", "word_dropout")
         self.check_choice("keep", TRUNCATIONS, "a truncation")
         self.check_choice("pooling", POOLINGS, "a pooling")
+        if self.char_features and self.encoder_from:
+            raise UserError("char_features=true widens the recurrent layer's input, so the "
+                            "language model's layer of encoder_from no longer fits",
+                            "drop --set char_features=true, or drop encoder_from")
+
+    def many_to_one_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of models.sentiment.many_to_one these settings give."""
+        return {"cell": self.cell, "embedding_dim": self.embedding_dim, "units": self.units,
+                "layers": self.layers, "dense_units": self.dense_units,
+                "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout,
+                "max_length": self.max_length, "keep": self.keep, "pooling": self.pooling,
+                "word_dropout": self.word_dropout, "seed": self.seed,
+                "char_features": self.char_features, "max_chars": self.max_chars,
+                "char_dim": self.char_dim, "char_filters": self.char_filters}
 
 
 @dataclasses.dataclass
@@ -399,14 +423,8 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
                                name=f"classify_bow_{config.cell}")
         else:
             vectorizer = make_vectorizer(texts, config.max_tokens)
-            inner = many_to_one(vectorizer, cell=config.cell, embedding_dim=config.embedding_dim,
-                                units=config.units, layers=config.layers,
-                                dense_units=config.dense_units, dropout=config.dropout,
-                                recurrent_dropout=config.recurrent_dropout,
-                                max_length=config.max_length, keep=config.keep,
-                                pooling=config.pooling, word_dropout=config.word_dropout,
-                                seed=config.seed, classes=len(names),
-                                name=f"classify_bi{config.cell}",
+            inner = many_to_one(vectorizer, **config.many_to_one_arguments(),
+                                classes=len(names), name=f"classify_bi{config.cell}",
                                 unknown_dropout=config.unknown_dropout)
         log.info("vocabulary: %d tokens", vectorizer.vocabulary_size())
         if config.encoder_from:

@@ -378,13 +378,8 @@ class SentimentTask(pretraining.StartsFromLanguageModel, _ReviewSentiment):
         from models.sentiment import many_to_one
 
         config.validate()
-        return many_to_one(vectorizer, cell=config.cell, embedding_dim=config.embedding_dim,
-                           units=config.units, layers=config.layers,
-                           dense_units=config.dense_units, dropout=config.dropout,
-                           recurrent_dropout=config.recurrent_dropout,
-                           max_length=config.max_length, keep=config.keep,
-                           pooling=config.pooling, train_embedding=config.train_embedding,
-                           word_dropout=config.word_dropout, seed=config.seed)
+        return many_to_one(vectorizer, **config.many_to_one_arguments(),
+                           train_embedding=config.train_embedding)
 
 
 class SentimentBowTask(_ReviewSentiment):
