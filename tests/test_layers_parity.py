@@ -293,3 +293,35 @@ def test_unknown_length_inside_tf_function_matches_keras():
         out_b, grad_b = fn_b(x, mask)
         _assert_same([o.numpy() for o in out_a], [o.numpy() for o in out_b], "outputs")
         _assert_same([g.numpy() for g in grad_a], [g.numpy() for g in grad_b], "gradients")
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_length_whole_chunks_then_single_steps_match_keras(kind, go_backwards):
+    """With the length unknown at tracing time the loop runs whole chunks of steps, then the
+    rest one by one: lengths below, at and between multiples of the chunk, masked."""
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/{go_backwards}".encode()))
+    kwargs = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    mine, theirs = _pair(lambda: KINDS[kind][0](**kwargs), lambda: KINDS[kind][1](**kwargs),
+                         rng)
+    signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
+
+    def traced(layer):
+        @tf.function(input_signature=signature)
+        def fn(x, mask):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs = tf.nest.flatten(layer(x, mask=mask))
+                loss = tf.add_n([tf.reduce_sum(tf.sin(o)) for o in outputs])
+            return outputs, tape.gradient(loss, [x, *layer.trainable_weights])
+        return fn
+
+    fn_a, fn_b = traced(mine), traced(theirs)
+    for steps in (1, 4, 6, 9):
+        x = rng.normal(size=(BATCH, steps, FEATURES)).astype("float32")
+        mask = np.arange(steps)[None, :] < np.array([[steps], [max(steps - 2, 1)], [1]])
+        out_a, grad_a = fn_a(x, mask)
+        out_b, grad_b = fn_b(x, mask)
+        _assert_same([o.numpy() for o in out_a], [o.numpy() for o in out_b], f"{steps} steps")
+        _assert_same([g.numpy() for g in grad_a], [g.numpy() for g in grad_b],
+                     f"{steps} steps, gradients")

@@ -10,8 +10,9 @@ import tensorflow as tf
 # projects a [c, batch, features] chunk of inputs in ONE matmul and then runs c steps: fewer,
 # larger matmuls and c times less loop and TensorArray work, while the next chunk's projection
 # (independent of the recurrence) can run ahead on another core. Each extra step per iteration
-# adds a copy of the step to the graph and so costs tracing time: hence a small cap, and one
-# step per iteration when the length is unknown.
+# adds a copy of the step to the graph and so costs tracing time: hence a small cap. When the
+# length is unknown at tracing time (every padded batch from tf.data, every export), a loop
+# of whole chunks runs first and a loop of single steps takes the rest (fewer than a chunk).
 MAX_STEPS_PER_ITERATION = 4
 
 
@@ -154,11 +155,43 @@ def run_time_loop(
             out, last, states = advance(projected_t, mask_t, last, states)
             emitted.append(out)
         outputs = tf.stack(emitted) if return_sequences else None
+    elif steps is None and MAX_STEPS_PER_ITERATION > 1:
+        last, outputs, states = _chunks_then_steps(
+            advance, project, inputs, mask, MAX_STEPS_PER_ITERATION, initial_output,
+            list(initial_states), go_backwards, return_sequences)
     else:
         last, outputs, states = _while_loop(
             advance, project, inputs, mask, _steps_per_iteration(steps), initial_output,
             list(initial_states), go_backwards, return_sequences)
     return last, outputs if return_sequences else None, states
+
+
+def _chunks_then_steps(advance, project, inputs, mask, chunk, last, states, go_backwards,
+                       return_sequences):
+    """A length unknown at tracing time: `chunk` steps per iteration over as many whole chunks
+    as fit, then one step per iteration over the rest, in processing order.
+
+    Going forwards the chunks cover the first steps; going backwards, the last ones (which it
+    processes first). Outputs are in processing order, as _while_loop's.
+    """
+    steps = tf.shape(tf.nest.flatten(inputs)[0])[0]
+    rest = steps % chunk
+    split = rest if go_backwards else steps - rest
+
+    def first(x):
+        return x[split:] if go_backwards else x[:split]
+
+    def second(x):
+        return x[:split] if go_backwards else x[split:]
+
+    parts = []
+    for take, steps_per_iteration in ((first, chunk), (second, 1)):
+        last, outputs, states = _while_loop(
+            advance, project, tf.nest.map_structure(take, inputs),
+            None if mask is None else take(mask), steps_per_iteration, last, states,
+            go_backwards, return_sequences)
+        parts.append(outputs)
+    return last, tf.concat(parts, 0) if return_sequences else None, states
 
 
 def _while_loop(advance, project, inputs, mask, chunk, last, states, go_backwards,
