@@ -266,6 +266,20 @@ def test_last_output_with_zero_output_for_mask_is_the_true_end():
         np.testing.assert_allclose(output[row], alone[0], atol=TOL)
 
 
+def _traced_with_gradients(layer):
+    """A tf.function of unknown batch and length: (x, mask) -> outputs, their gradients."""
+    signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
+
+    @tf.function(input_signature=signature)
+    def fn(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = tf.nest.flatten(layer(x, mask=mask))
+            loss = tf.add_n([tf.reduce_sum(tf.sin(o)) for o in outputs])
+        return outputs, tape.gradient(loss, [x, *layer.trainable_weights])
+    return fn
+
+
 def test_unknown_length_inside_tf_function_matches_keras():
     """One traced function (unknown batch and time) over two lengths, masked, both directions."""
     rng = np.random.default_rng(31)
@@ -273,19 +287,7 @@ def test_unknown_length_inside_tf_function_matches_keras():
     mine, theirs = _pair(
         lambda: ours.Bidirectional(ours.LSTM(UNITS, **kwargs)),
         lambda: keras.layers.Bidirectional(keras.layers.LSTM(UNITS, **kwargs)), rng)
-    signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
-
-    def traced(layer):
-        @tf.function(input_signature=signature)
-        def fn(x, mask):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                outputs = tf.nest.flatten(layer(x, mask=mask))
-                loss = tf.add_n([tf.reduce_sum(tf.sin(o)) for o in outputs])
-            return outputs, tape.gradient(loss, [x, *layer.trainable_weights])
-        return fn
-
-    fn_a, fn_b = traced(mine), traced(theirs)
+    fn_a, fn_b = _traced_with_gradients(mine), _traced_with_gradients(theirs)
     for batch, steps in ((3, 3), (2, 13)):
         x = rng.normal(size=(batch, steps, FEATURES)).astype("float32")
         mask = np.arange(steps)[None, :] < rng.integers(1, steps + 1, size=(batch, 1))
@@ -304,19 +306,7 @@ def test_unknown_length_whole_chunks_then_single_steps_match_keras(kind, go_back
     kwargs = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     mine, theirs = _pair(lambda: KINDS[kind][0](**kwargs), lambda: KINDS[kind][1](**kwargs),
                          rng)
-    signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
-
-    def traced(layer):
-        @tf.function(input_signature=signature)
-        def fn(x, mask):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                outputs = tf.nest.flatten(layer(x, mask=mask))
-                loss = tf.add_n([tf.reduce_sum(tf.sin(o)) for o in outputs])
-            return outputs, tape.gradient(loss, [x, *layer.trainable_weights])
-        return fn
-
-    fn_a, fn_b = traced(mine), traced(theirs)
+    fn_a, fn_b = _traced_with_gradients(mine), _traced_with_gradients(theirs)
     for steps in (1, 4, 6, 9):
         x = rng.normal(size=(BATCH, steps, FEATURES)).astype("float32")
         mask = np.arange(steps)[None, :] < np.array([[steps], [max(steps - 2, 1)], [1]])
