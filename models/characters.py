@@ -92,7 +92,7 @@ def vocabulary_characters(words: list[str], min_count: int = 1) -> list[str]:
 
 
 def character_features(tokens: keras.KerasTensor, chars: list[str], *, char_dim: int = 32,
-                  char_filters: int = 64, max_chars: int = 16) -> keras.KerasTensor:
+                       char_filters: int = 64, max_chars: int = 16) -> keras.KerasTensor:
     """Token strings [batch, time] -> character features [batch, time, char_filters].
 
     Args:
