@@ -14,8 +14,10 @@ share of this machine's measured float32 matmul rate (2048 x 2048 x 2048) for th
 work the call does (2·B·T·(I+H)·gates·H flops forward, 3x that for a training step).
 
 Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...]
-[--peers keras keras_xla jax torch]` (torch and jax from the `bench` extra: `pip install -e
-.[bench]`; a peer that is not installed is left out with a note).
+[--peers keras keras_xla jax torch] [--unknown-length]` (torch and jax from the `bench` extra:
+`pip install -e .[bench]`; a peer that is not installed is left out with a note).
+`--unknown-length` traces the TensorFlow functions (ours, keras, keras_xla) with the batch
+size and length unknown, as model.fit on padded batches and every export trace them.
 """
 
 from __future__ import annotations
@@ -53,24 +55,27 @@ def _inputs(shape: tuple):
 # --- timed functions, one (forward, train_step) pair per implementation -------------------------
 
 
-def _tf_functions(layer, jit: bool = False) -> tuple:
+def _tf_functions(layer, jit: bool = False, features: int | None = None) -> tuple:
     """Forward and training-step functions of a TensorFlow-backend Keras layer.
 
     Args:
         layer: a built layer (ours or keras.layers').
         jit: compile both with XLA (what model.compile(jit_compile=True) does).
+        features: trace with the batch size and length unknown ([None, None, features]), as
+            model.fit on padded batches and every export do; None traces the call's shape.
     """
     import keras
     import tensorflow as tf
 
     optimizer = keras.optimizers.SGD(1e-3)
     optimizer.build(layer.trainable_variables)
+    signature = None if features is None else [tf.TensorSpec((None, None, features))]
 
-    @tf.function(jit_compile=jit)
+    @tf.function(jit_compile=jit, input_signature=signature)
     def forward(x):
         return layer(x, training=False)
 
-    @tf.function(jit_compile=jit)
+    @tf.function(jit_compile=jit, input_signature=signature)
     def train_step(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(layer(x, training=True)))
@@ -252,7 +257,7 @@ def _flops(kind: str, shape: tuple, what: str) -> float:
 
 
 def bench_case(kind: str, shape: tuple, whats: tuple, repeats: int, peers: list,
-               children: dict, rate: MatmulRate) -> dict:
+               children: dict, rate: MatmulRate, unknown_length: bool = False) -> dict:
     """Seconds per call, {(implementation, what): [per repeat]}, all interleaved per repeat.
 
     Args:
@@ -263,6 +268,7 @@ def bench_case(kind: str, shape: tuple, whats: tuple, repeats: int, peers: list,
         peers: the peers to time besides ours.
         children: the open child processes, by peer.
         rate: the matmul rate, measured once per repeat.
+        unknown_length: trace the TensorFlow functions with batch and length unknown.
     """
     import keras
     import tensorflow as tf
@@ -280,7 +286,7 @@ def bench_case(kind: str, shape: tuple, whats: tuple, repeats: int, peers: list,
     for name, (make, jit) in local.items():
         layer = make(units)
         layer.build((batch, steps, features))
-        functions[name] = _tf_functions(layer, jit)
+        functions[name] = _tf_functions(layer, jit, features if unknown_length else None)
     times = {(name, what): [] for name in [*functions, *children] for what in whats}
     for what in whats:
         index = 0 if what == "fwd" else 1
@@ -331,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per function")
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
     parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    parser.add_argument("--unknown-length", action="store_true",
+                        help="trace ours, keras and keras_xla with batch and length unknown, as "
+                             "training on padded batches and exports do (JAX compiles per "
+                             "shape and PyTorch does not trace: their timings do not change)")
     parser.add_argument("--serve-peer", choices=sorted(CHILD_PEERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_peer:
@@ -352,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rate = MatmulRate()
         print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats. ms = median "
+              f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats"
+              f"{', batch and length unknown when traced' if args.unknown_length else ''}. "
+              "ms = median "
               "wall-clock time of one call; (x) = ours / that peer; best = ours / the fastest "
               "peer [min-max over the repeats]; CPU time: the same on median CPU seconds of "
               "the process (steadier under load, but counts TensorFlow's spinning threads); "
@@ -363,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.kinds:
                 print(f"timing {kind} {shape}", file=sys.stderr, flush=True)
                 results.append((kind, shape, whats,
-                                bench_case(kind, shape, whats, repeats, peers, children, rate)))
+                                bench_case(kind, shape, whats, repeats, peers, children, rate,
+                                           args.unknown_length)))
         header = ["layer", "B, T, I, H", "step", "ours ms", *[f"{p} ms" for p in peers],
                   "ours / best", "ours / best, CPU time", "% matmul"]
         print("| " + " | ".join(header) + " |")
