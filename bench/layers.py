@@ -14,10 +14,15 @@ share of this machine's measured float32 matmul rate (2048 x 2048 x 2048) for th
 work the call does (2·B·T·(I+H)·gates·H flops forward, 3x that for a training step).
 
 Run: `.venv/bin/python bench/layers.py [--quick] [--repeats N] [--kinds LSTM ...]
-[--peers keras keras_xla jax torch] [--unknown-length]` (torch and jax from the `bench` extra:
-`pip install -e .[bench]`; a peer that is not installed is left out with a note).
+[--peers keras keras_xla jax torch] [--unknown-length] [--shapes 1,200,256,256] [--threads N]`
+(torch and jax from the `bench` extra: `pip install -e .[bench]`; a peer that is not installed
+is left out with a note).
 `--unknown-length` traces the TensorFlow functions (ours, keras, keras_xla) with the batch
 size and length unknown, as model.fit on padded batches and every export trace them.
+`--threads N` gives every implementation N threads for one operation (TensorFlow's intra-op
+pool, which XLA on TensorFlow uses too; PyTorch's set_num_threads; XLA's CPU flags under JAX),
+as a server started with `--tensorflow_intra_op_parallelism=N` runs; the default lets each
+library use every core.
 """
 
 from __future__ import annotations
@@ -156,14 +161,20 @@ def _timed(fn, x) -> tuple[float, float]:
 # --- the child process of a peer: answers one JSON request per line -----------------------------
 
 
-def serve_peer(peer: str) -> int:
+def serve_peer(peer: str, threads: int = 0) -> int:
     """Child-process loop: reads {"kind", "shape", "what", "warmup"} lines, prints
     {"seconds": [wall, cpu]}.
 
     Args:
         peer: "jax" or "torch".
+        threads: threads one operation may use (0: the library's default).
     """
     import numpy as np
+
+    if peer == "torch" and threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     functions, inputs = {}, {}
     for line in sys.stdin:
@@ -189,16 +200,23 @@ def serve_peer(peer: str) -> int:
 class _Child:
     """A peer's child process (python bench/layers.py --serve-peer PEER)."""
 
-    def __init__(self, peer: str):
+    def __init__(self, peer: str, threads: int = 0):
         env = dict(os.environ)
         if peer == "jax":
             env["KERAS_BACKEND"] = "jax"
             env["JAX_PLATFORMS"] = "cpu"
+        if threads:
+            # Read by PyTorch (OpenMP, its intra-op pool) and by XLA's CPU backend under JAX.
+            env["OMP_NUM_THREADS"] = str(threads)
+            if threads == 1:
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                                    "=false intra_op_parallelism_threads=1").strip()
         # OpenMP threads that spin while they wait would steal the CPUs from the other
         # implementations' turns (PyTorch's forward took 40x longer with the default policy).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-peer", peer],
+            [sys.executable, str(Path(__file__).resolve()), "--serve-peer", peer,
+             "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
 
     def time(self, kind: str, shape: tuple, what: str, warmup: int = 0) -> tuple:
@@ -341,10 +359,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="trace ours, keras and keras_xla with batch and length unknown, as "
                              "training on padded batches and exports do (JAX compiles per "
                              "shape and PyTorch does not trace: their timings do not change)")
+    shapes = [",".join(map(str, case[:4])) for case in CASES]
+    parser.add_argument("--shapes", nargs="+", default=shapes, choices=shapes,
+                        help="the cases to time, as B,T,I,H (default: all)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="threads one operation may use, for every implementation "
+                             "(default 0: each library's own, every core)")
     parser.add_argument("--serve-peer", choices=sorted(CHILD_PEERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_peer:
-        return serve_peer(args.serve_peer)
+        return serve_peer(args.serve_peer, args.threads)
 
     from serving.logging_setup import quiet_tensorflow
 
@@ -352,18 +376,22 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+
     repeats = args.repeats or (3 if args.quick else 7)
     peers = list(args.peers)
     for peer, module in CHILD_PEERS.items():
         if peer in peers and not _installed(module):
             print(f"note: {peer} is not installed (pip install -e .[bench]); left out.")
             peers.remove(peer)
-    children = {peer: _Child(peer) for peer in peers if peer in CHILD_PEERS}
+    children = {peer: _Child(peer, args.threads) for peer in peers if peer in CHILD_PEERS}
     try:
         rate = MatmulRate()
         print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}, {repeats} repeats"
-              f"{', batch and length unknown when traced' if args.unknown_length else ''}. "
+              f"{', batch and length unknown when traced' if args.unknown_length else ''}"
+              f"{f', {args.threads} thread(s) per operation' if args.threads else ''}. "
               "ms = median "
               "wall-clock time of one call; (x) = ours / that peer; best = ours / the fastest "
               "peer [min-max over the repeats]; CPU time: the same on median CPU seconds of "
@@ -372,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for batch, steps, features, units, whats in CASES:
             shape = (batch, steps, features, units)
+            if ",".join(map(str, shape)) not in args.shapes:
+                continue
             for kind in args.kinds:
                 print(f"timing {kind} {shape}", file=sys.stderr, flush=True)
                 results.append((kind, shape, whats,
