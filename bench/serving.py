@@ -42,6 +42,7 @@ from bench.clients import run_together  # noqa: E402
 from bench.server_process import export_untrained_sentiment, model_server  # noqa: E402
 from pipelines.config import data_dir  # noqa: E402
 from serving.errors import UserError  # noqa: E402
+from serving.servable import set_parallelism  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 MAX_BATCH = 32
@@ -99,9 +100,16 @@ def example_inputs(signature: dict[str, Any], examples: int) -> dict[str, np.nda
     return inputs
 
 
-def server_flags(batching: bool, workdir: Path) -> list[str]:
-    """The server's flags beyond model and ports, with or without request batching."""
-    flags = ["--file_system_poll_wait_seconds=0", "--shutdown_grace_seconds=2"]
+def server_flags(batching: bool, workdir: Path, intra_op_threads: int = 0) -> list[str]:
+    """The server's flags beyond model and ports, with or without request batching.
+
+    Args:
+        batching: turn request batching on.
+        workdir: where the batching parameters file goes.
+        intra_op_threads: threads one TensorFlow op may use; 0 lets TensorFlow choose.
+    """
+    flags = ["--file_system_poll_wait_seconds=0", "--shutdown_grace_seconds=2",
+             f"--tensorflow_intra_op_parallelism={intra_op_threads}"]
     if batching:
         config = workdir / "batching.config"
         config.write_text(BATCHING_CONFIG)
@@ -188,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --baseline-source, alternating rounds per REST row; the "
                              "median round is reported (default: %(default)s)")
+    parser.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
+                        help="threads one TensorFlow op may use, in the servers "
+                             "(--tensorflow_intra_op_parallelism) and in process; 0 (default) "
+                             "lets TensorFlow choose (all cores)")
     args = parser.parse_args(argv)
+    set_parallelism(args.intra_op_threads, 0)  # the in-process rows', before any op runs
     if args.quick:
         args.requests, args.max_seconds = 10, 10.0
     rows: list[tuple] = []
@@ -212,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 # by round, so that load from elsewhere on the machine hits both alike.
                 servers = {suffix: running.enter_context(model_server(
                     name, base_path, Path(tmp) / f"server-{mode}{suffix}.log",
-                    server_flags(batching, Path(tmp)), source=source))
+                    server_flags(batching, Path(tmp), args.intra_op_threads),
+                    source=source))
                     for suffix, source in sources}
                 client = servers[""].client
                 metadata = client.metadata(name)
@@ -238,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                                      examples, middle))
         rows = in_process_rows(name, base_path, inputs, args) + rows
 
-    print(f"model {name} ({base_path}), {os.cpu_count()} CPUs, batching: max_batch_size "
+    print(f"model {name} ({base_path}), {os.cpu_count()} CPUs, intra-op threads "
+          f"{args.intra_op_threads or 'TensorFlow default'}, batching: max_batch_size "
           f"{MAX_BATCH}, batch_timeout_micros 2000; loopback")
     print("| path       | batching | clients | examples/call | requests | examples/s | "
           "p50 ms | p99 ms |")
