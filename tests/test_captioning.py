@@ -38,7 +38,7 @@ IMAGES = 4
 # Small encoder input: a 3 x 3 feature grid, enough to tell four images apart, fast to cache.
 OVERFIT = [
     f"max_train_examples={IMAGES}", f"batch_size={IMAGES}", f"max_eval_examples={IMAGES}",
-    "epochs=40", "early_stopping_patience=40", "learning_rate=0.01", "lr_decay=1.0",
+    "epochs=60", "early_stopping_patience=60", "learning_rate=0.01", "lr_decay=1.0",
     "dropout=0", "image_size=96", "units=256", "embed_dim=32", "min_word_count=1",
     "beam_width=3", "attention_samples=2", "gallery_size=4", "attention_regularization=0"]
 
