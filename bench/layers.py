@@ -20,7 +20,8 @@ is left out with a note).
 `--unknown-length` traces the TensorFlow functions (ours, keras, keras_xla) with the batch
 size and length unknown, as model.fit on padded batches and every export trace them.
 `--threads N` gives every implementation N threads for one operation (TensorFlow's intra-op
-pool, which XLA on TensorFlow uses too; PyTorch's set_num_threads; XLA's CPU flags under JAX),
+pool, which XLA on TensorFlow uses too; PyTorch's set_num_threads; under JAX, XLA's CPU flags
+for N = 1, its default otherwise),
 as a server started with `--tensorflow_intra_op_parallelism=N` runs; the default lets each
 library use every core.
 """

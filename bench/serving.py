@@ -108,8 +108,9 @@ def server_flags(batching: bool, workdir: Path, intra_op_threads: int = 0) -> li
         workdir: where the batching parameters file goes.
         intra_op_threads: threads one TensorFlow op may use; 0 lets TensorFlow choose.
     """
-    flags = ["--file_system_poll_wait_seconds=0", "--shutdown_grace_seconds=2",
-             f"--tensorflow_intra_op_parallelism={intra_op_threads}"]
+    flags = ["--file_system_poll_wait_seconds=0", "--shutdown_grace_seconds=2"]
+    if intra_op_threads:  # only when asked: a --baseline-source server may predate the flag
+        flags.append(f"--tensorflow_intra_op_parallelism={intra_op_threads}")
     if batching:
         config = workdir / "batching.config"
         config.write_text(BATCHING_CONFIG)
