@@ -9,6 +9,8 @@ which keeps the words' mask over the padding.
 
 from __future__ import annotations
 
+import collections
+
 import keras
 import tensorflow as tf
 
@@ -84,11 +86,8 @@ def vocabulary_characters(words: list[str], min_count: int = 1) -> list[str]:
         words: e.g. a word vocabulary.
         min_count: characters seen fewer times are left out (they share the unknown id).
     """
-    counts: dict[str, int] = {}
-    for word in words:
-        for char in word:
-            counts[char] = counts.get(char, 0) + 1
-    return [c for c, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count]
+    counts = collections.Counter(char for word in words for char in word)
+    return [c for c, n in counts.most_common() if n >= min_count]
 
 
 def character_features(tokens: keras.KerasTensor, chars: list[str], *, char_dim: int = 32,
