@@ -53,6 +53,25 @@ def test_tsv_jsonl_and_gzip(tmp_path):
     assert table_columns(tmp_path / "a.jsonl.gz") == ["text", "label", "extra"]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """Excel's "CSV UTF-8" begins the file with a BOM; the header is still `text`."""
+    from pipelines.datasets.text_corpus import iter_text_lines
+
+    bom = "\ufeff"
+    (tmp_path / "excel.csv").write_text(bom + "text,label\nfine,pos\n", encoding="utf-8")
+    assert table_columns(tmp_path / "excel.csv") == ["text", "label"]
+    assert rows(tmp_path / "excel.csv", ["text", "label"]) == [{"text": "fine", "label": "pos"}]
+    (tmp_path / "a.conll").write_text(bom + "The DET\ncat NOUN\n", encoding="utf-8")
+    assert [row for _, row in iter_tagged(tmp_path / "a.conll")] == [
+        {"tokens": ["The", "cat"], "tags": ["DET", "NOUN"]}]
+    (tmp_path / "corpus.txt").write_text(bom + "first line\n", encoding="utf-8")
+    assert [row for _, row in iter_text_lines(tmp_path / "corpus.txt")] == [
+        {"text": "first line"}]
+    # Only a leading BOM goes: one inside the text is the user's.
+    (tmp_path / "inner.csv").write_text("text\n" + bom + "x\n", encoding="utf-8")
+    assert rows(tmp_path / "inner.csv", ["text"]) == [{"text": bom + "x"}]
+
+
 @pytest.mark.parametrize(("content", "columns", "message"), [
     (None, ["text"], r"data file .*missing.csv does not exist"),
     (b"", ["text"], r"is empty"),

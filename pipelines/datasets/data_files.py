@@ -16,6 +16,7 @@ A *source* (the config's `data`, `validation_data`, `test_data`) is a path or a 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import gzip
@@ -121,6 +122,10 @@ def _lines(path: Path, handle: IO[bytes], counter: list[int]) -> Iterator[str]:
     try:
         for raw in handle:
             counter[0] += 1
+            if counter[0] == 1 and raw.startswith(codecs.BOM_UTF8):
+                # Excel's "CSV UTF-8" and Windows editors begin a file with a byte-order mark,
+                # which would otherwise stick to the first column's name.
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as err:
