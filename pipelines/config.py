@@ -38,7 +38,7 @@ class TrainConfig:
             counts from its own start); None for no budget.
         ema_momentum: above 0, keep an exponential moving average of the weights, updated
             after every step with this momentum (e.g. 0.999: about the last 1,000 steps;
-            it warms up from 0 over the first steps, see training.distribute._averaging);
+            it warms up from 0 over the first steps, see training.optimizer._averaging);
             validation, early stopping, checkpoints and exports use the average (Polyak
             averaging); 0 for the raw weights.
     """

@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # run as a script by the tests below
     sys.path.insert(0, str(REPO))
 
 from pipelines.config import TrainConfig  # noqa: E402
-from pipelines.training import distribute  # noqa: E402
+from pipelines.training import distribute, optimizer  # noqa: E402
 from serving.errors import UserError  # noqa: E402
 
 # Small enough for about a minute on 2 busy cores; dropout off, so every strategy draws the same.
@@ -73,7 +73,7 @@ def _clipping_matches_one_device() -> float:
         with strategy.scope():
             keras.utils.set_random_seed(0)
             model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-            model.compile(distribute.adam(0.1, clipnorm=1.0), loss="mse")
+            model.compile(optimizer.adam(0.1, clipnorm=1.0), loss="mse")
             distribute.prepare_fit(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
         return _flat(model.get_weights())

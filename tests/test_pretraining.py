@@ -200,7 +200,7 @@ def test_layerwise_adam_scales_and_holds_the_named_variables():
     share of it, and not at all before its start epoch."""
     import keras
 
-    from pipelines.training.distribute import adam
+    from pipelines.training.optimizer import adam
 
     scaled = keras.Variable(np.zeros(3, np.float32), name="scaled")
     frozen = keras.Variable(np.zeros(3, np.float32), name="frozen")

@@ -28,12 +28,12 @@ def _raw_weights_recorder():
 def _model_and_data(seed: int = 3):
     import keras
 
-    from pipelines.training import distribute
+    from pipelines.training import optimizer
 
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"),
                               keras.layers.Dense(1)])
-    model.compile(optimizer=distribute.adam(0.05, None, ema_momentum=MOMENTUM), loss="mse")
+    model.compile(optimizer=optimizer.adam(0.05, None, ema_momentum=MOMENTUM), loss="mse")
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(40, 4)).astype("float32")
     y = (x @ rng.normal(size=(4, 1))).astype("float32")

@@ -145,7 +145,7 @@ class WeightAveraging(keras.callbacks.SwapEMAWeights):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # Not Keras's last-epoch finalize: the trainer's optimizer keeps the model's weights
-        # when fit ends (pipelines.training.distribute._averaging).
+        # when fit ends (pipelines.training.optimizer._averaging).
         if not self._ema_weights_in_model:
             self._swap_variables()
             self._ema_weights_in_model = True

@@ -25,6 +25,7 @@ from pipelines.config import TrainConfig
 from pipelines.training import distribute
 from pipelines.training import run_dir as runs
 from pipelines.training.checkpoints import CheckpointStore, is_finite
+from pipelines.training.optimizer import adam, optimizer_epoch_callback
 from pipelines.training.plots import plot_curves
 from pipelines.training.tbptt import truncated_bptt
 from serving.errors import UserError
@@ -77,8 +78,8 @@ def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
         task: supplies loss and metrics.
         config: learning rate and clipping.
     """
-    optimizer = distribute.adam(config.learning_rate, config.clipnorm,
-                                task.layer_rates(model, config), config.ema_momentum)
+    optimizer = adam(config.learning_rate, config.clipnorm, task.layer_rates(model, config),
+                     config.ema_momentum)
     model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
 
 
@@ -102,7 +103,7 @@ def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: Checkpoint
                         "early stopping and best checkpoints must monitor a val_ metric")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        distribute.optimizer_epoch_callback(),
+        optimizer_epoch_callback(),
         # Before EpochCheckpoint and early stopping: they read the averaged weights.
         *([WeightAveraging(resumed=resume_state is not None)] if config.ema_momentum > 0 else []),
         # Before HistoryWriter: it logs `learning_rate` at each epoch's end.
