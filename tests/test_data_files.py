@@ -114,6 +114,19 @@ def test_conll_and_jsonl_tagging(tmp_path):
     assert streamed[0]["tokens"].tolist() == [b"Hi", b"!"]
 
 
+def test_conll_2003_document_separators_are_skipped(tmp_path):
+    """CoNLL-2003 files begin each document with `-DOCSTART- -X- -X- O`, no sentence."""
+    (tmp_path / "ner.conll").write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n"
+                                        "rejects VBZ B-VP O\n-DOCSTART- -X- -X- O\n"
+                                        "Peter NNP B-NP B-PER\n")
+    assert list(iter_tagged(tmp_path / "ner.conll")) == [
+        (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
+        (6, {"tokens": ["Peter"], "tags": ["B-PER"]})]
+    (tmp_path / "only.conll").write_text("-DOCSTART- -X- -X- O\n\n")
+    with pytest.raises(UserError, match="has no tagged tokens"):
+        list(iter_tagged(tmp_path / "only.conll"))
+
+
 def test_conllu_skips_comments_ranges_and_empty_nodes(tmp_path):
     cols = "\t_\t{}\t{}\t_\t0\troot\t_\t_"
     text = "\n".join([

@@ -285,12 +285,16 @@ def _column_index(spec: str, default: int, fmt: str, width: int, path: Path, whi
                     f"pass {names}")
 
 
+DOCUMENT_START = "-DOCSTART-"  # CoNLL-2003 separates documents with this line
+
+
 def iter_tagged(path: Path | str, token_column: str = "", tag_column: str = "",
                 ) -> Iterator[tuple[int, Row]]:
     """Stream tagged sentences as (first line, {"tokens": [...], "tags": [...]}).
 
     CoNLL (`.conll`, `.txt`): one token per line, tab- or whitespace-separated columns, a blank
-    line between sentences; tokens from the first column, tags from the last by default.
+    line between sentences; tokens from the first column, tags from the last by default;
+    `-DOCSTART-` lines (CoNLL-2003's document separators) are skipped.
     CoNLL-U (`.conllu`): FORM and UPOS by default; comment lines, multi-word token ranges (`3-4`)
     and empty nodes (`8.1`) are skipped. JSONL: `{"tokens": [...], "tags": [...]}` per line.
 
@@ -323,8 +327,13 @@ def iter_tagged(path: Path | str, token_column: str = "", tag_column: str = "",
                 continue
             if conllu and line.startswith("#"):
                 continue
-            seen_any = True
             cells = line.split("\t") if conllu or "\t" in line else line.split()
+            if not conllu and cells[0] == DOCUMENT_START:
+                if tokens:  # CoNLL-2003's document separator, no sentence of its own
+                    yield start, {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+                continue
+            seen_any = True
             if conllu:
                 if len(cells) != 10:
                     raise UserError(f"{path}, line {counter[0]}: a CoNLL-U line has 10 "
