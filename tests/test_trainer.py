@@ -191,6 +191,16 @@ def test_new_run_dir_refuses_a_trained_run(one_epoch_run):
         new_run_dir("toy", one_epoch_run)
 
 
+def test_new_run_dir_that_cannot_be_a_folder_is_a_clear_error(tmp_path):
+    from pipelines.training.run_dir import new_run_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    for where in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
+        with pytest.raises(UserError, match=r"cannot create run directory .*notes\.txt"):
+            new_run_dir("toy", where)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it(reviews, tmp_path):
     from pipelines.training.trainer import train
 

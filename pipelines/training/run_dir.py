@@ -99,7 +99,12 @@ def new_run_dir(task_name: str, run_dir: Path | None = None) -> Path:
     elif (run_dir / CHECKPOINTS_DIR / "state.json").exists():
         raise UserError(f"run directory {run_dir} already holds a trained run",
                         "add --resume to continue it, or pick another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name, a parent that is a file, no permission
+        raise UserError(f"cannot create run directory {run_dir}: {err.strerror}",
+                        "pass a --run-dir that is a new or existing folder you can write to",
+                        ) from None
     return run_dir
 
 
