@@ -199,6 +199,13 @@ def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     assert part("validation") != val
     with pytest.raises(UserError, match="no test data"):
         part("test")
+    # Rows of one text go together: three distinct texts (seed 3 holds out none of them)
+    # leave the validation part empty, which is said, with the way out.
+    (tmp_path / "a.csv").write_text("text,label\n" + "".join(f"t{i % 3},x\n" for i in range(300)))
+    Config.seed = 3
+    assert len(part("train")) == 300
+    with pytest.raises(UserError, match=r"picked none of its 300 rows .* --validation-data"):
+        part("validation")
 
 
 def test_data_prepare_reads_file_based_sets_end_to_end(shared_data, capsys):

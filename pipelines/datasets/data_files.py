@@ -26,9 +26,9 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pipelines.config import TrainConfig
 from serving.errors import UserError
@@ -46,6 +46,7 @@ GENERATOR_BATCH = 512
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 Row = dict[str, Any]
+T = TypeVar("T")
 log = logging.getLogger("pipelines.datasets.data_files")
 
 
@@ -510,6 +511,33 @@ def in_validation(key: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest, "little") < fraction * 2**64
 
 
+def hold_out(rows: Iterable[T], key: Callable[[T], str], config: Any, held_out: bool,
+             source: str) -> Iterator[T]:
+    """The rows of one side of the held-out split (see `in_validation`).
+
+    Taking the held-out side, a file none of whose rows hashes into it is an error: rows of the
+    same text go together, so a file of few distinct texts can hold out nothing.
+
+    Args:
+        rows: the training source's rows.
+        key: a row's text, the hash's input.
+        config: the task config (`validation_fraction`, `seed`).
+        held_out: True for the validation rows, False for the training rows.
+        source: the file or data set, for the message.
+    """
+    seen = kept = 0
+    for row in rows:
+        seen += 1
+        if in_validation(key(row), config.validation_fraction, config.seed) == held_out:
+            kept += 1
+            yield row
+    if held_out and seen and not kept:
+        raise UserError(f"holding out validation_fraction={config.validation_fraction:g} of "
+                        f"{source} picked none of its {seen} rows (rows of the same text go "
+                        "together, and these have few distinct texts)",
+                        "pass --validation-data FILE, or raise --set validation_fraction=...")
+
+
 def part_source(config: Any, part: str) -> tuple[str, str, bool | None]:
     """Where a part's rows come from: (source, split, hold-out), from the config's `data`,
     `validation_data`, `test_data`, `validation_fraction`.
@@ -580,8 +608,7 @@ def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row]
     source, split, held_out = part_source(config, part)
     rows = iter_source(source, source_columns(source, config, fields), split, tagged, kind)
     if held_out is not None:
-        rows = ((line, row) for line, row in rows
-                if in_validation(key(row), config.validation_fraction, config.seed) == held_out)
+        rows = hold_out(rows, lambda item: key(item[1]), config, held_out, source)
     limit = getattr(config, "max_train_examples", None)
     if limit is not None and part != "test":
         if limit < 1:

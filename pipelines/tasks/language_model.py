@@ -197,9 +197,7 @@ class LanguageModelTask(Task):
             rows = data_files.iter_table(source, [column])
         texts = (row[column] for _, row in rows)
         if held_out is not None:
-            texts = (t for t in texts
-                     if data_files.in_validation(t, config.validation_fraction, config.seed)
-                     == held_out)
+            texts = data_files.hold_out(texts, lambda text: text, config, held_out, source)
         limit = config.max_train_examples if part != "test" else config.max_eval_examples
         if limit is not None:
             texts = itertools.islice(texts, limit)
