@@ -105,3 +105,21 @@ def test_a_model_trains_and_resumes_its_moments(tmp_path):
     assert int(resumed.optimizer.iterations.numpy()) == 4
     resumed.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert int(resumed.optimizer.iterations.numpy()) == 8
+
+
+def test_a_checkpoint_loads_with_plain_keras(tmp_path):
+    """keras.saving.load_model (compile=True, its default) reads a checkpoint the trainer's
+    optimizer wrote: the file has no compile config naming our optimizer classes."""
+    import keras
+
+    from pipelines.training.checkpoints import CheckpointStore
+    from pipelines.training.optimizer import adam
+
+    x = np.linspace(0, 1, 64, dtype="float32").reshape(16, 4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(adam(0.01, 1.0, ema_momentum=0.9), loss="mse")
+    model.fit(x, x.sum(axis=1), verbose=0)
+    CheckpointStore(tmp_path).save(model, 1, 0.5, True, {"task": "toy"})
+    assert model.get_compile_config()  # the model itself keeps it
+    loaded = keras.saving.load_model(tmp_path / "checkpoints" / "epoch-0001" / "model.keras")
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])

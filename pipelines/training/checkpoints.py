@@ -66,7 +66,14 @@ class CheckpointStore:
         tmp = self.path / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        model.save(tmp / MODEL_FILE)
+        # Without its compile config the file loads anywhere with keras.saving.load_model: the
+        # trainer's optimizer classes are made on first use, so a fresh process could not
+        # rebuild one, and every loader here compiles itself (the optimizer's state follows).
+        model.get_compile_config = lambda: None
+        try:
+            model.save(tmp / MODEL_FILE)
+        finally:
+            del model.get_compile_config
         store: dict[str, np.ndarray] = {}
         model.optimizer.save_own_variables(store)
         np.savez(tmp / OPTIMIZER_FILE, **store)
