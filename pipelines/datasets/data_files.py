@@ -516,7 +516,7 @@ def hold_out(rows: Iterable[T], key: Callable[[T], str], config: Any, held_out: 
     """The rows of one side of the held-out split (see `in_validation`).
 
     Taking the held-out side, a file none of whose rows hashes into it is an error: rows of the
-    same text go together, so a file of few distinct texts can hold out nothing.
+    same text go together, so a small file, or one of few distinct texts, can hold out nothing.
 
     Args:
         rows: the training source's rows.
@@ -533,8 +533,9 @@ def hold_out(rows: Iterable[T], key: Callable[[T], str], config: Any, held_out: 
             yield row
     if held_out and seen and not kept:
         raise UserError(f"holding out validation_fraction={config.validation_fraction:g} of "
-                        f"{source} picked none of its {seen} rows (rows of the same text go "
-                        "together, and these have few distinct texts)",
+                        f"{source} picked none of its {seen} rows (a hash of each row's text "
+                        "picks them, so rows of one text go together: a small file, or one of "
+                        "few distinct texts, can get none)",
                         "pass --validation-data FILE, or raise --set validation_fraction=...")
 
 

@@ -285,8 +285,11 @@ def read_part(config: CaptionConfig, part: str) -> ImageCaptions:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         if len(missing) > config.max_skipped_images * len(ids):
             raise UserError(f"{label}: {len(missing)} of {len(ids)} listed images are missing "
-                            f"({shown})", "check --images (the folder the image paths are "
-                            "relative to) and the image column")
+                            f"({shown}), more than max_skipped_images="
+                            f"{config.max_skipped_images:g} allows",
+                            "check --images (the folder the image paths are relative to) and "
+                            "the image column, or raise --set max_skipped_images=... to skip "
+                            "them")
         log.warning("%s: %d of %d listed images are missing and skipped (%s)", label,
                     len(missing), len(ids), shown)
         absent = set(missing)
