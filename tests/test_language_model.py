@@ -252,6 +252,8 @@ def test_bad_corpora_are_one_clear_error(tmp_path):
     message = datasets_error(tmp_path, "a b c d e f g h\n" * 20, "batch_size=4",
                              "tbptt_steps=35")
     assert "fewer than one BPTT window" in message and "\n" not in message
+    # Twenty copies of one line: the held-out validation part (by a hash of the text) is empty.
+    assert "held-out" in message and "--validation-data" in message
     assert "is not a way to read text" in datasets_error(tmp_path, "a b\n", "documents=pages")
     assert "tbptt_steps=none" in datasets_error(tmp_path, "a b\n", "tbptt_steps=none")
     task = get_task("language_model")

@@ -197,7 +197,9 @@ class LanguageModelTask(Task):
             rows = data_files.iter_table(source, [column])
         texts = (row[column] for _, row in rows)
         if held_out is not None:
-            texts = data_files.hold_out(texts, lambda text: text, config, held_out, source)
+            texts = (t for t in texts
+                     if data_files.in_validation(t, config.validation_fraction, config.seed)
+                     == held_out)
         limit = config.max_train_examples if part != "test" else config.max_eval_examples
         if limit is not None:
             texts = itertools.islice(texts, limit)
@@ -254,9 +256,13 @@ class LanguageModelTask(Task):
         needed = rows * (window + 1)
         if len(ids) < needed:
             where = data_files.part_label(config, part)
+            fix = "give more text, or lower --set batch_size=... / tbptt_steps=..."
+            if len(ids) == 0 and data_files.part_source(config, part)[2]:
+                # The held-out rows are picked by a hash of their text: few distinct lines
+                # may give none.
+                fix += ", or pass --validation-data FILE"
             raise UserError(f"{where} has {len(ids)} tokens, fewer than one BPTT window of "
-                            f"{rows} rows x {window + 1} tokens = {needed}",
-                            "give more text, or lower --set batch_size=... / tbptt_steps=...")
+                            f"{rows} rows x {window + 1} tokens = {needed}", fix)
         return text_corpus.batchify(ids, rows)
 
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
