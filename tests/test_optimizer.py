@@ -22,15 +22,13 @@ def _steps(optimizer, gradients) -> np.ndarray:
 
 
 def _row_gradients(repeats: bool) -> list:
-    """Five row gradients (IndexedSlices) over a few rows, some rows listed several times."""
+    """Five row gradients (IndexedSlices): 9 of 4 rows (so repeated), or 3 distinct rows."""
     import tensorflow as tf
 
     rng = np.random.default_rng(3)
     gradients = []
     for _ in range(5):
-        rows = rng.integers(0, 4 if repeats else ROWS, size=9 if repeats else 3)
-        if not repeats:
-            rows = rng.permutation(ROWS)[:3]
+        rows = rng.integers(0, 4, size=9) if repeats else rng.permutation(ROWS)[:3]
         values = rng.normal(size=(len(rows), WIDTH)).astype("float32")
         gradients.append(tf.IndexedSlices(tf.constant(values), tf.constant(rows),
                                           tf.constant([ROWS, WIDTH], tf.int64)))
