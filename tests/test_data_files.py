@@ -176,6 +176,30 @@ def test_named_data_sets_read_the_mirror(shared_data):
     assert data_files.named_dataset("no/such.csv") is None
 
 
+def test_column_flags_pick_a_named_data_sets_other_columns(shared_data):
+    from pipelines.tasks.classify import ClassifyConfig
+    from pipelines.tasks.tagging import TagConfig
+
+    def labels(**columns):
+        config = ClassifyConfig(data="trec", **columns)
+        return {row[config.label_column] for _, row in data_files.iter_part(
+            config, "test", ("text_column", "label_column"), lambda r: r["text"])}
+
+    assert labels() == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+    fine = labels(label_column="fine")
+    assert len(fine) > 6 and {label.split(":")[0] for label in fine} == labels()
+    with pytest.raises(UserError, match=r"no column 'topic'; its columns are 'text', 'label'"):
+        labels(label_column="topic")
+    with pytest.raises(UserError, match=r"--text-column and --label-column would both read its "
+                                        r"column 'text'"):
+        labels(label_column="text")
+    ud = TagConfig(data="ud_en_ewt", tag_column="xpos")
+    first = next(data_files.iter_part(ud, "test", ("token_column", "tag_column"),
+                                      lambda r: " ".join(r["tokens"])))[1]
+    assert (first["tokens"][:3], first["tags"][:3]) == (["What", "if", "Google"],
+                                                        ["WP", "IN", "NNP"])  # XPOS, not UPOS
+
+
 def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     class Config:
         data = str(tmp_path / "a.csv")

@@ -576,7 +576,9 @@ def part_source(config: Any, part: str) -> tuple[str, str, bool | None]:
 
 
 def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]:
-    """The column names a source is read with: a named data set's own, else the config's.
+    """The column names a source is read with: the config's, where a named data set's own
+    stand in for the ones left at their defaults (so `--data trec --label-column fine` reads
+    TREC's fine classes, and `--data trec` alone its coarse ones).
 
     Args:
         source: a data set name or a file path.
@@ -584,9 +586,18 @@ def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]
         fields: the config fields naming the columns, e.g. ("text_column", "label_column").
     """
     named = named_dataset(source)
-    if named is not None:
-        return [named.columns.get(f, getattr(config, f)) for f in fields]
-    return [getattr(config, f) for f in fields]
+    if named is None:
+        return [getattr(config, f) for f in fields]
+    defaults = ({f.name: f.default for f in dataclasses.fields(config)}
+                if dataclasses.is_dataclass(config) else {})
+    columns = [named.columns.get(f, getattr(config, f)) if getattr(config, f) == defaults.get(f)
+               else getattr(config, f) for f in fields]
+    for i, column in enumerate(columns):
+        if column and column in columns[:i]:
+            flags = " and ".join("--" + f.replace("_", "-") for f in fields)
+            raise UserError(f"{source}: {flags} would both read its column {column!r}",
+                            f"name a different column of {source} for each")
+    return columns
 
 
 def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row], str],

@@ -159,7 +159,9 @@ def named_dataset() -> Any:
         unknown = [c for c in columns if c not in ("es", "en")]
         if unknown:
             raise UserError(f"data set spa_eng has no column {unknown[0]!r}; its columns are "
-                            "'es', 'en'", "drop --source-column/--target-column for spa_eng")
+                            "'es', 'en'",
+                            "drop --source-column/--target-column for Spanish to English, or "
+                            "pass --source-column en --target-column es for the reverse")
         data = prepare().as_dataset(split=split, shuffle_files=False)
         for number, example in enumerate(data.as_numpy_iterator(), start=1):
             yield number, {c: example[c].decode("utf-8") for c in columns}

@@ -42,7 +42,8 @@ def rows(split: str, columns: Sequence[str] = ("text", "label"),
     unknown = [c for c in columns if c not in ("text", "label", "fine")]
     if unknown:
         raise UserError(f"data set trec has no column {unknown[0]!r}; its columns are "
-                        "'text', 'label', 'fine'", "drop --text-column/--label-column for trec")
+                        "'text', 'label' (6 coarse classes), 'fine' (50 classes)",
+                        "pass --label-column fine or label, or drop the column flags for trec")
     with open(path, encoding="latin-1") as handle:  # the files are Latin-1, not UTF-8
         for number, line in enumerate(handle, start=1):
             if not line.strip():
