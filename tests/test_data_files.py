@@ -77,6 +77,8 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     (b"", ["text"], r"is empty"),
     (b"text,label\nhi,x\n", ["text", "lable"],
      r"no column 'lable'; its columns are 'text', 'label'"),
+    (b"text;label\nhi;x\n", ["text"], r"its columns are 'text;label' .*looks ';'-separated, but "
+     r"\.csv files are read as comma-separated"),
     (b"text,label\nok,x\nbad \xff byte,y\n", ["text"], r"line 3: invalid UTF-8"),
     (b"text,label\nok,x\na,b,c\n", ["text"], r"line 3: malformed row with 3 fields"),
     (b'text,label\nok,x\n"never closed,y\n', ["text"], r"line 3: malformed row"),

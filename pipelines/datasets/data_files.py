@@ -142,10 +142,16 @@ def _unknown_column(where: Path | str, wanted: Sequence[str], existing: Sequence
     missing = [c for c in wanted if c not in existing]
     if missing:
         flag = "columns" if len(missing) > 1 else "column"
+        fix = ("pick existing ones with --text-column/--label-column (or the task's other "
+               "column flags)")
+        # One column whose name holds another separator: Excel in many locales saves ";".
+        separators = [s for s in (";", "\t", "|", ",") if len(existing) == 1 and s in existing[0]]
+        if separators:
+            fix = (f"its header looks {separators[0]!r}-separated, but .csv files are read as "
+                   "comma-separated and .tsv files as tab-separated: save it with commas as "
+                   ".csv (or with tabs as .tsv)")
         raise UserError(f"{where} has no {flag} {', '.join(map(repr, missing))}; its columns are "
-                        f"{', '.join(map(repr, existing))}",
-                        "pick existing ones with --text-column/--label-column (or the task's "
-                        "other column flags)")
+                        f"{', '.join(map(repr, existing))}", fix)
 
 
 def _csv_reader(path: Path, lines: Iterator[str], fmt: str) -> Any:
