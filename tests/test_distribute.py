@@ -8,6 +8,7 @@ ops once per process.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -147,7 +148,13 @@ def _main(argv: list[str]) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     report = _run_local(out.parent) if mode == "local" else _run_worker(Path(argv[2]))
     out.write_text(json.dumps(report))
-    return 0
+    # After two trainings in one multi-worker process the chief's interpreter teardown waited
+    # 1-2 minutes on TensorFlow's coordination service (until it declared the other worker
+    # dead): run the exit handlers (autograph's deletes its temporary files), then leave.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ---- helpers of the tests ----------------------------------------------------------------------
