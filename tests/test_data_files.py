@@ -77,6 +77,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     (b"", ["text"], r"is empty"),
     (b"text,label\nhi,x\n", ["text", "lable"],
      r"no column 'lable'; its columns are 'text', 'label'"),
+    (b"text,text,label\na,b,x\n", ["text", "label"], r"more than one column named 'text'"),
     (b"text;label\nhi;x\n", ["text"], r"its columns are 'text;label' .*looks ';'-separated, but "
      r"\.csv files are read as comma-separated"),
     (b"text,label\nok,x\nbad \xff byte,y\n", ["text"], r"line 3: invalid UTF-8"),
@@ -89,6 +90,16 @@ def test_table_errors_name_file_and_line(tmp_path, content, columns, message):
         path.write_bytes(content)
     with pytest.raises(UserError, match=message):
         rows(path, columns)
+
+
+def test_a_misspelt_data_set_name_is_named_with_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"data file imdbb does not exist — check the path given "
+                                        r"to --data, or name a data set rnnkit knows: flickr8k, "
+                                        r"imdb, .* \(did you mean 'imdb'\?\)"):
+        table_columns("imdbb")
+    with pytest.raises(UserError, match=r"does not exist — check the path given to --data$"):
+        table_columns("no/such.csv")
 
 
 def test_jsonl_errors_and_unsupported_extension(tmp_path):

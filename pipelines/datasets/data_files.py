@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import difflib
 import gzip
 import hashlib
 import importlib
@@ -40,9 +41,11 @@ TABLE_FORMATS = (".csv", ".tsv", ".jsonl")
 TAGGED_FORMATS = (".conll", ".conllu", ".txt", ".jsonl")
 # Fields longer than this are a malformed file (an unclosed quote swallowing the rest), not text.
 MAX_FIELD_CHARS = 10_000_000
-# CoNLL-U's ten columns; `--token-column` and `--tag-column` may name them.
 # Rows per call from the Python readers into tf.data (per-row calls would dominate the cost).
 GENERATOR_BATCH = 512
+# Marks a header name given to more than one column (reading it would be ambiguous).
+DUPLICATE = object()
+# CoNLL-U's ten columns; `--token-column` and `--tag-column` may name them.
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 Row = dict[str, Any]
@@ -109,7 +112,12 @@ def file_format(path: Path | str, formats: Sequence[str] = TABLE_FORMATS) -> str
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise UserError(f"data file {path} does not exist", "check the path given to --data")
+        fix = "check the path given to --data"
+        if not path.suffix and len(path.parts) == 1:  # a bare word: meant as a data set name?
+            close = difflib.get_close_matches(path.name, list(NAMED_DATASETS), n=1)
+            fix += (f", or name a data set rnnkit knows: {', '.join(sorted(NAMED_DATASETS))}"
+                    + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise UserError(f"data file {path} does not exist", fix)
     if not path.is_file():
         raise UserError(f"{path} is not a file", "pass a .csv, .tsv, .jsonl (or CoNLL) file")
 
@@ -167,12 +175,23 @@ def table_columns(path: Path | str) -> list[str]:
     Args:
         path: a .csv, .tsv or .jsonl file, optionally .gz.
     """
-    path = Path(path)
+    return list(_header(Path(path)))
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The header row as {column: "" or DUPLICATE} (or the first JSONL object)."""
     _check_file(path)
-    fmt = file_format(path)
-    for _, row in _raw_table(path, fmt):
-        return list(row)
+    for _, row in _raw_table(path, file_format(path)):
+        return row
     raise UserError(f"{path} is empty", "pass a file with a header row and at least one row")
+
+
+def _duplicate_column(path: Path, columns: Sequence[str], header: dict[str, Any]) -> None:
+    """A requested column whose name the header gives more than once is ambiguous."""
+    for column in columns:
+        if header.get(column) is DUPLICATE:
+            raise UserError(f"{path} has more than one column named {column!r}",
+                            "rename the columns so that each name is used once")
 
 
 def _raw_table(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -207,7 +226,7 @@ def _raw_table(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                                 "check the quoting of that row") from None
             if header is None:
                 header = [c.strip() for c in cells]
-                yield start, dict.fromkeys(header, "")
+                yield start, {c: DUPLICATE if header.count(c) > 1 else "" for c in header}
             elif cells:  # csv gives [] for a blank line
                 if len(cells) != len(header):
                     raise UserError(f"{path}, line {start}: malformed row with {len(cells)} "
@@ -236,8 +255,9 @@ def iter_table(path: Path | str, columns: Sequence[str]) -> Iterator[tuple[int, 
         columns: the columns to keep; each must exist (the error lists the ones that do).
     """
     path = Path(path)
-    existing = table_columns(path)
-    _unknown_column(path, columns, existing)
+    header = _header(path)
+    _unknown_column(path, columns, list(header))
+    _duplicate_column(path, columns, header)
     rows = _raw_table(path, file_format(path))
     if file_format(path) != ".jsonl":
         next(rows)  # the header
@@ -261,7 +281,9 @@ def read_table(path: Path | str, columns: Sequence[str]) -> tf.data.Dataset:
     import tensorflow as tf
 
     path = Path(path)
-    _unknown_column(path, columns, table_columns(path))
+    header = _header(path)
+    _unknown_column(path, columns, list(header))
+    _duplicate_column(path, columns, header)
     columns = list(columns)
 
     def generate() -> Iterator[dict[str, list[str]]]:
