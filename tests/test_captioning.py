@@ -446,7 +446,13 @@ def test_caption_task_names_missing_images_and_columns(caption_files, tmp_path):
     with open(broken, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([*rows, ["nowhere.jpg", "a missing photo"]])
     config = task.config("quick", [*base, f"data={broken}"])
-    with pytest.raises(UserError, match=r"1 of 5 listed images are missing \(nowhere.jpg\)"):
+    with pytest.raises(UserError, match=r"1 of 5 listed images are missing from "
+                                        r".*photos \(nowhere.jpg\)"):
+        task.part(config, "train")
+    # Without --images the paths are relative to the data file's folder, and the error says so.
+    config = task.config("quick", [*base, f"data={broken}", "images="])
+    with pytest.raises(UserError, match=r"5 of 5 listed images are missing from .* \(the data "
+                                        r"file's folder\)"):
         task.part(config, "train")
     # Below the threshold it is skipped and the rest is read.
     config = task.config("quick", [*base, f"data={broken}", "max_skipped_images=0.5"])

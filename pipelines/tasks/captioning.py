@@ -270,6 +270,7 @@ def read_part(config: CaptionConfig, part: str) -> ImageCaptions:
         stored = named.images(split)
         missing = [i for i in ids if i not in stored]
         readers = [functools.partial(stored.get, i) for i in ids]
+        where = ""
         extra = [hashlib.sha256(stored[i]).hexdigest() for i in ids if i in stored]
     else:
         folder = Path(config.images) if config.images else Path(source).parent
@@ -278,20 +279,21 @@ def read_part(config: CaptionConfig, part: str) -> ImageCaptions:
                             "pass --images DIR, the folder the file's image paths are "
                             "relative to")
         paths = [folder / i for i in ids]
+        where = f" from {folder}" + ("" if config.images else " (the data file's folder)")
         missing = [i for i, p in zip(ids, paths, strict=True) if not p.is_file()]
         readers = [p.read_bytes for p in paths]
         extra = [f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         if len(missing) > config.max_skipped_images * len(ids):
-            raise UserError(f"{label}: {len(missing)} of {len(ids)} listed images are missing "
-                            f"({shown}), more than max_skipped_images="
+            raise UserError(f"{label}: {len(missing)} of {len(ids)} listed images are missing"
+                            f"{where} ({shown}), more than max_skipped_images="
                             f"{config.max_skipped_images:g} allows",
                             "check --images (the folder the image paths are relative to) and "
                             "the image column, or raise --set max_skipped_images=... to skip "
                             "them")
-        log.warning("%s: %d of %d listed images are missing and skipped (%s)", label,
-                    len(missing), len(ids), shown)
+        log.warning("%s: %d of %d listed images are missing%s and skipped (%s)", label,
+                    len(missing), len(ids), where, shown)
         absent = set(missing)
         keep = [k for k, i in enumerate(ids) if i not in absent]
         ids, readers = [ids[k] for k in keep], [readers[k] for k in keep]
