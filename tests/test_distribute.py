@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def _run_worker(run_dir: Path) -> dict:
     return report
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str]) -> NoReturn:
     from serving.logging_setup import configure_logging
 
     configure_logging()
@@ -353,4 +354,4 @@ def test_cli_strategy_flag_reaches_the_trainer(monkeypatch, tmp_path, capsys):
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    _main(sys.argv[1:])

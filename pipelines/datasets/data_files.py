@@ -186,9 +186,11 @@ def _header(path: Path) -> dict[str, Any]:
     raise UserError(f"{path} is empty", "pass a file with a header row and at least one row")
 
 
-def _duplicate_column(path: Path, columns: Sequence[str], header: dict[str, Any]) -> None:
-    """A requested column whose name the header gives more than once is ambiguous."""
-    for column in columns:
+def _check_columns(path: Path, columns: Sequence[str]) -> None:
+    """Every requested column exists, once: else a UserError naming the file's columns."""
+    header = _header(path)
+    _unknown_column(path, columns, list(header))
+    for column in columns:  # a name the header repeats would be read ambiguously
         if header.get(column) is DUPLICATE:
             raise UserError(f"{path} has more than one column named {column!r}",
                             "rename the columns so that each name is used once")
@@ -255,9 +257,7 @@ def iter_table(path: Path | str, columns: Sequence[str]) -> Iterator[tuple[int, 
         columns: the columns to keep; each must exist (the error lists the ones that do).
     """
     path = Path(path)
-    header = _header(path)
-    _unknown_column(path, columns, list(header))
-    _duplicate_column(path, columns, header)
+    _check_columns(path, columns)
     rows = _raw_table(path, file_format(path))
     if file_format(path) != ".jsonl":
         next(rows)  # the header
@@ -281,9 +281,7 @@ def read_table(path: Path | str, columns: Sequence[str]) -> tf.data.Dataset:
     import tensorflow as tf
 
     path = Path(path)
-    header = _header(path)
-    _unknown_column(path, columns, list(header))
-    _duplicate_column(path, columns, header)
+    _check_columns(path, columns)
     columns = list(columns)
 
     def generate() -> Iterator[dict[str, list[str]]]:
