@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
+import subprocess
+import sys
+import time
 import zipfile
 
 import pytest
@@ -77,3 +81,24 @@ def test_a_corrupted_archive_is_rejected(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / "tfds"))
     with pytest.raises(UserError, match="checksum"):
         spa_eng.prepare()
+
+
+def test_prepare_waits_for_another_process_preparing_the_same_data_set(splits, caplog):
+    """Two runs started together do not build one TFDS folder at once: the second waits."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom pipelines.datasets import preparation_lock\n"
+         "with preparation_lock('spa_eng'):\n    print('held', flush=True)\n"
+         "    time.sleep(2.5)\n"],
+        stdout=subprocess.PIPE, text=True)  # inherits RNNKIT_TFDS_DIR from the tfds_dir fixture
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="pipelines.datasets"):
+            builder = spa_eng.prepare()
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=30)
+    assert waited > 1.5, "prepare() ran while another process held the data set's lock"
+    assert "waiting for another process that is preparing spa_eng" in caplog.text
+    assert builder.info.splits["test"].num_examples == len(splits["test"])

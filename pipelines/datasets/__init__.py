@@ -7,7 +7,9 @@ import importlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
+from pipelines.config import tfds_dir
 from serving.errors import UserError
 
 log = logging.getLogger("pipelines.datasets")
@@ -20,6 +22,34 @@ DATASETS: dict[str, str] = {
     "spa_eng": "pipelines.datasets.spa_eng:prepare",
     "flickr8k": "pipelines.datasets.flickr8k:prepare",
 }
+
+
+@contextlib.contextmanager
+def preparation_lock(name: str) -> Iterator[None]:
+    """Hold the lock that lets one process at a time prepare data set `name` in tfds_dir().
+
+    Two runs started together (two terminals, the test suite's workers, workers of a
+    multi-worker job on one machine) would otherwise both build the same TFDS folder; the
+    second now waits for the first and then finds the data prepared. The operating system
+    drops the lock of a process that dies, so a killed preparation never blocks the next.
+
+    Args:
+        name: the data set's name (one lock file per data set).
+    """
+    from filelock import FileLock, Timeout
+
+    folder = tfds_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / f".{name}.lock")
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        log.info("waiting for another process that is preparing %s in %s", name, folder)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def dataset_names() -> list[str]:

@@ -26,6 +26,7 @@ from typing import ClassVar
 import tensorflow_datasets as tfds
 
 from pipelines.config import data_dir, tfds_dir
+from pipelines.datasets import preparation_lock
 from pipelines.datasets.data_files import NamedDataset, Row
 from serving.errors import DataUnavailable
 
@@ -188,6 +189,11 @@ def prepare() -> Flickr8k:
     Data prepared from other archives (say the old 1,000-image subset) is removed and prepared
     again from the ones now in the manual directory.
     """
+    with preparation_lock("flickr8k"):  # the builder is made inside: it reads what is on disk
+        return _prepare()
+
+
+def _prepare() -> Flickr8k:
     flickr = builder()
     manual = manual_dir() or Path(tfds.download.DownloadConfig().manual_dir or
                                   Path(tfds_dir()) / "downloads" / "manual")

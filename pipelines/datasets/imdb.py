@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import data_dir, tfds_dir
+from pipelines.datasets import preparation_lock
 from serving.errors import DataUnavailable, UserError
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ def builder() -> tfds.core.DatasetBuilder:
 
 def prepare() -> tfds.core.DatasetBuilder:
     """Prepare IMDB into the TFDS cache once (later calls return at once); returns the builder."""
+    with preparation_lock("imdb"):  # the builder is made inside: it reads what is on disk
+        return _prepare()
+
+
+def _prepare() -> tfds.core.DatasetBuilder:
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import checksums
 

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from pipelines.config import data_dir, tfds_dir
+from pipelines.datasets import preparation_lock
 from serving.errors import DataUnavailable, UserError
 
 log = logging.getLogger("pipelines.datasets.spa_eng")
@@ -131,6 +132,11 @@ def builder() -> SpaEng:
 
 def prepare() -> SpaEng:
     """Prepare spa_eng into the TFDS cache once (later calls reuse it); returns the builder."""
+    with preparation_lock("spa_eng"):  # the builder is made inside: it reads what is on disk
+        return _prepare()
+
+
+def _prepare() -> SpaEng:
     pairs = builder()
     manual = manual_dir()
     config = tfds.download.DownloadConfig(manual_dir=str(manual) if manual else None)
