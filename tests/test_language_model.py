@@ -259,3 +259,18 @@ def test_bad_corpora_are_one_clear_error(tmp_path):
     task = get_task("language_model")
     with pytest.raises(UserError, match="is for tag tasks, not running text"):
         task.datasets(task.config("quick", ["data=ud_en_ewt"]))
+
+
+def test_scoring_nll_is_the_softmax_cross_entropy_without_its_gradient_array():
+    from models.language_model import negative_log_likelihood
+
+    rng = np.random.default_rng(3)
+    for shape in ([7, 50], [3, 4, 1000]):
+        # Large scores too: logsumexp must not overflow where exp() alone would.
+        logits = tf.constant(rng.normal(0, 30, shape), tf.float32)
+        labels = tf.constant(rng.integers(0, shape[-1], shape[:-1]), tf.int32)
+        expected = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        got = negative_log_likelihood(logits, labels)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+        assert np.isfinite(got.numpy()).all()

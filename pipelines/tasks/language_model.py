@@ -325,7 +325,7 @@ class LanguageModelTask(Task):
         import tensorflow as tf
 
         from models import neural_cache
-        from models.language_model import hidden_states, zero_states
+        from models.language_model import hidden_states, negative_log_likelihood, zero_states
 
         embedding = model.get_layer("embedding")
         stream = text_corpus.batchify(ids, EVAL_ROWS)
@@ -344,7 +344,7 @@ class LanguageModelTask(Task):
             states, memory = tf.nest.pack_sequence_as(carried, flat)
             hidden, new = hidden_states(model, x, states)
             logits = embedding(hidden, scores=True)
-            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            nll = negative_log_likelihood(logits, y)
             top5 = tf.math.top_k(logits, k=min(5, len(embedding.vocabulary)))
             hits = tf.equal(top5.indices, y[..., None])
             if cache_size:
