@@ -102,3 +102,15 @@ def test_prepare_waits_for_another_process_preparing_the_same_data_set(splits, c
     assert waited > 1.5, "prepare() ran while another process held the data set's lock"
     assert "waiting for another process that is preparing spa_eng" in caplog.text
     assert builder.info.splits["test"].num_examples == len(splits["test"])
+
+
+def test_a_cache_folder_that_cannot_hold_a_lock_is_still_read(tmp_path, monkeypatch):
+    from pipelines.datasets import preparation_lock
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RNNKIT_TFDS_DIR", str(blocker / "tfds"))
+    entered = False
+    with preparation_lock("spa_eng"):
+        entered = True
+    assert entered

@@ -39,13 +39,20 @@ def preparation_lock(name: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder = tfds_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / f".{name}.lock")
     try:
-        lock.acquire(timeout=0.5)
-    except Timeout:
-        log.info("waiting for another process that is preparing %s in %s", name, folder)
-        lock.acquire()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0.5)
+        except Timeout:
+            log.info("waiting for another process that is preparing %s in %s", name, folder)
+            lock.acquire()
+    except OSError as err:
+        # A cache nobody may write to (prepared once, shared read-only) needs no lock to be
+        # read; preparing into it fails later with TFDS's own message.
+        log.debug("no preparation lock in %s (%s)", folder, err)
+        yield
+        return
     try:
         yield
     finally:
