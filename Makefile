@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= --durations=15
 # `make test` runs the suite in this many processes (pytest-xdist), each test file whole in one
-# of them so its module fixtures are built once; the slow accuracy runs stay in one process.
+# of them so its module fixtures are built once; then the files marked `timing` (wall-clock
+# bounds a neighbour's training would break) alone. The slow accuracy runs stay in one process.
 TEST_WORKERS ?= 2
 # The offline data mirror beside the clone, unless RNNKIT_DATA_DIR says otherwise.
 ifneq ($(wildcard ../shared/data),)
@@ -27,7 +28,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	bash tests/browser/install_chromium.sh
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not timing" -n $(TEST_WORKERS) --dist loadfile \
+		$(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "timing and not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

@@ -28,6 +28,9 @@ from serving.cancellation import RunToken, request_scope
 from serving.servable import FunctionServable, clean_run_message, read_meta_graph
 from serving.status import Code, ServingError
 
+# Wall-clock bounds: `make test` runs this file alone, after the parallel part.
+pytestmark = pytest.mark.timing
+
 # The stand-in expensive model reads at most this many tokens (cut inside its graph, as the
 # exports do); each token costs one step of a small recurrent loop.
 MAX_TOKENS = 20_000

@@ -20,6 +20,9 @@ import tensorflow as tf
 from serving_harness import export_test_model, free_port, http, running_server, wait_for
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+# Wall-clock bounds: `make test` runs this file alone, after the parallel part.
+pytestmark = pytest.mark.timing
+
 GRACE_S = 4
 # Refusing a request that finds the queue full must not wait for the queue: well under a second
 # even on a busy 2-core machine (a queued request would wait for seconds here).

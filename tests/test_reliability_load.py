@@ -12,6 +12,9 @@ import pytest
 
 from pipelines.datasets import imdb
 
+# Wall-clock bounds: `make test` runs this file alone, after the parallel part.
+pytestmark = pytest.mark.timing
+
 REPO = Path(__file__).resolve().parent.parent
 
 

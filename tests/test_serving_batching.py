@@ -15,6 +15,9 @@ from serving.config_readers import BatchingParameters
 from serving.metrics import Metrics
 from serving.status import Code, ServingError
 
+# Wall-clock bounds: `make test` runs this file alone, after the parallel part.
+pytestmark = pytest.mark.timing
+
 
 class Recorder:
     """A model that doubles `x`, remembering the batch sizes it was run with."""
