@@ -317,15 +317,17 @@ def _serve_while_training(args: argparse.Namespace, names: list[str],
     server = ModelServer(ServerOptions(
         host=args.host, port=args.port, rest_api_port=args.rest_port,
         model_config_file=str(config_file), model_config_file_poll_wait_seconds=60))
-    started = False
+    web = None
     try:
-        server.start()
-        started = True
+        # The web app's socket listens before the model server answers, so whoever sees the
+        # REST port up can open the page at once (connections wait in the listen backlog
+        # until serve_forever starts).
         web = make_server(f"{args.host}:{args.port}", args.host, args.app_port, runs_dir(),
                           base_path=base_path)
+        server.start()
     except BaseException:  # e.g. a port in use: nothing trained, nothing left behind
-        if started:
-            server.stop()
+        if web is not None:
+            web.server_close()
         progress.finish("interrupted")
         _tidy_exports(base_path, planned)
         raise
