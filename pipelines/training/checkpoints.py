@@ -43,13 +43,20 @@ def _cache_keras_skipsets() -> None:
     own (computed by the same function), only stored where it looks; Keras keeps its global
     state per thread, hence the call before each save and load.
     """
-    from keras.src.backend.common import global_state
-    from keras.src.saving import saving_lib
-
+    try:  # private modules: a Keras without them saves as it always did, only slower
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+    except ImportError:
+        return
+    if not hasattr(saving_lib, "get_attr_skipset"):
+        return
     for kind in _SKIPSET_KINDS:
         key = f"saving_attr_skiplist_{kind}"
         if global_state.get_global_attribute(key) is None:
-            global_state.set_global_attribute(key, saving_lib.get_attr_skipset(kind))
+            try:
+                global_state.set_global_attribute(key, saving_lib.get_attr_skipset(kind))
+            except ValueError:  # a kind this Keras does not know
+                continue
 
 
 class CheckpointStore:
