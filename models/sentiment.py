@@ -151,6 +151,36 @@ class MaskedMaxPooling(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
+@keras.saving.register_keras_serializable(package="rnnkit")
+class MaskedMeanPooling(keras.layers.Layer):
+    """The mean of each feature over the valid time steps of [batch, time, features].
+
+    Keras's GlobalAveragePooling1D honours the mask but divides by the number of valid steps,
+    so a text without a single known word (only punctuation, only emoji, empty) gave NaN, and
+    NaN scores. A sequence without valid steps gives zeros, as in MaskedMaxPooling.
+
+    Args:
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, sequences, mask=None):
+        if mask is None:
+            return tf.reduce_mean(sequences, axis=1)
+        valid = tf.cast(mask, sequences.dtype)[:, :, None]
+        return tf.math.divide_no_nan(tf.reduce_sum(sequences * valid, axis=1),
+                                     tf.reduce_sum(valid, axis=1))
+
+    def compute_mask(self, sequences, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
 POOLINGS = ("last", "max", "max_mean")
 
 
@@ -247,10 +277,9 @@ def many_to_one(vectorizer: keras.layers.TextVectorization, *, cell: str = "lstm
     if pooling == "max":
         x = MaskedMaxPooling(name="max_over_time")(x)
     elif pooling == "max_mean":
-        # GlobalAveragePooling1D honours the mask, so padding does not dilute the mean.
         x = keras.layers.Concatenate(name="max_and_mean")([
             MaskedMaxPooling(name="max_over_time")(x),
-            keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x)])
+            MaskedMeanPooling(name="mean_over_time")(x)])
     if dense_units:
         x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
         if dropout:

@@ -182,6 +182,12 @@ def test_cli_data_flags(tmp_path, capsys):
     assert main(["train", "classify", "--data", str(tmp_path / "missing.csv"),
                  "--run-dir", str(tmp_path / "run")]) == 2
     assert "missing.csv does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # no empty run left behind
+    rows = [(f"text {i}", "xy"[i % 2]) for i in range(40)]
+    assert main(["train", "classify", "--data", str(write_csv(tmp_path / "r.csv", rows)),
+                 "--test-data", str(tmp_path / "tset.csv"),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    assert "test data file" in capsys.readouterr().err  # before training, not after it
     path = write_csv(tmp_path / "t.csv", [("a", "x"), ("b", "y")])
     assert main(["train", "classify", "--data", str(path), "--text-column", "body",
                  "--run-dir", str(tmp_path / "run")]) == 2
@@ -224,3 +230,63 @@ def test_character_features_do_not_fit_a_language_models_layers(tmp_path):
     with pytest.raises(UserError, match="char_features=true widens"):
         task.config("quick", ["data=trec"]).replace(char_features=True,
                                                     encoder_from=str(tmp_path)).validate()
+
+
+def test_texts_without_a_word_score_finite_with_max_and_mean_pooling():
+    """A text of only punctuation, only spaces or nothing has no valid step: the mean over
+    time is zeros (Keras's average pooling divided 0 by 0 and the scores were NaN)."""
+
+    from models.sentiment import make_vectorizer, many_to_one
+
+    texts = tf.data.Dataset.from_tensor_slices(["a good question", "what is it"]).batch(2)
+    model = many_to_one(make_vectorizer(texts, 50), embedding_dim=8, units=8, dense_units=8,
+                        pooling="max_mean", classes=3, seed=1)
+    scores = model(tf.constant(["", "   ", "!!!", "a good question"])).numpy()
+    assert np.isfinite(scores).all(), scores
+
+
+def _rows(questions, limit):
+    with open(questions / "train.csv", encoding="utf-8") as handle:
+        return [(r["question"], r["kind"]) for r in list(csv.DictReader(handle))[:limit]]
+
+
+def test_resume_keeps_the_runs_labels_and_refuses_other_data(questions, tmp_path, capsys):
+    """--resume trains on the data the run started with: another --data or seed is refused,
+    a file edited to hold a new label is refused, and both leave config.json as it was; a file
+    whose rows were reordered (so its labels first appear in another order) keeps the model's
+    label ids."""
+    from models.label_names import label_names
+    from pipelines.training.checkpoints import CheckpointStore
+    from pipelines.training.trainer import resume_config
+
+    rows = _rows(questions, 240)
+    data = write_csv(tmp_path / "q.csv", rows)
+    run = tmp_path / "run"
+    small = ["--set", "epochs=1", "--set", "units=8", "--set", "embedding_dim=8",
+             "--set", "dense_units=8", "--set", "max_tokens=500"]
+    assert main(["train", "classify", "--data", str(data), "--run-dir", str(run), *small]) == 0
+    capsys.readouterr()
+    config_text = (run / "config.json").read_text()
+
+    other = write_csv(tmp_path / "other.csv", rows[:200])
+    for change in (["--data", str(other)], ["--set", "seed=7"]):
+        assert main(["train", "classify", "--run-dir", str(run), "--resume", *change]) == 2
+        assert "cannot resume" in capsys.readouterr().err
+    write_csv(data, [*rows, ("What colour is the sky ?", "COLOUR")])
+    assert main(["train", "classify", "--run-dir", str(run), "--resume",
+                 "--set", "epochs=2"]) == 2
+    assert "never seen in training: 'COLOUR' (1 rows)" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == config_text
+
+    task = get_task("classify")
+    model = CheckpointStore(run).load_model("last")
+    names = label_names(model)
+    reordered = sorted(rows, key=lambda row: row[1] != names[-1])  # the last label first
+    write_csv(data, reordered)
+    config = resume_config(task, run, ["epochs=2"])
+    task.resume_from(model, config)
+    train_data, _ = task.datasets(config)
+    truth = dict(rows)
+    texts, ids = next(iter(train_data.unbatch().batch(1000)))
+    seen = [(t.decode(), names[i]) for t, i in zip(texts.numpy(), ids.numpy(), strict=True)]
+    assert len(seen) > 100 and all(truth[text] == label for text, label in seen)

@@ -626,6 +626,22 @@ def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]
     return columns
 
 
+def check_part_exists(config: Any, part: str) -> None:
+    """A part read from a file of its own (`--validation-data`, `--test-data`) must exist:
+    checked before training, so a mistyped test file does not wait for the end of it.
+
+    Args:
+        config: the task config.
+        part: `validation` or `test`.
+    """
+    source = getattr(config, f"{part}_data", None)
+    if source and source not in NAMED_DATASETS and not Path(source).exists():
+        flag = "--validation-data" if part == "validation" else \
+            "--test-data (`rnnkit evaluate`: --data)"
+        raise UserError(f"{part} data file {source} does not exist",
+                        f"check the path given to {flag}")
+
+
 def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row], str],
               tagged: bool = False, kind: str | None = None) -> Iterator[tuple[int, Row]]:
     """(line, row) of one part of a task's data (see `part_source`).
@@ -643,6 +659,8 @@ def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row]
     With `max_train_examples` set, the training part keeps its first that many rows and the
     validation part the same share of its own (tests and smoke runs).
     """
+    if part != "train":
+        check_part_exists(config, part)
     source, split, held_out = part_source(config, part)
     rows = iter_source(source, source_columns(source, config, fields), split, tagged, kind)
     if held_out is not None:

@@ -43,6 +43,7 @@ from pipelines.config import TrainConfig, data_dir, tfds_dir
 from pipelines.datasets import feature_cache, flickr8k
 from pipelines.datasets.data_files import (
     DataFilesConfig,
+    check_part_exists,
     iter_part,
     named_dataset,
     part_label,
@@ -643,6 +644,7 @@ class CaptionTask(Task):
     def datasets(self, config: CaptionConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """Training images (their captions together) and the validation part."""
         config.validate()
+        check_part_exists(config, "test")
         self.encoder(config)  # a weights file that does not fit fails before data is read
         return (self._batches(config, "train", config.max_train_examples, training=True),
                 self._batches(config, "validation", config.max_eval_examples, training=False))

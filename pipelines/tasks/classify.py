@@ -203,15 +203,14 @@ def reject_unseen_classes(counts: collections.Counter, known: list[str], where: 
         where: the part, as errors name it.
         plural: the classes, e.g. "labels" or "tags".
         unit: what is counted, e.g. "rows" or "tokens".
-        fix: what to do about them besides adding training examples.
+        fix: what to do about them.
     """
     unseen = {name: n for name, n in counts.items() if name not in known}
     if unseen:
         listed = ", ".join(f"{name!r} ({n} {unit})" for name, n in
                            sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
         raise UserError(f"{where} has {plural} never seen in training: {listed}",
-                        f"the model knows only {known}; {fix} or add examples of them to "
-                        "the training data")
+                        f"the model knows only {known}; {fix}")
 
 
 def evaluation_report(true: Any, predicted: Any, names: list[str], config: Any, run_dir: Path,
@@ -273,6 +272,7 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
         import models.sentiment  # noqa: F401
 
         self._scans: dict[tuple, LabelScan] = {}
+        self._resumed_names: list[str] | None = None
 
     # --- data -----------------------------------------------------------------------------
 
@@ -317,16 +317,30 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
             require_two_classes(counts, where, f"the label column {config.label_column!r}",
                                 "class", "a classifier", "--label-column")
         else:
-            reject_unseen_classes(counts, known, where, "labels", "rows", "remove those rows")
+            reject_unseen_classes(counts, known, where, "labels", "rows",
+                                  "remove those rows or add examples of them to the training "
+                                  "data")
         return LabelScan(counts, rows, empty)
 
     def label_names(self, config: Any) -> list[str]:
-        """The training labels, in order of first appearance (scanning the data once).
+        """The training labels, in order of first appearance (scanning the data once); a
+        resumed run's own, in its model's order.
 
         Args:
             config: the run's config.
         """
-        return list(self.train_scan(config).counts)
+        return self._resumed_names or list(self.train_scan(config).counts)
+
+    def resume_from(self, model: keras.Model, config: TrainConfig) -> None:
+        from models.label_names import label_names
+
+        names = label_names(model)
+        # Label ids are positions in the model's list; rows of the data are matched by name.
+        reject_unseen_classes(self.train_scan(config).counts, names,
+                              data_files.part_label(config, "train"), "labels", "rows",
+                              "resume with the data the run trained on, or start a new "
+                              "run with another --run-dir")
+        self._resumed_names = names
 
     def train_scan(self, config: Any) -> LabelScan:
         """The training part's scan, made once per data settings.
@@ -396,6 +410,8 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
         config.validate()
         names = self.label_names(config)
         val_scan = self.scan(config, "validation", known=names)
+        if config.test_data:  # its errors now, not after training
+            self.scan(config, "test", known=names)
         train = self.examples(config, "train", names)
         val = self.examples(config, "validation", names)
         return (self._batches(train, config, self.train_scan(config).rows, shuffle=True),

@@ -147,6 +147,7 @@ class TagTask(Task):
         import models.tagging  # noqa: F401  (registers the layers for loading checkpoints)
 
         self._train_scan: tuple[tuple, TagScan] | None = None
+        self._resumed_tags: list[str] | None = None
 
     def _sentences(self, config: Any, part: str) -> Iterator[tuple[int, dict[str, Any]]]:
         return data_files.iter_part(config, part, self.fields,
@@ -180,7 +181,8 @@ class TagTask(Task):
         if known is None:
             require_two_classes(tags, where, "the tag column", "tag", "a tagger", "--tag-column")
         else:
-            reject_unseen_classes(tags, known, where, "tags", "tokens", "fix those tags")
+            reject_unseen_classes(tags, known, where, "tags", "tokens",
+                                  "fix those tags or add examples of them to the training data")
         return TagScan(tags, words, chars, sentences, tokens)
 
     def train_scan(self, config: Any) -> TagScan:
@@ -249,12 +251,25 @@ class TagTask(Task):
     def datasets(self, config: TrainConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         config.validate()
         scan = self.train_scan(config)
-        tags = list(scan.tags)
+        tags = self._resumed_tags or list(scan.tags)
         val_scan = self.scan(config, "validation", known=tags)
+        if config.test_data:  # its errors now, not after training
+            self.scan(config, "test", known=tags)
         train = self.examples(config, "train", tags, config.max_length)
         val = self.examples(config, "validation", tags)
         return (self.batches(train, config.batch_size, scan.sentences, shuffle_seed=config.seed),
                 self.batches(val, config.batch_size, val_scan.sentences))
+
+    def resume_from(self, model: keras.Model, config: TrainConfig) -> None:
+        from models.label_names import label_names
+
+        tags = label_names(model)
+        # Tag ids are positions in the model's list; the data's tags are matched by name.
+        reject_unseen_classes(self.train_scan(config).tags, tags,
+                              data_files.part_label(config, "train"), "tags", "tokens",
+                              "resume with the data the run trained on, or start a new "
+                              "run with another --run-dir")
+        self._resumed_tags = tags
 
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.tagging import tagger

@@ -63,6 +63,17 @@ class Task(abc.ABC):
     def loss(self, config: TrainConfig) -> Any:
         """The loss `Model.compile` takes."""
 
+    def resume_from(self, model: keras.Model, config: TrainConfig) -> None:
+        """On --resume, before the data is read: make the data agree with what the checkpoint's
+        model learned from it (label names and their order), or raise a UserError saying how
+        they differ. Nothing by default.
+
+        Args:
+            model: the run's last checkpoint.
+            config: the resumed run's config.
+        """
+        del model, config
+
     def metrics(self, config: TrainConfig) -> list[Any]:
         """Metrics reported during training (the first is monitored if `monitor` says so)."""
         return []

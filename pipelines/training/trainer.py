@@ -168,6 +168,14 @@ def _resumable_state(task: Task, run_dir: Path | None) -> dict[str, Any]:
     return state
 
 
+# The settings a run's labels, vocabularies and held-out rows were read with: resuming with
+# others would go on training on rows whose label or word ids mean something else.
+FIXED_ON_RESUME = ("data", "validation_data", "validation_fraction", "seed", "text_column",
+                   "label_column", "token_column", "tag_column", "source_column",
+                   "target_column", "image_column", "caption_column", "max_tokens",
+                   "max_train_examples", "documents", "tokenize")
+
+
 def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None = None,
                   ) -> TrainConfig:
     """The config a resumed run continues with: its config.json plus `key=value` overrides.
@@ -182,6 +190,14 @@ def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None 
     _resumable_state(task, run_dir)
     saved = runs.load_config(run_dir, task.config_class)
     config = apply_overrides(saved, overrides)
+    for name in FIXED_ON_RESUME:
+        before, after = getattr(saved, name, None), getattr(config, name, None)
+        if before != after:
+            raise UserError(
+                f"cannot resume {run_dir} with {name}={after}: it trained with {name}={before}",
+                "a resumed run reads the data it started with (its labels, vocabulary and "
+                f"held-out rows come from it); drop that change, or start a new run. If only "
+                f"the file moved, put its new path in {run_dir / runs.CONFIG_FILE}")
     if (saved.ema_momentum > 0) != (config.ema_momentum > 0):
         # The average lives in the optimizer's state, which a checkpoint has or has not.
         raise UserError(f"cannot resume {run_dir} with ema_momentum={config.ema_momentum}: it "
@@ -219,22 +235,35 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
     import keras
 
     started = time.monotonic()
+    model = None
     if resume:
         resume_state = _resumable_state(task, run_dir)
         store = CheckpointStore(run_dir)
     else:
+        created = run_dir is None or not run_dir.exists()
         run_dir = runs.new_run_dir(task.name, run_dir)
         store = CheckpointStore(run_dir)
         resume_state = None
-    runs.save_config(run_dir, config)
     log.info("run directory: %s", run_dir)
 
     keras.utils.set_random_seed(config.seed)
-    train_data, val_data = task.datasets(config)
+    try:
+        if resume_state:
+            with distribution_scope(config):
+                model = store.load_model("last")
+            task.resume_from(model, config)
+        train_data, val_data = task.datasets(config)
+    except BaseException:
+        if not resume and created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # bad data: leave no empty run behind
+        raise
+    # Only now: a resume refused for its data keeps the config.json it trained with.
+    runs.save_config(run_dir, config)
     train_data, val_data = distribute.shard_by_data(train_data), distribute.shard_by_data(val_data)
 
     with distribution_scope(config):
-        model = store.load_model("last") if resume_state else task.build_model(config)
+        if model is None:
+            model = task.build_model(config)
         compile_model(model, task, config)
         distribute.prepare_fit(model, train_data)
         if resume_state:
