@@ -140,7 +140,9 @@ def sample(step_fn: StepFn, states: Any, start_ids: tf.Tensor, end_id: int, max_
         row_limits: int32 [batch], most tokens of each row; None for max_length.
     """
     def pick(logits, step):
-        return choose(ban(logits, banned_ids), temperature, top_k, seed, step)
+        # Banned after the temperature: a huge temperature would flatten the penalty away.
+        scaled = ban(logits / temperature[:, None], banned_ids)
+        return choose(scaled, tf.ones_like(temperature), top_k, seed, step)
 
     return _token_by_token(step_fn, states, start_ids, end_id, max_length, pick, fill_id,
                            row_limits)

@@ -148,6 +148,7 @@ OUR_FLAGS: tuple[Flag, ...] = (
 )
 
 FLAGS = {flag.name: flag for flag in TF_FLAGS + OUR_FLAGS}
+PORT_FLAGS = ("port", "rest_api_port")
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
 
@@ -176,11 +177,17 @@ def _convert(flag: Flag, text: str) -> Any:
         raise UserError(f"--{flag.name}={text}: not a boolean",
                         f"write --{flag.name}, --{flag.name}=true or --{flag.name}=false")
     try:
-        return flag.kind(text)
+        value = flag.kind(text)
     except ValueError:
         kind = {int: "an integer", float: "a number"}[flag.kind]
         raise UserError(f"--{flag.name}={text}: not {kind}",
                         f"give --{flag.name} {kind}, e.g. --{flag.name}={flag.default}") from None
+    if flag.name in PORT_FLAGS and not 0 <= value <= 65535:
+        # gRPC would listen on the number modulo 65536 and REST fail after the models load.
+        raise UserError(f"--{flag.name}={text}: not a TCP port",
+                        f"give a port from 1 to 65535, or 0 to turn it off "
+                        f"(default {flag.default})")
+    return value
 
 
 def parse_flags(argv: Sequence[str]) -> ParsedFlags:

@@ -91,6 +91,11 @@ def test_flags_parse_as_tensorflow_flags_parse_them():
     assert defaults["saved_model_tags"] == "serve"
     with pytest.raises(UserError, match="--port=eight: not an integer"):
         parse_flags(["--port=eight"])
+    # gRPC listened on 70000 % 65536 = 4464 while logging 70000; REST failed after loading.
+    for bad in ("--port=70000", "--port=-1", "--rest_api_port=65536", "--rest_api_port=-5"):
+        with pytest.raises(UserError, match="not a TCP port"):
+            parse_flags([bad])
+    assert parse_flags(["--port=65535", "--rest_api_port=0"]).values["port"] == 65535
     with pytest.raises(UserError, match="not a boolean"):
         parse_flags(["--enable_batching=maybe"])
     with pytest.raises(UserError, match="--model_name needs a value"):

@@ -476,13 +476,23 @@ class LanguageModelTask(Task):
             return dense, tf.sequence_mask(ids.row_lengths(), maxlen=width)
 
         def continuation(text, temperature, top_k, seed, count):
+            n = tf.size(text)
+            # Each check says only what is wrong: with --enable_batching a request shares its
+            # run with other clients', whose values an assert_* message would print.
             checks = [
-                tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
-                tf.debugging.assert_greater_equal(top_k, 1, message="top_k must be >= 1"),
-                tf.debugging.assert_non_negative(count, message="words must be >= 0"),
-                tf.debugging.assert_less_equal(count, MAX_WORDS,
-                                               message=f"words must be <= {MAX_WORDS}"),
-            ]
+                tf.debugging.Assert(
+                    (tf.rank(value) == 1) & (tf.size(value) == n),
+                    [f"{name} must hold one value per text (shape [batch], like text)"])
+                for name, value in (("temperature", temperature), ("top_k", top_k),
+                                    ("seed", seed), ("words", count))]
+            with tf.control_dependencies(checks):
+                checks = [tf.debugging.Assert(condition, [message]) for condition, message in (
+                    (tf.reduce_all(temperature > 0), "temperature must be > 0"),
+                    (tf.reduce_all(tf.math.is_finite(temperature)),
+                     "temperature must be a finite number"),
+                    (tf.reduce_all(top_k >= 1), "top_k must be >= 1"),
+                    (tf.reduce_all(count >= 0), "words must be >= 0"),
+                    (tf.reduce_all(count <= MAX_WORDS), f"words must be <= {MAX_WORDS}"))]
             with tf.control_dependencies(checks):
                 ids, mask = prompt_ids(text)
                 chosen = generate(model, ids, mask, temperature, top_k, seed, count,
