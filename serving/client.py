@@ -7,6 +7,7 @@ imported on first use of the gRPC API, so importing this module stays cheap.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import time
@@ -93,7 +94,8 @@ def _as_array(value: Any) -> np.ndarray:
     if value.dtype.kind not in "SUO":
         return value
     encoded = np.empty(value.shape, dtype=object)
-    encoded.reshape(-1)[:] = [v.encode("utf-8") if isinstance(v, str) else v
+    # surrogateescape: a command-line argument that is not UTF-8 goes as the bytes typed.
+    encoded.reshape(-1)[:] = [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
                               for v in value.reshape(-1).tolist()]
     return encoded
 
@@ -461,6 +463,10 @@ class ServingClient:
             raise self._unreachable(self.rest_port, str(err.reason)) from None
         except ConnectionError as err:
             raise self._unreachable(self.rest_port, str(err)) from None
+        except http.client.HTTPException as err:  # e.g. the gRPC port, which speaks HTTP/2
+            raise self._unreachable(
+                self.rest_port, f"it does not answer HTTP/1.1 ({type(err).__name__}); is that "
+                "the REST port (--rest_api_port, 8501 by default)?") from None
 
     def _predict_rest(self, model: str, arrays: Mapping[str, np.ndarray], signature_name: str,
                       version: int | None, label: str | None,

@@ -286,3 +286,16 @@ def test_scoring_nll_is_the_softmax_cross_entropy_without_its_gradient_array():
         assert got.shape == expected.shape
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
         assert np.isfinite(got.numpy()).all()
+
+
+@pytest.mark.parametrize(("flag", "value", "reason"), [
+    ("--seed", "99999999999999999999", "is not a seed from 0 to 2**63-1"),
+    ("--temperature", "inf", "is not a finite number"),
+    ("--top-k", "99999999999", "is not a 32-bit integer")])
+def test_generate_flags_outside_the_exports_input_types_are_refused(flag, value, reason,
+                                                                     capsys):
+    """Before any request: a seed beyond int64 raised TypeError from the gRPC tensor proto, an
+    infinite temperature printed invalid JSON, a top_k beyond int32 was sent wrapped."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "The movie was", flag, value])
+    assert exit_.value.code == 2 and reason in capsys.readouterr().err

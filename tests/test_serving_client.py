@@ -362,6 +362,28 @@ def test_predict_command_errors_are_one_line(servers, capsys):
     assert "model server not reachable" in err and err.count("\n") == 1
 
 
+def test_predict_command_takes_urls_and_names_a_wrong_port_or_address(servers, capsys):
+    standin, grpc_port, rest_port = servers
+    assert main(["predict", "--model", MODEL, "--rest", "--server",
+                 f"http://127.0.0.1:{rest_port}/", "1.0"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["y"] == [[2.5]]
+    assert main(["predict", "--model", MODEL, "--server", f"grpc://127.0.0.1:{grpc_port}",
+                 "1.0"]) == 0
+    capsys.readouterr()
+    # HTTP/1.1 to the gRPC port: one line, not http.client's traceback.
+    assert main(["predict", "--model", MODEL, "--rest", "--server", f"127.0.0.1:{grpc_port}",
+                 "1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "model server not reachable" in err and err.count("\n") == 1, err
+    assert main(["predict", "--model", MODEL, "--rest", "--server", "localhost:abc",
+                 "1.0"]) == 2
+    assert "pass the model server's REST address" in capsys.readouterr().err
+    # A command-line argument that is not UTF-8 (Python sees surrogates) goes as its bytes.
+    assert main(["predict", "--model", MODEL, "--server", f"127.0.0.1:{grpc_port}",
+                 "--signature", "echo_text", "caf\udce9"]) == 0
+    assert tf.make_ndarray(standin.grpc_requests[-1].inputs["text"]).tolist() == [b"caf\xe9"]
+
+
 @pytest.fixture(scope="module")
 def real_server(shared_data, tmp_path_factory):
     """Our model server on half_plus_two, with batching and the Prometheus page on."""

@@ -51,9 +51,19 @@ def open_client(args: argparse.Namespace) -> ServingClient:
     """
     from app.web.server import parse_server
     from serving.client import ServingClient
+    from serving.errors import UserError
 
-    address = args.server or "localhost"
+    address = (args.server or "localhost").strip()
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme.lower() in ("http", "grpc"):  # a URL: http://host:8501/, grpc://host
+        address = rest.split("/", 1)[0]
     if ":" not in address.rpartition("]")[2]:  # a bare host (or [v6]) takes the default port
         address = f"{address}:{DEFAULT_PORTS[args.protocol]}"
-    host, port = parse_server(address)
+    try:
+        host, port = parse_server(address)
+    except UserError:
+        name = {"grpc": "gRPC", "rest": "REST"}[args.protocol]
+        raise UserError(f"--server {args.server!r} is not HOST:PORT",
+                        f"pass the model server's {name} address, e.g. --server "
+                        f"localhost:{DEFAULT_PORTS[args.protocol]}") from None
     return ServingClient(host, grpc_port=port, rest_port=port, timeout=args.timeout)

@@ -29,6 +29,22 @@ INVALID_ARGUMENT answer. The reply names the seed, so a sample can be repeated.
 SAMPLING_TOP_K = 40  # --temperature without --top-k samples among this many words
 
 
+def _ranged(kind: type, low: float, high: float, what: str) -> Any:
+    """An argparse type: `kind` within [low, high] (the export's int32 / int64 / float inputs)."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (low <= value <= high):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return convert
+
+
+INT32 = 2**31 - 1
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's flags.
 
@@ -37,14 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("prompts", nargs="+", metavar="TEXT", help="the text(s) to continue")
     add_client_flags(parser, model="language_model", timeout=60.0)
-    parser.add_argument("--words", type=int, default=20, metavar="N",
+    parser.add_argument("--words", type=_ranged(int, -INT32, INT32, "a 32-bit integer"),
+                        default=20, metavar="N",
                         help="words to generate (default: %(default)s; at most 100)")
-    parser.add_argument("--temperature", type=float, default=None, metavar="T",
+    parser.add_argument("--temperature", type=_ranged(float, -3.4e38, 3.4e38, "a finite number"),
+                        default=None, metavar="T",
                         help="sample at this temperature (default: greedy, the likeliest word)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K",
+    parser.add_argument("--top-k", type=_ranged(int, -INT32, INT32, "a 32-bit integer"),
+                        default=None, metavar="K",
                         help=f"sample among the K likeliest words (default: {SAMPLING_TOP_K} "
                              "with --temperature, else 1 = greedy)")
-    parser.add_argument("--seed", type=int, default=None, metavar="N",
+    parser.add_argument("--seed", type=_ranged(int, 0, 2**63 - 1, "a seed from 0 to 2**63-1"),
+                        default=None, metavar="N",
                         help="sampling seed (default: a random one, printed in the reply)")
     parser.add_argument("--next", action="store_true",
                         help="list the likeliest next words and their probabilities instead")
