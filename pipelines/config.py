@@ -163,8 +163,9 @@ def _parse_value(text: str, annotation: Any, name: str) -> Any:
         if hint in (int, float, str):
             return hint(text)
     except ValueError:
+        example = {bool: "true", int: "3", float: "0.5"}.get(hint, "VALUE")
         raise UserError(f"setting {name}={text!r} is not a valid {getattr(hint, '__name__', hint)}",
-                        "pass a value of that type, e.g. --set epochs=3") from None
+                        f"pass a value of that type, e.g. --set {name}={example}") from None
     return text
 
 

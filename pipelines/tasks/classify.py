@@ -175,6 +175,16 @@ class LabelScan:
     empty: int
 
 
+def held_out_part(config: Any, part: str) -> bool:
+    """Whether a part's rows are a hash-picked share of the training source's.
+
+    Args:
+        config: the task config.
+        part: `train`, `validation` or `test`.
+    """
+    return part == "validation" and data_files.part_source(config, part)[2] is True
+
+
 def require_two_classes(counts: collections.Counter, where: str, column: str, noun: str,
                         learner: str, flag: str) -> None:
     """A training part must hold at least two classes (labels, tags) to learn from.
@@ -307,6 +317,8 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
             counts[label] += 1
             rows += 1
         if rows == 0:
+            if part == "train" and data_files.part_source(config, part)[2] is False:
+                where += f" (all but the held-out validation_fraction={config.validation_fraction})"
             raise UserError(f"{where} has no rows" + (f" left after dropping {empty} with "
                                                       "empty text" if empty else ""),
                             f"pass a file with rows of text in {config.text_column!r} and "
@@ -316,6 +328,20 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
         if known is None:
             require_two_classes(counts, where, f"the label column {config.label_column!r}",
                                 "class", "a classifier", "--label-column")
+        elif held_out_part(config, part):
+            # The hash, not the user, put every row of a rare label in validation: those rows
+            # are left out of it (examples() skips them too), not an error.
+            unseen = {name: n for name, n in counts.items() if name not in known}
+            if unseen:
+                log.warning("%s: left out %d rows of labels the training part lacks (all their "
+                            "rows were held out): %s", where, sum(unseen.values()),
+                            ", ".join(f"{k!r} ({n})" for k, n in unseen.items()))
+                for name in unseen:
+                    rows -= counts.pop(name)
+                if rows == 0:
+                    raise UserError(f"{where} has no rows of a label the training part has",
+                                    "pass --validation-data FILE, or raise --set "
+                                    "validation_fraction=...")
         else:
             reject_unseen_classes(counts, known, where, "labels", "rows",
                                   "remove those rows or add examples of them to the training "
@@ -371,7 +397,7 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
             texts: list[str] = []
             labels: list[int] = []
             for _, text, label in self._rows(config, part):
-                if text.strip():
+                if text.strip() and label in index:  # others: see scan(), held-out rows
                     texts.append(text)
                     labels.append(index[label])
                 if len(texts) == data_files.GENERATOR_BATCH:
