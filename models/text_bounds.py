@@ -39,7 +39,7 @@ def check_batch_size(text: tf.Tensor, max_texts: int) -> tf.Tensor:
     check = tf.debugging.Assert(
         count <= max_texts,
         ["the request holds", count, f"texts; at most {max_texts} are read per request "
-         "(max_request_texts in the export's metadata): send fewer per request"])
+         "(max_request_texts in the metadata of the export): send fewer per request"])
     with tf.control_dependencies([check]):
         return tf.identity(text)
 

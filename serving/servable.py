@@ -214,6 +214,13 @@ def _run_error(err: Exception) -> ServingError:
             if cancelled is not None:
                 return cancelled
         return ServingError(Code(err.error_code), clean_run_message(err.message))
+    if isinstance(err, UnicodeDecodeError):
+        # TensorFlow's error quoted the request's bytes (e.g. a tf.Example that does not
+        # parse) and its message could not be read as text.
+        return ServingError(Code.INVALID_ARGUMENT,
+                            "the model could not read the input (its error quotes bytes that "
+                            "are not UTF-8): check that each value is what the signature "
+                            "takes, e.g. a serialized tf.Example for Classify")
     # Argument binding of signature functions (wrong shape or dtype) raises these.
     return ServingError(Code.INVALID_ARGUMENT, str(err))
 

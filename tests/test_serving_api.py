@@ -197,6 +197,9 @@ def test_rest_multiple_inputs_row_and_columnar(server):
     ("textual:predict", {"signature_name": "__saved_model_init_op", "inputs": {}}, 400,
      "Failed to get input map for signature: __saved_model_init_op"),
     ("textual:predict", {"instances": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
+    # Bytes that are no tf.Example and no UTF-8: TensorFlow's error quotes them.
+    ("textual:predict", {"signature_name": "classify", "instances": [{"b64": "eP/+"}]}, 400,
+     "the model could not read the input"),
     ("half_plus_two:regress", {"signature_name": "regress_x_to_y"}, 400,
      "key 'examples' is expected"),
     ("half_plus_two:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]},
