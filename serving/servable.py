@@ -248,6 +248,7 @@ class FunctionServable(Servable):
         try:
             tensors = {alias: tf.convert_to_tensor(value, dtype=dtypes.get(alias))
                        for alias, value in inputs.items()}
+            self._check_shapes(signature_name, tensors)
             # The request's deadline or its client's going away stops the run (cancellation).
             with cancellable_run():
                 outputs = function(**tensors)
@@ -259,6 +260,24 @@ class FunctionServable(Servable):
         """See `Servable.close`."""
         self._functions = {}
         self._loaded = None
+
+
+    def _check_shapes(self, signature_name: str, tensors: Mapping[str, tf.Tensor]) -> None:
+        """Each input's rank and fixed sizes must be the signature's: a TF2 signature function
+        runs a tensor of another rank anyway, and fails deep inside with an index or
+        reduction error that names no input (a scalar `temperature`, a flat `tokens` list)."""
+        for alias, tensor in tensors.items():
+            info = self.signature_defs[signature_name].inputs.get(alias)
+            if info is None or info.tensor_shape.unknown_rank:
+                continue
+            dims = [d.size for d in info.tensor_shape.dim]
+            shape = tensor.shape.as_list()
+            fixed = zip(dims, shape, strict=True) if len(dims) == len(shape) else ()
+            if len(shape) != len(dims) or any(0 <= d != n for d, n in fixed):
+                raise ServingError(
+                    Code.INVALID_ARGUMENT,
+                    f"input '{alias}' has shape {shape}, but signature '{signature_name}' "
+                    f"takes shape {dims} (-1: any size; the first is the batch)")
 
 
 class SessionServable(Servable):

@@ -197,6 +197,12 @@ def test_rest_multiple_inputs_row_and_columnar(server):
     ("textual:predict", {"signature_name": "__saved_model_init_op", "inputs": {}}, 400,
      "Failed to get input map for signature: __saved_model_init_op"),
     ("textual:predict", {"instances": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
+    # A rank or fixed size other than the signature's: named, before TensorFlow runs it.
+    ("textual:predict", {"inputs": "one text"}, 400,
+     "input 'text' has shape [], but signature 'serving_default' takes shape [-1]"),
+    ("textual:predict", {"signature_name": "add", "inputs": {"a": [[1.0, 2.0, 3.0]],
+                                                             "b": [[1.0, 2.0]]}}, 400,
+     "input 'a' has shape [1, 3], but signature 'add' takes shape [-1, 2]"),
     # Bytes that are no tf.Example and no UTF-8: TensorFlow's error quotes them.
     ("textual:predict", {"signature_name": "classify", "instances": [{"b64": "eP/+"}]}, 400,
      "the model could not read the input"),
