@@ -102,7 +102,11 @@ def _scan_problem(base_path: Path, found: dict[int, Path] | None,
     if found is None:
         return f"base path {base_path} does not exist"
     if not found:
-        return f"no version directories (numeric names like 1/) under {base_path}"
+        problem = f"no version directories (numeric names like 1/) under {base_path}"
+        if base_path.name.isdigit() and (base_path / "saved_model.pb").is_file():
+            problem += (f"; it is itself version {base_path.name} of a model: give the folder "
+                        f"above it, {base_path.parent}")
+        return problem
     missing = sorted(set(policy.specific.versions) - set(found))
     if policy.WhichOneof("policy_choice") == "specific" and missing:
         return f"specific versions {missing} not found under {base_path}"

@@ -377,17 +377,22 @@ class ModelServer:
     def _poll_config(self) -> None:
         path = self.options.model_config_file
         assert path is not None
+        reported = ""  # a file that stays broken is logged once, not every poll
         while not self._stop.wait(self.options.model_config_file_poll_wait_seconds):
             try:
                 config = load_model_server_config(path)
                 _absolute_base_paths(config, Path(path).resolve().parent)
+                reported = ""
                 if config == self.config:
                     continue
                 log.info("model config file %s changed; reloading", path)
                 self.config = config
                 self.core.reload_config(config)
             except (UserError, ServingError) as err:
-                log.error("reloading %s failed: %s", path, err)
+                if str(err) != reported:
+                    log.error("reloading %s failed: %s (the models loaded before keep "
+                              "serving)", path, err)
+                    reported = str(err)
 
     def stop(self) -> None:
         """Stop accepting requests, let in-flight ones finish (within the grace), unload."""

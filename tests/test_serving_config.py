@@ -179,3 +179,18 @@ def test_monitoring_defaults_and_errors(tmp_path):
         load_monitoring_config(write(tmp_path, "prometheus_config { enable: true path: 'x' }"))
     with pytest.raises(UserError, match=r":1:\d+"):
         load_monitoring_config(write(tmp_path, "prometheus_config { enable: maybe }"))
+
+
+def test_a_base_path_that_is_a_version_folder_names_the_folder_above(tmp_path):
+    """--model_base_path=exports/m/1 (one version, not the model) says which folder to give."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving.model_manager import _scan_problem, scan_versions
+
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    policy = model_server_config_pb2.ModelConfig().model_version_policy  # latest 1
+    problem = _scan_problem(version, scan_versions(version), policy)
+    assert "it is itself version 1 of a model" in problem and str(tmp_path / "m") in problem
+    assert "itself" not in _scan_problem(tmp_path / "m", {}, policy)

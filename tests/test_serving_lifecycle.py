@@ -171,6 +171,13 @@ def test_config_file_changes_are_applied(world):
     config.write_text(config_text(models))
     wait_for(lambda: versions(server, "three") == {})
     assert http("GET", f"{server.url}/v1/models/three")[0] == 404
+    # A file that stays broken is logged once, not at every poll (every 0.5 s here), and the
+    # models go on serving.
+    config.write_text("model_config_list { config { name: ")
+    time.sleep(3)
+    assert server.log_text().count(f"reloading {config} failed") == 1
+    assert versions(server, "textual")
+    config.write_text(config_text(models))
 
 
 def reload(server, text: str) -> tuple[grpc.StatusCode, str]:
