@@ -378,6 +378,11 @@ def test_predict_command_takes_urls_and_names_a_wrong_port_or_address(servers, c
     assert main(["predict", "--model", MODEL, "--rest", "--server", "localhost:abc",
                  "1.0"]) == 2
     assert "pass the model server's REST address" in capsys.readouterr().err
+    # `rnnkit generate` against a model that is no language model says so, in one line.
+    assert main(["generate", "The movie was", "--model", MODEL, "--server",
+                 f"127.0.0.1:{grpc_port}"]) == 2
+    err = capsys.readouterr().err
+    assert "it is not a language model export" in err and "--temperature" not in err, err
     # A command-line argument that is not UTF-8 (Python sees surrogates) goes as its bytes.
     assert main(["predict", "--model", MODEL, "--server", f"127.0.0.1:{grpc_port}",
                  "--signature", "echo_text", "caf\udce9"]) == 0

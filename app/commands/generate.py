@@ -84,6 +84,12 @@ def _call(client: Any, args: argparse.Namespace, inputs: dict, signature: str) -
     except ServerReplyError as err:
         if err.code() != Code.INVALID_ARGUMENT:
             raise
+        if re.search(r"has no signature|signature (?:name|key):? \S+ not found",
+                     err.details(), re.IGNORECASE):
+            raise UserError(f"model {args.model!r} has no {signature!r} signature: it is not "
+                            "a language model export",
+                            "pass --model NAME of a served language model (rnnkit export "
+                            "language_model ...)") from None
         # The model's in-graph check says why: rnnkit's server answers the assertion's parts
         # joined, TF Serving "assertion failed: [reason] [Condition ...]" among graph detail.
         found = re.search(r"assertion failed: \[([^\]]+)\]", err.details())
