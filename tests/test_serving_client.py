@@ -438,3 +438,13 @@ def test_against_our_server_batching_and_metrics(real_server, golden_metadata):
     count = re.search(r'^:tensorflow:serving:request_count\{model_name="half_plus_two",'
                       r'status="OK"\} ([\d.]+)$', text, re.M)
     assert count is not None and float(count.group(1)) >= len(values) + 2
+
+
+def test_predict_command_says_a_several_input_signature_needs_the_python_client():
+    """--input-name cannot help: a signature runs only with all its inputs."""
+    from app.commands.predict import build_inputs
+
+    io = {"text": {"dtype": "DT_STRING"}, "temperature": {"dtype": "DT_FLOAT"}}
+    with pytest.raises(UserError, match="rnnkit predict sends one") as err:
+        build_inputs(["The movie was"], io, None)
+    assert "--input-name" not in err.value.fix and "ServingClient.predict" in err.value.fix

@@ -102,8 +102,12 @@ def build_inputs(values: list[str | bytes], io: dict[str, Any], input_name: str 
 
     if input_name is None:
         if len(io) != 1:
-            raise UserError(f"the signature has several inputs {sorted(io)}",
-                            "choose one with --input-name")
+            # A signature runs only with all of its inputs; this command sends one.
+            raise UserError(f"the signature takes several inputs {sorted(io)}; rnnkit predict "
+                            "sends one",
+                            "call it with serving.client.ServingClient.predict(model, {input: "
+                            "values, ...}) or REST's columnar \"inputs\" (a language model's "
+                            "generate: rnnkit generate)")
         input_name = next(iter(io))
     if input_name not in io:
         raise UserError(f"the signature has no input {input_name!r}",
