@@ -95,6 +95,18 @@ def test_run_dir_errors(runs_root, tmp_path, capsys):
     assert main(["train", "sentiment", "--run-dir", str(empty), "--resume"]) == 2
     assert "has no checkpoint" in capsys.readouterr().err
 
+    # Damaged run files mark their run in `rnnkit runs`; the others are still listed.
+    for name, metrics in (("a", "[1, 2]"), ("b", ""), ("c", '{"epochs_finished": 3}')):
+        run = runs_root / "classify" / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text("{}")
+        (run / "metrics.json").write_text(metrics)
+    assert main(["runs"]) == 0
+    listed = {line.split()[1].rsplit("/", 1)[-1]: line for line in
+              capsys.readouterr().out.splitlines()[1:]}
+    assert "damaged: metrics.json" in listed["a"] and "damaged: metrics.json" in listed["b"]
+    assert "finished" in listed["c"] and "damaged" not in listed["c"]
+
 
 def _run_summary(out: str) -> dict:
     """The JSON object `rnnkit run` prints first on stdout (a readable summary follows it)."""

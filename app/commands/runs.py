@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = item["metrics"] or {}
         status = ("finished" if item["finished"]
                   else "interrupted" if item["trained"] else "no checkpoint")
+        if item.get("problem"):
+            status = f"damaged: {item['problem']}"
         rows.append((item["task"], item["run_dir"], status,
                      _number(metrics.get("epochs_finished")), metrics.get("monitor", "-"),
                      _number(metrics.get("best_value")), _test_summary(item["evaluation"])))

@@ -185,12 +185,28 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
         for run_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
             if not (run_dir / CONFIG_FILE).exists():
                 continue
+            problems: list[str] = []
+            # One damaged file marks its run; the listing (and find_run) goes on with the rest.
+            state = _json_object(run_dir / CHECKPOINTS_DIR / "state.json", problems)
             runs.append({
                 "task": task_dir.name,
                 "run_dir": str(run_dir),
-                "trained": run_task(run_dir) is not None,
+                "trained": bool(state and state.get("task")),
                 "finished": (run_dir / METRICS_FILE).exists(),
-                "metrics": read_json(run_dir / METRICS_FILE),
-                "evaluation": read_json(run_dir / EVALUATION_FILE),
+                "metrics": _json_object(run_dir / METRICS_FILE, problems),
+                "evaluation": _json_object(run_dir / EVALUATION_FILE, problems),
+                "problem": "; ".join(problems) or None,
             })
     return runs
+
+
+def _json_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """A run file's JSON object, or None (missing, or damaged: then named in `problems`)."""
+    try:
+        value = read_json(path)
+    except UserError:
+        value = "damaged"
+    if value is None or isinstance(value, dict):
+        return value
+    problems.append(f"{path.name} is damaged (not a JSON object)")
+    return None
