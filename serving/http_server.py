@@ -110,7 +110,8 @@ async def read_body(request: Request, limit: int, *, gzip: bool = True) -> bytes
         return body
     if encoding == "gzip" and gzip:
         return _gunzip(body, limit)
-    raise BadBody(f"unsupported Content-Encoding: {encoding}; send gzip or none")
+    accepted = "gzip or none" if gzip else "no Content-Encoding (an uncompressed body)"
+    raise BadBody(f"unsupported Content-Encoding: {encoding}; send {accepted}")
 
 
 def json_bytes(document: Any) -> bytes:

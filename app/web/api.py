@@ -371,8 +371,16 @@ def _output(outputs: Mapping[str, Any], name: str, model: str) -> Any:
 def _text_field(body: Mapping[str, Any], what: str) -> str:
     """The request's non-empty `text`, within MAX_TEXT_CHARS."""
     text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise bad_request(f"the {what} must be a JSON string, not {type(text).__name__}",
+                          'send {"text": "..."}')
+    if not text or not text.strip():
         raise bad_request(f"no {what} given", f"type a {what} and try again")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \ud800 escapes decode to lone surrogates
+        raise bad_request(f"the {what} is not valid Unicode (it holds a lone surrogate)",
+                          "send the text as UTF-8") from None
     if len(text) > MAX_TEXT_CHARS:
         raise bad_request(f"the {what} is {len(text):,} characters long",
                           f"keep it under {MAX_TEXT_CHARS:,}")

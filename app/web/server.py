@@ -87,6 +87,8 @@ async def _read_json(request: Request) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise bad_request(f"the body is not valid JSON: {err}") from None
+    except RecursionError:  # e.g. 100,000 nested [: within the size limit, past Python's stack
+        raise bad_request("the body nests JSON too deeply", 'send {"text": "..."}') from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object", 'send {"text": "..."}')
     return data
