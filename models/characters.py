@@ -34,6 +34,9 @@ class TokenChars(keras.layers.Layer):
     def call(self, tokens):
         chars = tf.strings.unicode_split(tokens, "UTF-8")
         chars = chars.to_tensor(default_value="")
+        # An empty batch loses the time axis in to_tensor ([0, 0, c] from [0, time] tokens),
+        # and the features would no longer line up with the word embeddings.
+        chars = tf.reshape(chars, tf.concat([tf.shape(tokens), tf.shape(chars)[2:]], 0))
         chars = chars[:, :, : self.max_chars]
         # At least one character column, so a batch of empty strings still has the axis.
         width = tf.maximum(tf.shape(chars)[2], 1)

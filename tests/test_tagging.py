@@ -93,6 +93,11 @@ def test_tagger_learns_evaluates_and_exports_tag_names(tag_run, tmp_path):
     assert cut["tokens"].shape == (1, 1) and len(cut["tokens"].numpy()[0][0]) == 32 * limit
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"at most {most} are read"):
         loaded.signatures["serving_default"](text=tf.constant(["a ."] * (most + 1)))
+    # An empty batch answers an empty batch (the character features lost their time axis).
+    assert loaded.signatures["serving_default"](text=tf.constant([], tf.string))[
+        "tags"].shape[0] == 0
+    assert loaded.signatures["tag_tokens"](tokens=tf.zeros([0, 3], tf.string))[
+        "tags"].shape == (0, 3)
 
 
 def write_conll(path, sentences):
