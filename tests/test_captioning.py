@@ -424,6 +424,20 @@ def test_caption_task_trains_on_a_users_csv_evaluates_and_exports(caption_files,
     # Trained and tested on the same four images: far above the one-caption baseline.
     assert report["bleu_4"] > report["baseline"]["bleu_4"] + 0.2
     assert report["distinct_captions"] == IMAGES
+    # Another test file with its own columns and image folder: the flags describe it, and the
+    # baseline still reads the training file as the run did (it was re-read with these flags).
+    other_photos = tmp_path / "other_photos"
+    shutil.copytree(caption_files / "photos", other_photos)
+    with open(data, encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["caption", "image"], *[[r[1], r[0]] for r in rows[1:]]])
+    assert main(["evaluate", "caption", "--run-dir", str(run_dir), "--data", str(other),
+                 "--image-column", "image", "--caption-column", "caption",
+                 "--images", str(other_photos)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["test_images"] == IMAGES and scored["baseline"] == report["baseline"]
     assert main(["export", "caption", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path / "exports")]) == 0
     exported = json.loads(capsys.readouterr().out)

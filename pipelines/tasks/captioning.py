@@ -723,13 +723,29 @@ class CaptionTask(Task):
                             "pass a test file whose image column names JPEG/PNG files")
         return ids, images, captions
 
+    def baseline_caption(self, config: CaptionConfig, run_dir: Path) -> str:
+        """The frequent-caption baseline of the run's own training captions.
+
+        `rnnkit evaluate --data test.csv --image-column ... --images ...` describes the test
+        file; the training file is read with the columns and folder the run trained with.
+
+        Args:
+            config: the evaluation's config.
+            run_dir: the run (its config.json).
+        """
+        from pipelines.training.run_dir import CONFIG_FILE, load_config
+
+        trained = load_config(run_dir, type(config)) if (run_dir / CONFIG_FILE).is_file() \
+            else config
+        return most_frequent_caption(self.training_captions(trained))
+
     def evaluate(self, model: keras.Model, config: CaptionConfig,
                  run_dir: Path) -> dict[str, Any]:
         """BLEU-1..4 and CIDEr-D on the test images for the model and the frequent caption."""
         ids, images, raw = self.test_images(config)
         references = [normalize(caps) for caps in raw]
         generated = self.caption_images(model, config, images)
-        baseline = most_frequent_caption(self.training_captions(config))
+        baseline = self.baseline_caption(config, Path(run_dir))
         model_scores = {**bleu_scores(generated, references),
                         "cider_d": cider_d(generated, references)}
         baseline_scores = {**bleu_scores([baseline] * len(ids), references),
