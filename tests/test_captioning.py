@@ -471,6 +471,11 @@ def test_caption_task_names_missing_images_and_columns(caption_files, tmp_path):
     # Below the threshold it is skipped and the rest is read.
     config = task.config("quick", [*base, f"data={broken}", "max_skipped_images=0.5"])
     assert "nowhere.jpg" not in task.part(config, "train").ids
+    # Images over max_image_pixels are named as large, with their size, not as broken.
+    config = task.config("quick", [*base, "max_image_pixels=1000"])
+    with pytest.raises(UserError, match=r"could not be read or decoded .*; .*\.jpg is "
+                                        r"\d+ x \d+ pixels.*more than max_image_pixels=1,000"):
+        task.features(config, "train", None)
     with pytest.raises(UserError, match=r"picture.*file"):
         task.part(task.config("quick", [*base, "image_column=picture"]), "train")
     with pytest.raises(UserError, match="does not exist"):

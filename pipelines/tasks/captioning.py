@@ -37,6 +37,7 @@ from models.captioning import (
     build_encoder,
     decode_and_resize,
     encoder_features,
+    image_size_from_header,
     normalize_caption,
 )
 from pipelines.config import TrainConfig, data_dir, tfds_dir
@@ -362,6 +363,20 @@ def caption_examples(captions: list[list[str]], vocabulary: list[str], length: i
     return np.asarray(images, np.int64), np.stack(groups)
 
 
+def _too_large(items: ImageCaptions, names: list[str], limit: int) -> str:
+    """Which of the named images exceed `limit` pixels (by their header), as `x.jpg is W x H
+    pixels`; '' for none: a phone's 48-megapixel photo is not broken, only large."""
+    readers = dict(zip(items.ids, items.readers, strict=True))
+    large = []
+    for name in names:
+        data = readers[name]() if name in readers else None
+        if data:
+            height, width = (int(v) for v in image_size_from_header(tf.constant(data)).numpy())
+            if height * width > limit:
+                large.append(f"{name} is {width:,} x {height:,} pixels")
+    return ", ".join(large)
+
+
 def decodable(data: bytes) -> bool:
     """Whether encoded image bytes decode as a JPEG, PNG, GIF or BMP image.
 
@@ -588,14 +603,27 @@ class CaptionTask(Task):
                                        feature_cache.weights_digest(encoder))
         extract = tf.function(lambda pixels: encoder_features(encoder, config.encoder, pixels))
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", items.label).strip("_")
+        limit = config.max_image_pixels
+
+        def decode(image: tf.Tensor, size: int) -> tf.Tensor:
+            return decode_and_resize(image, size, limit)
+
+        # Another pixel limit may keep other images: its own cache (the default's name stays).
+        name = f"{slug}-{items.fingerprint[:12]}" + (
+            "" if limit == MAX_IMAGE_PIXELS else f"-max{limit}")
         try:
             cached = feature_cache.cached_features(
-                tfds_dir() / "features", key, f"{slug}-{items.fingerprint[:12]}",
-                list(zip(items.ids, items.readers, strict=True)), extract, decode_and_resize,
+                tfds_dir() / "features", key, name,
+                list(zip(items.ids, items.readers, strict=True)), extract, decode,
                 items.fingerprint, max_skipped_fraction=config.max_skipped_images)
         except feature_cache.ImageDecodeError as err:
-            raise UserError(f"{items.label}: {err}", "remove or replace the broken images, or "
-                            "raise --set max_skipped_images=...") from None
+            large = _too_large(items, err.names, limit)
+            raise UserError(
+                f"{items.label}: {err}" + (f"; {large}, more than max_image_pixels={limit:,}"
+                                           if large else ""),
+                "remove or replace the broken images" + (
+                    f" (or raise --set max_image_pixels={2 * limit} for the large ones)"
+                    if large else "") + ", or raise --set max_skipped_images=...") from None
         return items, cached
 
     def _batches(self, config: CaptionConfig, part: str, limit: int | None,
@@ -636,7 +664,8 @@ class CaptionTask(Task):
 
             def inputs(batch_index, batch_ids):
                 data = tf.numpy_function(read, [batch_index], tf.string)
-                pixels = tf.map_fn(lambda b: decode_and_resize(b, size), data,
+                pixels = tf.map_fn(lambda b: decode_and_resize(b, size, config.max_image_pixels),
+                                   data,
                                    fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
                 return {"image": pixels, "caption_in": batch_ids[:, :, :-1]}, batch_ids[:, :, 1:]
         return ds.map(inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
