@@ -559,9 +559,9 @@ def hold_out(rows: Iterable[T], key: Callable[[T], str], config: Any, held_out: 
             yield row
     if held_out and seen and not kept:
         raise UserError(f"holding out validation_fraction={config.validation_fraction:g} of "
-                        f"{source} picked none of its {seen} rows (a hash of each row's text "
-                        "picks them, so rows of one text go together: a small file, or one of "
-                        "few distinct texts, can get none)",
+                        f"{source} picked none of its {seen} rows (a hash of each row's text, "
+                        "or for captions its image, picks them, so rows of one text or image "
+                        "go together: a small file, or one of few distinct ones, can get none)",
                         "pass --validation-data FILE, or raise --set validation_fraction=...")
 
 
