@@ -117,6 +117,10 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
     assert main(["export", "seq2seq", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path), "--model-name", "es_en"]) == 0
     assert _json_out(capsys)["model_name"] == "es_en"
+    # An empty name is refused (it silently fell back to the default).
+    assert main(["export", "seq2seq", "--run-dir", str(run_dir), "--base-path",
+                 str(tmp_path), "--model-name", " "]) == 2
+    assert "--model-name is empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("content", "flags", "message"), [

@@ -37,6 +37,10 @@ def export_run(task: Task, run_dir: Path, base_path: Path | str,
             file's stem, or the task's export name).
     """
     config = load_config(run_dir, task.config_class)
+    if model_name is not None and not model_name.strip():
+        raise UserError("--model-name is empty",
+                        "give the served model a name, or leave --model-name out for the "
+                        "default (the data file's stem)")
     name = model_name or task.default_export_name(config)
     if not MODEL_NAME.match(name):
         raise UserError(f"model name {name!r} is not usable as a served model's name",
