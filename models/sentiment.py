@@ -121,12 +121,9 @@ class FirstTokens(TruncateTokens):
         super().__init__(max_length, keep="first", **kwargs)
 
 
-@keras.saving.register_keras_serializable(package="rnnkit")
-class MaskedMaxPooling(keras.layers.Layer):
-    """The largest value of each feature over the valid time steps of [batch, time, features].
-
-    Keras's GlobalMaxPooling1D ignores the mask, so padding (zeros) would win over negative
-    values. A sequence without valid steps gives zeros.
+class _MaskedPooling(keras.layers.Layer):
+    """Pooling over the valid time steps of [batch, time, features] -> [batch, features]; a
+    sequence without valid steps gives zeros (a text without a known word).
 
     Args:
         **kwargs: Keras layer arguments.
@@ -135,6 +132,24 @@ class MaskedMaxPooling(keras.layers.Layer):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.supports_masking = True
+
+    def compute_mask(self, sequences, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="rnnkit")
+class MaskedMaxPooling(_MaskedPooling):
+    """The largest value of each feature over the valid time steps of [batch, time, features].
+
+    Keras's GlobalMaxPooling1D ignores the mask, so padding (zeros) would win over negative
+    values.
+
+    Args:
+        **kwargs: Keras layer arguments.
+    """
 
     def call(self, sequences, mask=None):
         if mask is None:
@@ -144,28 +159,18 @@ class MaskedMaxPooling(keras.layers.Layer):
         pooled = tf.reduce_max(tf.where(valid, sequences, lowest), axis=1)
         return tf.where(tf.reduce_any(valid, axis=1), pooled, tf.zeros_like(pooled))
 
-    def compute_mask(self, sequences, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
-
 
 @keras.saving.register_keras_serializable(package="rnnkit")
-class MaskedMeanPooling(keras.layers.Layer):
+class MaskedMeanPooling(_MaskedPooling):
     """The mean of each feature over the valid time steps of [batch, time, features].
 
     Keras's GlobalAveragePooling1D honours the mask but divides by the number of valid steps,
     so a text without a single known word (only punctuation, only emoji, empty) gave NaN, and
-    NaN scores. A sequence without valid steps gives zeros, as in MaskedMaxPooling.
+    NaN scores.
 
     Args:
         **kwargs: Keras layer arguments.
     """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, sequences, mask=None):
         if mask is None:
@@ -173,12 +178,6 @@ class MaskedMeanPooling(keras.layers.Layer):
         valid = tf.cast(mask, sequences.dtype)[:, :, None]
         return tf.math.divide_no_nan(tf.reduce_sum(sequences * valid, axis=1),
                                      tf.reduce_sum(valid, axis=1))
-
-    def compute_mask(self, sequences, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
 
 
 POOLINGS = ("last", "max", "max_mean")

@@ -175,6 +175,27 @@ class LabelScan:
     empty: int
 
 
+def checkpoint_classes(model: keras.Model, counts: collections.Counter, config: Any,
+                       plural: str, unit: str) -> list[str]:
+    """A resumed run's class names, in its model's order (class ids are positions in it; the
+    data's rows are matched by name), once the training part holds no class outside them.
+
+    Args:
+        model: the run's checkpoint, with a LabelNames layer.
+        counts: class -> how often the training part holds it.
+        config: the resumed run's config.
+        plural: the classes, e.g. "labels" or "tags".
+        unit: what is counted, e.g. "rows" or "tokens".
+    """
+    from models.label_names import label_names
+
+    names = label_names(model)
+    reject_unseen_classes(counts, names, data_files.part_label(config, "train"), plural, unit,
+                          "resume with the data the run trained on, or start a new run with "
+                          "another --run-dir")
+    return names
+
+
 def held_out_part(config: Any, part: str) -> bool:
     """Whether a part's rows are a hash-picked share of the training source's.
 
@@ -358,15 +379,8 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
         return self._resumed_names or list(self.train_scan(config).counts)
 
     def resume_from(self, model: keras.Model, config: TrainConfig) -> None:
-        from models.label_names import label_names
-
-        names = label_names(model)
-        # Label ids are positions in the model's list; rows of the data are matched by name.
-        reject_unseen_classes(self.train_scan(config).counts, names,
-                              data_files.part_label(config, "train"), "labels", "rows",
-                              "resume with the data the run trained on, or start a new "
-                              "run with another --run-dir")
-        self._resumed_names = names
+        self._resumed_names = checkpoint_classes(model, self.train_scan(config).counts, config,
+                                                 "labels", "rows")
 
     def train_scan(self, config: Any) -> LabelScan:
         """The training part's scan, made once per data settings.

@@ -22,6 +22,7 @@ from pipelines.datasets import data_files
 from pipelines.tasks.classify import (
     CACHE_ROWS,
     EVAL_BATCH_SIZE,
+    checkpoint_classes,
     evaluation_report,
     reject_unseen_classes,
     require_two_classes,
@@ -261,15 +262,8 @@ class TagTask(Task):
                 self.batches(val, config.batch_size, val_scan.sentences))
 
     def resume_from(self, model: keras.Model, config: TrainConfig) -> None:
-        from models.label_names import label_names
-
-        tags = label_names(model)
-        # Tag ids are positions in the model's list; the data's tags are matched by name.
-        reject_unseen_classes(self.train_scan(config).tags, tags,
-                              data_files.part_label(config, "train"), "tags", "tokens",
-                              "resume with the data the run trained on, or start a new "
-                              "run with another --run-dir")
-        self._resumed_tags = tags
+        self._resumed_tags = checkpoint_classes(model, self.train_scan(config).tags, config,
+                                                "tags", "tokens")
 
     def build_model(self, config: TrainConfig) -> keras.Model:
         from models.tagging import tagger
