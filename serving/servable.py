@@ -256,12 +256,6 @@ class FunctionServable(Servable):
         except (tf.errors.OpError, TypeError, ValueError) as err:
             raise _run_error(err) from None
 
-    def close(self) -> None:
-        """See `Servable.close`."""
-        self._functions = {}
-        self._loaded = None
-
-
     def _check_shapes(self, signature_name: str, tensors: Mapping[str, tf.Tensor]) -> None:
         """Each input's rank and fixed sizes must be the signature's: a TF2 signature function
         runs a tensor of another rank anyway, and fails deep inside with an index or
@@ -272,12 +266,17 @@ class FunctionServable(Servable):
                 continue
             dims = [d.size for d in info.tensor_shape.dim]
             shape = tensor.shape.as_list()
-            fixed = zip(dims, shape, strict=True) if len(dims) == len(shape) else ()
-            if len(shape) != len(dims) or any(0 <= d != n for d, n in fixed):
+            if len(shape) != len(dims) or any(
+                    0 <= d != n for d, n in zip(dims, shape, strict=True)):
                 raise ServingError(
                     Code.INVALID_ARGUMENT,
                     f"input '{alias}' has shape {shape}, but signature '{signature_name}' "
                     f"takes shape {dims} (-1: any size; the first is the batch)")
+
+    def close(self) -> None:
+        """See `Servable.close`."""
+        self._functions = {}
+        self._loaded = None
 
 
 class SessionServable(Servable):

@@ -204,9 +204,9 @@ def _json_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
     """A run file's JSON object, or None (missing, or damaged: then named in `problems`)."""
     try:
         value = read_json(path)
-    except UserError:
-        value = "damaged"
-    if value is None or isinstance(value, dict):
-        return value
+        if value is None or isinstance(value, dict):
+            return value
+    except UserError:  # not valid JSON
+        pass
     problems.append(f"{path.name} is damaged (not a JSON object)")
     return None
