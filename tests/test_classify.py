@@ -175,7 +175,9 @@ def test_bad_training_data_is_one_clear_error(tmp_path, caplog):
     config = task.config("quick", [f"data={write_csv(tmp_path / 'ok.csv', rows)}"])
     with caplog.at_level(logging.WARNING, logger="pipelines.datasets.data_files"):
         task.datasets(config)
-    assert re.search(r"dropped 1 of \d+ rows with empty text", caplog.text)
+    # The count is of the rows training keeps, and the message says so.
+    assert re.search(r"ok.csv \(all but the held-out 0.1\): dropped 1 of \d+ rows with empty "
+                     "text", caplog.text)
 
 
 def test_a_label_whose_only_rows_were_held_out_is_left_out_of_validation(tmp_path, caplog):
@@ -195,6 +197,21 @@ def test_a_label_whose_only_rows_were_held_out_is_left_out_of_validation(tmp_pat
     assert "left out 1 rows of labels the training part lacks" in caplog.text
     labels = [int(y) for _, ys in validation for y in ys.numpy()]
     assert labels and set(labels) <= {0, 1}
+
+
+def test_labels_are_read_without_surrounding_spaces(tmp_path):
+    """A CSV typed with a space after its commas gives the labels their plain names, so they
+    match the same labels in a JSONL validation file (and the export answers "pos", not " pos")."""
+    task = get_task("classify")
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"good film {i}, pos\nbad film {i},neg \n"
+                                                for i in range(20)), encoding="utf-8")
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text('{"text": "a good one", "label": "pos"}\n'
+                          '{"text": "a bad one", "label": "neg"}\n', encoding="utf-8")
+    config = task.config("quick", [f"data={train}", f"validation_data={validation}"])
+    assert task.label_names(config) == ["pos", "neg"]
+    assert dict(task.scan(config, "validation", ["pos", "neg"]).counts) == {"pos": 1, "neg": 1}
 
 
 def test_cli_data_flags(tmp_path, capsys):

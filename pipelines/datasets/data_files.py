@@ -690,7 +690,9 @@ def data_key(config: Any, fields: Sequence[str]) -> tuple:
 
 
 def part_label(config: Any, part: str) -> str:
-    """How messages name a part's source: `train.csv`, `trec (test)`, `train.csv (held out)`.
+    """How messages name a part's source: `train.csv`, `trec (test)`, `train.csv (held-out
+    0.1)`, and `train.csv (all but the held-out 0.1)` for the rows training keeps of it (counts
+    in messages are of those rows, not of the whole file).
 
     Args:
         config: the task config.
@@ -698,4 +700,7 @@ def part_label(config: Any, part: str) -> str:
     """
     source, split, held_out = part_source(config, part)
     label = source_label(source, split)
-    return f"{label} (held-out {config.validation_fraction:g})" if held_out else label
+    if held_out is None:
+        return label
+    fraction = f"held-out {config.validation_fraction:g}"
+    return f"{label} ({fraction})" if held_out else f"{label} (all but the {fraction})"

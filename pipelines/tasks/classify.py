@@ -260,15 +260,13 @@ def evaluation_report(true: Any, predicted: Any, names: list[str], config: Any, 
     import numpy as np
 
     from pipelines.training.class_metrics import CONFUSION_FILE, multiclass_report, plot_confusion
+    from pipelines.training.run_dir import scored_name
 
     report = multiclass_report(true, predicted, names)
     counts = np.bincount(np.asarray(true, dtype=np.int64), minlength=len(names))
     report["majority_baseline"] = float(counts.max() / max(counts.sum(), 1))
     report["data"] = data_files.part_label(config, "test")
-    plot_file = CONFUSION_FILE
-    if config.test_data:
-        stem = Path(config.test_data).name.split(".")[0] or "data"
-        plot_file = f"{Path(CONFUSION_FILE).stem}-{stem}.png"
+    plot_file = scored_name(CONFUSION_FILE, config.test_data)
     plot_confusion(report["confusion_matrix"], names, Path(run_dir) / plot_file,
                    title=f"{task_name} — {report['data']}")
     report["confusion_matrix_png"] = plot_file
@@ -308,14 +306,15 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
     # --- data -----------------------------------------------------------------------------
 
     def _rows(self, config: Any, part: str) -> Iterator[tuple[int, str, str]]:
-        """(line, text, label) of a part's rows, empty texts included."""
+        """(line, text, label) of a part's rows, empty texts included, labels stripped."""
         # A row holds its columns in the order of self.fields: text first, so the held-out
         # validation split hashes the text.
         for line, row in data_files.iter_part(config, part, self.fields,
                                               key=lambda r: next(iter(r.values())),
                                               kind="classify"):
             text, label = row.values()
-            yield line, text, label
+            # "text, pos" in a CSV typed with a space after its commas means the label "pos".
+            yield line, text, label.strip()
 
     def scan(self, config: Any, part: str, known: list[str] | None = None) -> LabelScan:
         """One pass over a part: label counts and empty rows, with every data error raised.
@@ -332,14 +331,14 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
             if not text.strip():
                 empty += 1
                 continue
-            if not label.strip():
-                raise UserError(f"{where}, line {line}: the label is empty",
+            if not label:
+                source, split, _ = data_files.part_source(config, part)
+                raise UserError(f"{data_files.source_label(source, split)}, line {line}: the "
+                                "label is empty",
                                 "give every row a label, or remove the row")
             counts[label] += 1
             rows += 1
         if rows == 0:
-            if part == "train" and data_files.part_source(config, part)[2] is False:
-                where += f" (all but the held-out validation_fraction={config.validation_fraction})"
             raise UserError(f"{where} has no rows" + (f" left after dropping {empty} with "
                                                       "empty text" if empty else ""),
                             f"pass a file with rows of text in {config.text_column!r} and "
