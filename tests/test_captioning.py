@@ -438,6 +438,11 @@ def test_caption_task_trains_on_a_users_csv_evaluates_and_exports(caption_files,
                  "--images", str(other_photos)]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["test_images"] == IMAGES and scored["baseline"] == report["baseline"]
+    # Each scored file has its own gallery, captions and maps: the first ones are kept.
+    for name in ("captions", "other"):
+        assert (run_dir / f"gallery-{name}.html").is_file()
+        assert (run_dir / f"test_captions-{name}.jsonl").is_file()
+    assert scored["gallery"] == str(run_dir / "gallery-other.html")
     assert main(["export", "caption", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path / "exports")]) == 0
     exported = json.loads(capsys.readouterr().out)

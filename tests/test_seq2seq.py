@@ -80,7 +80,9 @@ def test_learns_above_the_copy_baseline_and_evaluates(csv_run, capsys) -> None:
     assert result["bleu"] > copy["bleu"] + 5, result
     assert result["chrf"] > copy["chrf"] + 10, result
     assert {"greedy", "beam2"} <= set(result) and result["samples"][0]["output"]
-    assert (run_dir / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Drawn from the --test-data file, so named after it (another scored file gets its own).
+    assert result["attention_plot"] == str(run_dir / "attention-pairs_test.png")
+    assert (run_dir / "attention-pairs_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, capsys) -> None:

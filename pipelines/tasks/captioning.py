@@ -51,6 +51,7 @@ from pipelines.datasets.data_files import (
     part_source,
     source_columns,
 )
+from pipelines.training.run_dir import scored_name
 from pipelines.training.task import Task
 
 # Importing models.captioning registers Captioner, which loading a checkpoint needs.
@@ -780,10 +781,12 @@ class CaptionTask(Task):
         baseline_scores = {**bleu_scores([baseline] * len(ids), references),
                            "cider_d": cider_d([baseline] * len(ids), references)}
         run_dir = Path(run_dir)
-        gallery = run_dir / "gallery.html"
+        # Scoring another file (`evaluate --data`) keeps the test split's artifacts.
+        gallery = run_dir / scored_name("gallery.html", config.test_data)
         write_gallery(gallery, list(zip(ids, images, generated, raw, strict=True))[
             :config.gallery_size])
-        with open(run_dir / "test_captions.jsonl", "w", encoding="utf-8") as f:
+        captions_file = run_dir / scored_name("test_captions.jsonl", config.test_data)
+        with open(captions_file, "w", encoding="utf-8") as f:
             for image_id, caption in zip(ids, generated, strict=True):
                 f.write(json.dumps({"image_id": image_id, "caption": caption}) + "\n")
         maps = self.write_attention_maps(model, config, run_dir, ids, images)
@@ -817,7 +820,8 @@ class CaptionTask(Task):
         Args:
             model: a Captioner with attention.
             config: the task config.
-            run_dir: the run directory (PNGs go to attention/).
+            run_dir: the run directory (PNGs go to attention/, attention-<stem>/ for another
+                scored file).
             ids: test image ids.
             images: their encoded bytes.
         """
@@ -826,7 +830,7 @@ class CaptionTask(Task):
             return []
         out = model.caption_with_attention(tf.constant(images[:count]),
                                            beam_width=config.beam_width)
-        folder = Path(run_dir) / "attention"
+        folder = Path(run_dir) / scored_name("attention", config.test_data)
         folder.mkdir(exist_ok=True)
         paths = []
         for k in range(count):

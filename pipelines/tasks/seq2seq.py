@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.config import TrainConfig
 from pipelines.datasets import data_files
+from pipelines.training.run_dir import scored_name
 from pipelines.training.task import Task
 from serving.errors import UserError
 
@@ -458,7 +459,8 @@ class Seq2SeqTask(Task):
 
     def write_attention_plot(self, model: keras.Model, config: Any, sources: list[str],
                              run_dir: Path) -> Path:
-        """Draw the attention of a few short test sentences into run_dir/attention.png.
+        """Draw the attention of a few short test sentences into run_dir/attention.png
+        (attention-<stem>.png for another scored file).
 
         Args:
             model: a Translator.
@@ -480,7 +482,7 @@ class Seq2SeqTask(Task):
                           "source_tokens": [t.decode() for t in out["source_tokens"][0].numpy()],
                           "output_tokens": [t.decode() for t in out["output_tokens"][0].numpy()],
                           "attention": out["attention"][0].numpy()})
-        path = Path(run_dir) / ATTENTION_PLOT
+        path = Path(run_dir) / scored_name(ATTENTION_PLOT, config.test_data)
         plot_attention(items, path, self.source_name, self.target_name)
         return path
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.config import apply_overrides
 from pipelines.training.checkpoints import CheckpointStore
-from pipelines.training.run_dir import EVALUATION_FILE, load_config, write_json
+from pipelines.training.run_dir import EVALUATION_FILE, load_config, scored_name, write_json
 
 if TYPE_CHECKING:
     from pipelines.training.task import Task
@@ -34,10 +34,7 @@ def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
     if overrides:
         config = apply_overrides(config, overrides)
         config.validate()
-        scored = getattr(config, "test_data", "")
-        if scored:
-            stem = Path(scored).name.split(".")[0] or "data"
-            result_file = f"{Path(EVALUATION_FILE).stem}-{stem}.json"
+        result_file = scored_name(EVALUATION_FILE, getattr(config, "test_data", ""))
     model = CheckpointStore(run_dir).load_model("best")
     log.info("evaluating %s on the test split", run_dir)
     metrics = task.evaluate(model, config, run_dir)

@@ -9,7 +9,9 @@ Layout of one run (every file is written atomically, so a reader never sees half
     history.csv        the same, one row per epoch
     metrics.json       the training summary written when training ends
     curves.png         training curves drawn from history.json
-    evaluation.json    test-split metrics written by `rnnkit evaluate`
+    evaluation.json    test-split metrics written by `rnnkit evaluate` (evaluation-<stem>.json
+                       for `evaluate --data <stem>.csv`; the tasks' plots and galleries take the
+                       same suffix, see scored_name)
     threshold.json     a classifier's decision threshold, chosen on validation (sentiment)
 """
 
@@ -39,6 +41,21 @@ CURVES_FILE = "curves.png"
 EVALUATION_FILE = "evaluation.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+
+
+def scored_name(name: str, data: str) -> str:
+    """The run-dir name of what scoring a file writes: `name` for the run's own test split,
+    `<stem>-<file stem><ext>` for another file, so scoring one never overwrites another's.
+
+    Args:
+        name: the file (or folder) name, e.g. `confusion_matrix.png`.
+        data: the scored file (`--test-data`, `evaluate --data`); empty for the test split.
+    """
+    if not data:
+        return name
+    stem = Path(data).name.split(".")[0] or "data"
+    base = Path(name)
+    return f"{base.stem}-{stem}{base.suffix}"
 
 
 def write_json(path: Path, data: Any) -> None:
