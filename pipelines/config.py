@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -66,6 +67,12 @@ class TrainConfig:
         or build a model.
         """
         self.check_at_least_one("epochs", "batch_size")
+        if not 0 < self.learning_rate < math.inf:
+            raise UserError(f"learning_rate={self.learning_rate} must be a number above 0",
+                            "pass e.g. --set learning_rate=0.001")
+        if self.clipnorm is not None and not 0 < self.clipnorm < math.inf:
+            raise UserError(f"clipnorm={self.clipnorm} must be a number above 0",
+                            "pass e.g. --set clipnorm=1.0, or --set clipnorm=none to not clip")
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"lr_decay={self.lr_decay} must be in (0, 1]",
                             "use e.g. --set lr_decay=0.5, or 1.0 for a constant learning rate")
@@ -82,8 +89,11 @@ class TrainConfig:
         for name in names:
             value = getattr(self, name)
             if value < 1:
+                default = next((f.default for f in dataclasses.fields(self) if f.name == name),
+                               None)
+                example = default if isinstance(default, int) and default >= 1 else 1
                 raise UserError(f"{name}={value} must be at least 1",
-                                f"pass e.g. --set {name}=64")
+                                f"pass e.g. --set {name}={example}")
 
     def check_rates(self, *names: str) -> None:
         """Check that each named setting is a dropout rate, in [0, 1)."""
@@ -131,13 +141,24 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls: type[C], text: str) -> C:
-        """Read a config written by `to_json`, rejecting unknown fields."""
-        data = json.loads(text)
+    def from_json(cls: type[C], text: str, where: str = "config") -> C:
+        """Read a config written by `to_json`, rejecting unknown fields.
+
+        Args:
+            text: the JSON text.
+            where: the file it came from, as errors name it.
+        """
+        fix = "restore the file, or train again with another --run-dir"
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where} is not valid JSON ({err})", fix) from None
+        if not isinstance(data, dict):
+            raise UserError(f"{where} is not a JSON object of settings", fix)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"config has unknown settings {unknown}",
+            raise UserError(f"{where} has unknown settings {unknown}",
                             f"remove them; known settings are {sorted(known)}")
         return cls(**data)
 

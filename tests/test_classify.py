@@ -308,6 +308,10 @@ def test_resume_keeps_the_runs_labels_and_refuses_other_data(questions, tmp_path
     for change in (["--data", str(other)], ["--set", "seed=7"]):
         assert main(["train", "classify", "--run-dir", str(run), "--resume", *change]) == 2
         assert "cannot resume" in capsys.readouterr().err
+    # The model comes back from the checkpoint: a new size would be recorded, never used.
+    for change in (["--set", "units=32"], ["--cell", "gru"], ["--set", "dropout=0.1"]):
+        assert main(["train", "classify", "--run-dir", str(run), "--resume", *change]) == 2
+        assert "its checkpoint is a model built with" in capsys.readouterr().err
     write_csv(data, [*rows, ("What colour is the sky ?", "COLOUR")])
     assert main(["train", "classify", "--run-dir", str(run), "--resume",
                  "--set", "epochs=2"]) == 2

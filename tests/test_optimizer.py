@@ -121,3 +121,22 @@ def test_a_checkpoint_loads_with_plain_keras(tmp_path):
     assert model.get_compile_config()  # the model itself keeps it
     loaded = keras.saving.load_model(tmp_path / "checkpoints" / "epoch-0001" / "model.keras")
     np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+
+
+@pytest.mark.parametrize("ema_momentum", [0.0, 0.9])
+def test_an_epoch_of_unknown_size_counts_only_its_batches(ema_momentum):
+    """Data read from a stream has no known size, so each epoch ends by finding it empty; that
+    call must not count a step (Keras alone counts one more an epoch)."""
+    import keras
+    import tensorflow as tf
+
+    from pipelines.training.optimizer import adam
+
+    x = np.linspace(0, 1, 400, dtype="float32").reshape(100, 4)
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(16).filter(
+        lambda *_: True)  # 7 batches, of unknown number
+    assert data.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(adam(1e-3, 1.0, ema_momentum=ema_momentum), "mse")
+    model.fit(data, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 14

@@ -69,7 +69,11 @@ class ToyTask(Task):
         return keras.losses.BinaryCrossentropy()
 
     def metrics(self, config):
-        return ["accuracy"]
+        import keras
+
+        # An object, as the tasks give: Keras builds a metric named by a string only while it
+        # traces the first step, which makes TensorFlow trace that step twice.
+        return [keras.metrics.BinaryAccuracy(name="accuracy")]
 
     def evaluate(self, model, config, run_dir) -> dict[str, Any]:
 
@@ -228,6 +232,36 @@ def test_new_run_dir_that_cannot_be_a_folder_is_a_clear_error(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_new_run_dir_refuses_a_folder_of_someone_elses_files(tmp_path):
+    """Training writes config.json, history.json, ... into --run-dir: a folder of the user's
+    own files (even one named config.json) is refused, not written over; an empty folder and
+    a run that stopped before its first checkpoint are taken."""
+    from pipelines.training.run_dir import new_run_dir, save_config
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "notes.txt").write_text("notes")
+    with pytest.raises(UserError, match="is a folder with files that is not a run directory"):
+        new_run_dir("toy", mine)
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    (tmp_path / "empty").mkdir()
+    assert new_run_dir("toy", tmp_path / "empty") == tmp_path / "empty"
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    save_config(crashed, ToyConfig())
+    assert new_run_dir("toy", crashed) == crashed
+
+
+@pytest.mark.parametrize("text", ['{"epochs": 2, "batch_', "[]", '{"bogus": 1}'])
+def test_a_damaged_config_json_is_one_clear_error(tmp_path, text):
+    from pipelines.training.run_dir import load_config
+
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(UserError, match=r"config\.json (is not|has unknown)"):
+        load_config(tmp_path, ToyConfig)
+
+
 def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it(reviews, tmp_path):
     from pipelines.training.trainer import train
 
@@ -241,3 +275,24 @@ def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it(reviews, tmp_
     assert saved["stopped_by_time_budget"] and saved["stopped_early"]
     with pytest.raises(UserError, match="max_minutes=0"):
         ToyConfig(max_minutes=0).validate()
+
+
+def test_a_training_step_is_traced_once(reviews, tmp_path, monkeypatch):
+    """Tracing the step (forward and backward graph) is most of a small run's time: the
+    optimizer's variables exist before it, or TensorFlow traces it a second time."""
+    from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+    from pipelines.training.trainer import train
+
+    traced = []
+    create = tracing_compilation._create_concrete_function
+
+    def counting(*args, **kwargs):
+        function = create(*args, **kwargs)
+        traced.append(function.name.decode())
+        return function
+
+    monkeypatch.setattr(tracing_compilation, "_create_concrete_function", counting)
+    train(ToyTask(), ToyConfig(epochs=1, max_train_examples=300), tmp_path / "run")
+    steps = [name for name in traced if "one_step_on_data" in name]
+    assert len(steps) == 2, traced  # one training step, one validation step

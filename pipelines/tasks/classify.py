@@ -224,6 +224,16 @@ def require_two_classes(counts: collections.Counter, where: str, column: str, no
                         f"check {flag}")
 
 
+def unseen_classes(counts: collections.Counter, known: list[str]) -> dict[str, int]:
+    """The classes of a part that training never saw, with how often the part holds them.
+
+    Args:
+        counts: class -> how often the part holds it.
+        known: the training classes.
+    """
+    return {name: n for name, n in counts.items() if name not in known}
+
+
 def reject_unseen_classes(counts: collections.Counter, known: list[str], where: str,
                           plural: str, unit: str, fix: str) -> None:
     """A validation or test part may hold no class the model never saw in training.
@@ -236,7 +246,7 @@ def reject_unseen_classes(counts: collections.Counter, known: list[str], where: 
         unit: what is counted, e.g. "rows" or "tokens".
         fix: what to do about them.
     """
-    unseen = {name: n for name, n in counts.items() if name not in known}
+    unseen = unseen_classes(counts, known)
     if unseen:
         listed = ", ".join(f"{name!r} ({n} {unit})" for name, n in
                            sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
@@ -351,7 +361,7 @@ class ClassifyTask(pretraining.StartsFromLanguageModel, Task):
         elif held_out_part(config, part):
             # The hash, not the user, put every row of a rare label in validation: those rows
             # are left out of it (examples() skips them too), not an error.
-            unseen = {name: n for name, n in counts.items() if name not in known}
+            unseen = unseen_classes(counts, known)
             if unseen:
                 log.warning("%s: left out %d rows of labels the training part lacks (all their "
                             "rows were held out): %s", where, sum(unseen.values()),

@@ -80,6 +80,18 @@ def _fused_adam() -> type:
             **kwargs: Keras Adam's arguments (`amsgrad`, or a beta of 0, takes Keras's step).
         """
 
+        def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+            grads = list(grads)
+            # Keras counts the step (and averages the weights) with no dependency on the
+            # batch, so when an epoch over data of unknown size ends, the call that finds the
+            # iterator empty has already counted one more step: `iterations` (Adam's t, the
+            # run's optimizer_steps) grew by one an epoch. Tied to the gradients, it waits
+            # for a batch that is never read.
+            read = [g.values if isinstance(g, tf.IndexedSlices) else g
+                    for g in grads if g is not None]
+            with tf.control_dependencies(read):
+                super().apply(grads, trainable_variables)
+
         def _clip_by_norm(self, values: Any, axes: Any = None) -> Any:
             if not isinstance(values, tf.IndexedSlices):
                 return super()._clip_by_norm(values, axes)

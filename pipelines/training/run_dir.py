@@ -116,6 +116,11 @@ def new_run_dir(task_name: str, run_dir: Path | None = None) -> Path:
     elif (run_dir / CHECKPOINTS_DIR / "state.json").exists():
         raise UserError(f"run directory {run_dir} already holds a trained run",
                         "add --resume to continue it, or pick another --run-dir")
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run_config(run_dir):
+        # A run writes its config.json before anything else, so a folder with files and
+        # without one is someone else's: training would overwrite files of the same names.
+        raise UserError(f"{run_dir} is a folder with files that is not a run directory",
+                        "pass a new or empty folder as --run-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file of that name, a parent that is a file, no permission
@@ -123,6 +128,15 @@ def new_run_dir(task_name: str, run_dir: Path | None = None) -> Path:
                         "pass a --run-dir that is a new or existing folder you can write to",
                         ) from None
     return run_dir
+
+
+def _is_run_config(run_dir: Path) -> bool:
+    """Whether run_dir/config.json is a run's config (settings every task has had)."""
+    try:
+        data = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"epochs", "batch_size", "learning_rate"} <= set(data)
 
 
 def save_config(run_dir: Path, config: TrainConfig) -> None:
@@ -146,7 +160,7 @@ def load_config(run_dir: Path, config_class: type[C]) -> C:
     if not path.is_file():
         raise UserError(f"{path} does not exist, so {run_dir} is not a run directory",
                         "pass the --run-dir of a run made by `rnnkit train` (see `rnnkit runs`)")
-    return config_class.from_json(path.read_text())
+    return config_class.from_json(path.read_text(), str(path))
 
 
 def run_task(run_dir: Path) -> str | None:

@@ -81,6 +81,11 @@ def compile_model(model: keras.Model, task: Task, config: TrainConfig) -> None:
     optimizer = adam(config.learning_rate, config.clipnorm, task.layer_rates(model, config),
                      config.ema_momentum)
     model.compile(optimizer=optimizer, loss=task.loss(config), metrics=task.metrics(config))
+    if model.built and model.trainable_variables:
+        # Built here, not by the first training step: variables created while tf.function
+        # traces make it trace that step twice (the whole forward and backward graph; 7 of
+        # a small seq2seq run's 35 s). Keras does the same when a strategy is set.
+        optimizer.build(model.trainable_variables)
 
 
 def _callbacks(task: Task, config: TrainConfig, run_dir: Path, store: CheckpointStore,
@@ -174,6 +179,16 @@ FIXED_ON_RESUME = ("data", "validation_data", "validation_fraction", "seed", "te
                    "label_column", "token_column", "tag_column", "source_column",
                    "target_column", "image_column", "caption_column", "max_tokens",
                    "max_train_examples", "documents", "tokenize")
+# Settings the model is built from (the tasks' configs): a resumed run loads its model from
+# the checkpoint, so these cannot change either.
+MODEL_SETTINGS = ("model", "cell", "layers", "units", "embedding_dim", "embed_dim",
+                  "dense_units", "pooling", "attention", "dropout", "recurrent_dropout",
+                  "embedding_dropout", "word_dropout", "unknown_dropout", "char_features",
+                  "max_chars", "char_dim", "char_filters", "max_length", "keep", "ngrams",
+                  "output_mode", "source_vocab_size", "target_vocab_size", "vocab_size",
+                  "min_word_count", "encoder", "encoder_alpha", "encoder_weights",
+                  "image_size", "normalize_features", "residual_attention", "encoder_from",
+                  "word_vectors", "train_embedding")
 
 
 def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None = None,
@@ -190,14 +205,22 @@ def resume_config(task: Task, run_dir: Path | None, overrides: list[str] | None 
     _resumable_state(task, run_dir)
     saved = runs.load_config(run_dir, task.config_class)
     config = apply_overrides(saved, overrides)
-    for name in FIXED_ON_RESUME:
+    for name in FIXED_ON_RESUME + MODEL_SETTINGS:
         before, after = getattr(saved, name, None), getattr(config, name, None)
-        if before != after:
-            raise UserError(
-                f"cannot resume {run_dir} with {name}={after}: it trained with {name}={before}",
-                "a resumed run reads the data it started with (its labels, vocabulary and "
-                f"held-out rows come from it); drop that change, or start a new run. If only "
-                f"the file moved, put its new path in {run_dir / runs.CONFIG_FILE}")
+        if before == after:
+            continue
+        if name in MODEL_SETTINGS:
+            # The model comes back from the checkpoint: the new value would be written to
+            # config.json and never used.
+            raise UserError(f"cannot resume {run_dir} with {name}={after}: its checkpoint is a "
+                            f"model built with {name}={before}",
+                            "a resumed run continues the model it saved; drop that change, or "
+                            "start a new run with another --run-dir")
+        raise UserError(
+            f"cannot resume {run_dir} with {name}={after}: it trained with {name}={before}",
+            "a resumed run reads the data it started with (its labels, vocabulary and "
+            f"held-out rows come from it); drop that change, or start a new run. If only "
+            f"the file moved, put its new path in {run_dir / runs.CONFIG_FILE}")
     if (saved.ema_momentum > 0) != (config.ema_momentum > 0):
         # The average lives in the optimizer's state, which a checkpoint has or has not.
         raise UserError(f"cannot resume {run_dir} with ema_momentum={config.ema_momentum}: it "
