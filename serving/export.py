@@ -35,6 +35,19 @@ ASSETS_EXTRA = "assets.extra"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def version_number(name: str) -> int | None:
+    """A version folder's number, as TF Serving reads one: ASCII digits (leading zeros
+    allowed) within int64; None for any other name ("v1", "²", 20 nines).
+
+    Args:
+        name: the folder's name.
+    """
+    if not (name.isascii() and name.isdigit()):
+        return None
+    number = int(name)
+    return number if number < 2**63 else None
+
+
 def existing_versions(model_dir: Path) -> list[int]:
     """The integer versions already exported under `<base>/<name>/`, ascending.
 
@@ -43,7 +56,8 @@ def existing_versions(model_dir: Path) -> list[int]:
     """
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(n for p in model_dir.iterdir()
+                  if p.is_dir() and (n := version_number(p.name)) is not None)
 
 
 def _set_method_names(export_dir: Path, method_names: Mapping[str, str]) -> None:

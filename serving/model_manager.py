@@ -23,6 +23,7 @@ from typing import Any
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.export import version_number
 from serving.servable import Servable, load_servable
 from serving.status import Code, ServingError, invalid_argument
 
@@ -91,8 +92,8 @@ def scan_versions(base_path: Path) -> dict[int, Path] | None:
         children = list(base_path.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return {int(child.name): child for child in children
-            if child.name.isdigit() and child.is_dir()}
+    return {number: child for child in children
+            if (number := version_number(child.name)) is not None and child.is_dir()}
 
 
 def _scan_problem(base_path: Path, found: dict[int, Path] | None,
@@ -103,7 +104,7 @@ def _scan_problem(base_path: Path, found: dict[int, Path] | None,
         return f"base path {base_path} does not exist"
     if not found:
         problem = f"no version directories (numeric names like 1/) under {base_path}"
-        if base_path.name.isdigit() and (base_path / "saved_model.pb").is_file():
+        if version_number(base_path.name) is not None and (base_path / "saved_model.pb").is_file():
             problem += (f"; it is itself version {base_path.name} of a model: give the folder "
                         f"above it, {base_path.parent}")
         return problem

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from serving.errors import UserError
+from serving.export import version_number
 
 log = logging.getLogger("serving.models_config_writer")
 
@@ -28,8 +29,9 @@ def exported_models(base_path: Path) -> dict[str, list[int]]:
         return models
     for model_dir in sorted(p for p in base_path.iterdir() if p.is_dir()):
         # TF Serving takes every all-digit directory name as a version (leading zeros allowed).
-        versions = sorted(int(v.name) for v in model_dir.iterdir()
-                          if v.name.isdigit() and (v / "saved_model.pb").is_file())
+        versions = sorted(n for v in model_dir.iterdir()
+                          if (n := version_number(v.name)) is not None
+                          and (v / "saved_model.pb").is_file())
         if versions:
             models[model_dir.name] = versions
     return models

@@ -123,6 +123,15 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
     assert main(["export", "seq2seq", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path), "--model-name", " "]) == 2
     assert "--model-name is empty" in capsys.readouterr().err
+    # Another kind of model served under that name is not replaced by this one.
+    served = tmp_path / "corpus" / "3" / "assets.extra"
+    served.mkdir(parents=True)
+    (served / "rnnkit_export.json").write_text('{"kind": "language_model"}')
+    assert main(["export", "seq2seq", "--run-dir", str(run_dir), "--base-path",
+                 str(tmp_path), "--model-name", "corpus"]) == 2
+    assert "holds a language_model export (version 3); this run is seq2seq" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["3"]
 
 
 @pytest.mark.parametrize(("content", "flags", "message"), [
@@ -135,6 +144,14 @@ def test_exports_under_the_files_name_reloads_and_answers(csv_run, tmp_path, cap
      "have an empty source or target, more than max_empty_fraction=0.1"),
     ("source,target\nhola,hello\n\"no closing quote,x\n", [], "line 3"),
     (b"source,target\nhola,hello\nmal \xff byte,x\n", [], "line 3: invalid UTF-8"),
+    # Every pair longer than the limit: nothing would train (it "finished" without a model).
+    ("source,target\n" + "".join(f"uno dos tres {i},one two three {i}\n" for i in range(40)),
+     ["--set", "max_sentence_tokens=2"],
+     "pairs are longer than max_sentence_tokens=2 tokens on a side"),
+    ("source,target\nhola,hello\n", ["--set", "target_vocab_size=2"],
+     "target_vocab_size=2 is too small"),
+    ("source,target\nhola,hello\n", ["--set", "learning_rate=-1"],
+     "learning_rate=-1.0 must be a number above 0"),
 ])
 def test_bad_data_is_one_clear_line(tmp_path, capsys, content, flags, message) -> None:
     path = tmp_path / "bad.csv"

@@ -194,3 +194,18 @@ def test_a_base_path_that_is_a_version_folder_names_the_folder_above(tmp_path):
     problem = _scan_problem(version, scan_versions(version), policy)
     assert "it is itself version 1 of a model" in problem and str(tmp_path / "m") in problem
     assert "itself" not in _scan_problem(tmp_path / "m", {}, policy)
+
+
+def test_version_folders_are_names_tf_serving_reads_as_int64(tmp_path):
+    """A folder named beyond int64 (or with non-ASCII digits) is no version: it broke model
+    status (`Value out of range`) and the exporter's next version (`int('²')`)."""
+    from serving.export import existing_versions
+    from serving.model_manager import scan_versions
+    from serving.models_config_writer import exported_models
+
+    for name in ("1", "007", "99999999999999999999999", "²", "١", "v3"):
+        (tmp_path / "m" / name).mkdir(parents=True)
+        (tmp_path / "m" / name / "saved_model.pb").write_bytes(b"")
+    assert sorted(scan_versions(tmp_path / "m")) == [1, 7]
+    assert existing_versions(tmp_path / "m") == [1, 7]
+    assert exported_models(tmp_path) == {"m": [1, 7]}

@@ -86,6 +86,8 @@ class Seq2SeqConfig(data_files.DataFilesConfig):
     max_input_tokens: int = 100
     max_request_texts: int = 64
     eval_batch_size: int = 128
+    samples: int = 8
+    heatmaps: int = 3
 
     def validate(self) -> None:
         super().validate()
@@ -95,11 +97,15 @@ class Seq2SeqConfig(data_files.DataFilesConfig):
         self.check_choice("attention", ATTENTION_SCORES, "an attention score")
         self.check_at_least_one("embedding_dim", "units", "source_vocab_size",
                                 "target_vocab_size", "max_sentence_tokens", "beam_width",
-                                "max_output_length", "eval_batch_size")
+                                "max_output_length", "eval_batch_size", "max_input_tokens",
+                                "max_request_texts")
         self.check_rates("dropout")
         self.check_shares("max_empty_fraction")
-    samples: int = 8
-    heatmaps: int = 3
+        for name in ("source_vocab_size", "target_vocab_size"):
+            if getattr(self, name) < 8:
+                raise UserError(f"{name}={getattr(self, name)} is too small: the vocabulary "
+                                "holds padding, [UNK], [START] and [END] besides words",
+                                f"pass e.g. --set {name}=4000")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -355,6 +361,18 @@ class Seq2SeqTask(Task):
         longest = config.max_sentence_tokens
         train = self._id_pairs(config, "train", config.max_train_examples).filter(
             lambda x, y: (tf.size(x[0]) <= longest) & (tf.size(y) <= longest + 1)).cache()
+        # One pass (which fills the cache) counts what the length limit left out: all of it
+        # would train on nothing.
+        kept = int(train.reduce(0, lambda n, _: n + 1))
+        rows = self.scan(config, "train", config.max_train_examples)
+        where = data_files.part_label(config, "train")
+        if kept == 0:
+            raise UserError(f"{where}: all {rows} pairs are longer than max_sentence_tokens="
+                            f"{longest} tokens on a side",
+                            "raise it, e.g. --set max_sentence_tokens=64, or give shorter pairs")
+        if kept < rows:
+            log.info("%s: left out %d of %d pairs longer than max_sentence_tokens=%d",
+                     where, rows - kept, rows, longest)
         # Batches of similar lengths waste little time on padding.
         bounds = [b for b in (6, 8, 10, 12, 16, 20, 24, 32) if b < longest + 2]
         train = train.shuffle(20000, seed=config.seed, reshuffle_each_iteration=True)

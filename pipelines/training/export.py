@@ -17,7 +17,9 @@ from serving.export import (
     MODEL_NAME,
     PROVENANCE_FILE,
     WARMUP_FILE,
+    existing_versions,
     export_saved_model,
+    version_number,
     warmup_file,
 )
 
@@ -46,10 +48,11 @@ def export_run(task: Task, run_dir: Path, base_path: Path | str,
         raise UserError(f"model name {name!r} is not usable as a served model's name",
                         "pass --model-name with letters, digits, '_', '-' or '.', starting "
                         "with a letter or digit")
+    info = task.info
+    _check_same_kind(Path(base_path) / name, info.kind if info else None)
     store = CheckpointStore(run_dir)
     model = store.load_model("best")
     signatures = task.serving_signatures(model, config, run_dir)
-    info = task.info
     metadata = {"task": task.name, "kind": info.kind if info else None,
                 "preset_of": info.preset_of if info else None, "model_name": name,
                 "run_dir": str(Path(run_dir).resolve()),
@@ -61,3 +64,27 @@ def export_run(task: Task, run_dir: Path, base_path: Path | str,
         assets[WARMUP_FILE] = warmup_file(requests)
     return export_saved_model(model, signatures, base_path, name,
                               assets_extra=assets, method_names=task.signature_methods())
+
+
+def _check_same_kind(folder: Path, kind: str | None) -> None:
+    """Refuse to add a version of another kind of model to a served name.
+
+    A server retires the older version when a new one loads: a classifier exported under a
+    language model's name would silently replace it for every client of that name.
+
+    Args:
+        folder: the served model's folder, `<base path>/<name>`.
+        kind: this export's kind (`classify`, `language_model`, ...).
+    """
+    if kind is None or not (numbers := existing_versions(folder)):
+        return
+    number = numbers[-1]
+    latest = next(p for p in folder.iterdir() if version_number(p.name) == number)
+    try:
+        served = json.loads((latest / "assets.extra" / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return  # not exported by rnnkit: nothing to compare with
+    if isinstance(served, dict) and served.get("kind") not in (None, kind):
+        raise UserError(f"{folder} holds a {served['kind']} export (version {number}); this "
+                        f"run is {kind}",
+                        "pass --model-name with another name, or another --base-path")
