@@ -199,7 +199,9 @@ def test_generate_command_through_the_server(exported, tmp_path, capsys):
 
 def test_tokenizers_agree_in_python_and_tensorflow():
     texts = ["A quiet, lovely film.<br /><br />I'd see it AGAIN!", "  café (1990) -- ok ",
-             "= Valkyria Chronicles III =", ""]
+             "= Valkyria Chronicles III =", "",
+             # Spaces beyond ASCII's (web text and French are full of no-break spaces).
+             "Tom\u00a0is\u2003here\u3000now\x1cand\x85then <br\u00a0/>Gone"]
     for mode in text_corpus.TOKENIZERS:
         graph = text_corpus.tf_words(tf.constant(texts), mode).to_list()
         assert [[w.decode() for w in row] for row in graph] == \

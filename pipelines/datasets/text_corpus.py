@@ -35,7 +35,11 @@ TOKENIZERS = ("whitespace", "lower_punct")
 # ASCII punctuation but the apostrophe (don't, it's stay words); the same class in Python's re
 # and in RE2 (TensorFlow's regex ops), whose \w would differ on non-ASCII letters.
 _PUNCT = r"""([!"#$%&()*+,./:;<=>?@\[\\\]^_`{|}~-])"""
-_BREAK = r"<br\s*/?>"  # IMDB's line breaks are HTML
+# What Python's str.split() splits on (no-break and ideographic spaces, U+0085, U+001C-1F, ...),
+# written as the characters themselves, which both engines read; RE2's \s and TensorFlow's
+# split know ASCII spaces only, so tf_words maps the others to " " first.
+_SPACE = "[" + "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "]"
+_BREAK = f"<br{_SPACE}*/?>"  # IMDB's line breaks are HTML
 
 
 def iter_text_lines(path: Path | str, column: str = "text") -> Iterator[tuple[int, dict]]:
@@ -80,7 +84,7 @@ def tf_words(text: tf.Tensor, tokenize: str) -> tf.RaggedTensor:
         text = tf.strings.lower(text, encoding="utf-8")
         text = tf.strings.regex_replace(text, _BREAK, " ")
         text = tf.strings.regex_replace(text, _PUNCT, r" \1 ")
-    return tf.strings.split(text)
+    return tf.strings.split(tf.strings.regex_replace(text, _SPACE, " "))
 
 
 def token_stream(documents: Iterable[str], tokenize: str, mode: str) -> Iterator[str]:
