@@ -83,6 +83,24 @@ def test_a_corrupted_archive_is_rejected(shared_data, tmp_path, monkeypatch):
         spa_eng.prepare()
 
 
+def test_without_the_archive_or_a_network_it_fails_at_once(tmp_path, monkeypatch):
+    """No mirror and an unreachable host: one clear error in seconds, not TFDS's minutes of
+    retries (which also outlast a Ctrl-C)."""
+    from pipelines.datasets import downloads
+    from serving.errors import DataUnavailable
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RNNKIT_TFDS_DIR", str(tmp_path / "tfds"))
+    asked = []
+    monkeypatch.setattr(downloads, "reachable", lambda url: asked.append(url) or False)
+    started = time.monotonic()
+    with pytest.raises(DataUnavailable, match=r"spa-eng\.zip does not exist and .* is not "
+                                              "reachable"):
+        spa_eng.prepare()
+    assert asked == [spa_eng.URL] and time.monotonic() - started < 30
+
+
 def test_prepare_waits_for_another_process_preparing_the_same_data_set(splits, caplog):
     """Two runs started together do not build one TFDS folder at once: the second waits."""
     holder = subprocess.Popen(

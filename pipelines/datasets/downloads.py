@@ -1,4 +1,5 @@
-"""One raw data file: from the offline mirror (`RNNKIT_DATA_DIR`), else downloaded once."""
+"""One raw data file: from the offline mirror (`RNNKIT_DATA_DIR`), else downloaded once; and
+whether a download's host answers at all (TFDS retries an unreachable one for minutes)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,22 @@ def fetch(url: str, folder: str, filename: str, what: str, timeout_s: float = 30
                               "and set RNNKIT_DATA_DIR=<dir>") from None
     os.replace(tmp, cached)  # whole or not at all
     return cached
+
+
+def reachable(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to the URL's host opens within the timeout.
+
+    Args:
+        url: the address to download from.
+        timeout_s: how long to wait for the connection.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import data_dir, tfds_dir
-from pipelines.datasets import preparation_lock
+from pipelines.datasets import downloads, preparation_lock
 from serving.errors import DataUnavailable, UserError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _prepare() -> tfds.core.DatasetBuilder:
     offline = DataUnavailable(f"cannot get IMDB: {missing}{URL} cannot be downloaded",
                         f"connect to the internet, or put {ARCHIVE} into a folder "
                         f"<dir>/{MIRROR_FOLDER}/ and set RNNKIT_DATA_DIR=<dir>")
-    if not _reachable(URL):
+    if not downloads.reachable(URL):
         raise offline  # TFDS would retry for minutes before giving up
     log.info("downloading IMDB from %s into %s", URL, tfds_dir())
     try:
@@ -88,20 +88,6 @@ def _prepare() -> tfds.core.DatasetBuilder:
         log.debug("download failed: %r", err)
         raise offline from None
     return reviews
-
-
-def _reachable(url: str, timeout_s: float = 5.0) -> bool:
-    """Whether a TCP connection to the URL's host opens within the timeout."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def _supervised(split: str) -> tf.data.Dataset:

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from pipelines.config import data_dir, tfds_dir
-from pipelines.datasets import preparation_lock
+from pipelines.datasets import downloads, preparation_lock
 from serving.errors import DataUnavailable, UserError
 
 log = logging.getLogger("pipelines.datasets.spa_eng")
@@ -140,6 +140,13 @@ def _prepare() -> SpaEng:
     pairs = builder()
     manual = manual_dir()
     config = tfds.download.DownloadConfig(manual_dir=str(manual) if manual else None)
+    root = data_dir()
+    missing = f"{root}/spa-eng/{ARCHIVE} does not exist and " if root else ""
+    if not manual and not pairs.is_prepared() and not downloads.reachable(URL):
+        # TFDS would retry the download for minutes (and past a Ctrl-C) before giving up.
+        raise DataUnavailable(f"cannot get {ARCHIVE}: {missing}{URL} is not reachable",
+                              f"connect to the internet, or put {ARCHIVE} into "
+                              "RNNKIT_DATA_DIR/spa-eng/ and set RNNKIT_DATA_DIR")
     try:
         pairs.download_and_prepare(download_config=config)
     except NonMatchingChecksumError:
@@ -147,9 +154,7 @@ def _prepare() -> SpaEng:
                         f"registered checksum (sha256 {SHA256[:12]}…, {SIZE} bytes)",
                         f"replace it with an unchanged copy of {URL}") from None
     except (OSError, ConnectionError) as err:
-        root = data_dir()
-        where = f"{root}/spa-eng/{ARCHIVE} does not exist and " if root else ""
-        raise DataUnavailable(f"cannot get {ARCHIVE}: {where}downloading {URL} failed ({err})",
+        raise DataUnavailable(f"cannot get {ARCHIVE}: {missing}downloading {URL} failed ({err})",
                         f"connect to the internet, or put {ARCHIVE} into "
                         "RNNKIT_DATA_DIR/spa-eng/ and set RNNKIT_DATA_DIR") from None
     return pairs
