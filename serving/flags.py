@@ -12,6 +12,7 @@ and TF's unknown arguments are reported ("unknown argument: ...") without stoppi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -182,6 +183,14 @@ def _convert(flag: Flag, text: str) -> Any:
         kind = {int: "an integer", float: "a number"}[flag.kind]
         raise UserError(f"--{flag.name}={text}: not {kind}",
                         f"give --{flag.name} {kind}, e.g. --{flag.name}={flag.default}") from None
+    if flag.kind is float and not math.isfinite(value):
+        raise UserError(f"--{flag.name}={text}: not a finite number",
+                        f"give --{flag.name} a number, e.g. --{flag.name}={flag.default}")
+    if flag.name.endswith("_poll_wait_seconds") and value > 2**31 - 1:
+        # tensorflow_model_server's flags are int32; beyond that the poll thread's wait fails.
+        raise UserError(f"--{flag.name}={text}: more than {2**31 - 1} seconds",
+                        f"give a smaller wait, or 0 to load once without polling "
+                        f"(default {flag.default})")
     if flag.name in PORT_FLAGS and not 0 <= value <= 65535:
         # gRPC would listen on the number modulo 65536 and REST fail after the models load.
         raise UserError(f"--{flag.name}={text}: not a TCP port",

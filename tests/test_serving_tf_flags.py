@@ -96,6 +96,11 @@ def test_flags_parse_as_tensorflow_flags_parse_them():
         with pytest.raises(UserError, match="not a TCP port"):
             parse_flags([bad])
     assert parse_flags(["--port=65535", "--rest_api_port=0"]).values["port"] == 65535
+    # A wait beyond TF's int32 killed the polling thread (OverflowError) while serving went on.
+    for bad, reason in (("--file_system_poll_wait_seconds=1e12", "more than 2147483647"),
+                        ("--model_config_file_poll_wait_seconds=nan", "not a finite number")):
+        with pytest.raises(UserError, match=reason):
+            parse_flags([bad])
     with pytest.raises(UserError, match="not a boolean"):
         parse_flags(["--enable_batching=maybe"])
     with pytest.raises(UserError, match="--model_name needs a value"):
