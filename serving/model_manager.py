@@ -230,7 +230,8 @@ class ModelManager:
     # ---- configuration ------------------------------------------------------------------
 
     def apply_config(self, config: model_server_config_pb2.ModelServerConfig,
-                     timeout: float | None = None) -> None:
+                     timeout: float | None = None,
+                     stop: threading.Event | None = None) -> None:
         """Serve exactly the models of `config`; waits until their loads finished.
 
         Models missing from `config` are retired; new models are loaded; existing ones take the
@@ -239,13 +240,14 @@ class ModelManager:
         Args:
             config: a ModelServerConfig with a model_config_list.
             timeout: the longest wait for loads in seconds; None waits as long as they take.
+            stop: set (by a signal) to stop waiting, e.g. through a broken version's retries.
         """
         validate_config(config)
         with self._config_lock:
-            self._apply(list(config.model_config_list.config), timeout)
+            self._apply(list(config.model_config_list.config), timeout, stop)
 
     def _apply(self, configs: list[model_server_config_pb2.ModelConfig],
-               timeout: float | None) -> None:
+               timeout: float | None, stop: threading.Event | None = None) -> None:
         with self._lock:
             wanted = {model.name for model in configs}
             for name in list(self._models):
@@ -263,8 +265,9 @@ class ModelManager:
                 else:
                     model.config = model_config
         self.poll()
-        self.wait_settled(timeout)
-        self._apply_labels(configs)
+        self.wait_settled(timeout, stop)
+        if stop is None or not stop.is_set():
+            self._apply_labels(configs)
 
     def _apply_labels(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
         problems = []
@@ -433,19 +436,24 @@ class ModelManager:
             slot.state = END
             self._changed.notify_all()
 
-    def wait_settled(self, timeout: float | None = None) -> bool:
-        """Wait until no version is starting or loading; False if `timeout` passed first.
+    def wait_settled(self, timeout: float | None = None,
+                     stop: threading.Event | None = None) -> bool:
+        """Wait until no version is starting or loading; False if `timeout` passed (or `stop`
+        was set) first.
 
         Args:
             timeout: the longest wait in seconds; None waits as long as loads take.
+            stop: an event that ends the wait when set (checked every half second).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while any(slot.state in (START, LOADING)
                       for model in self._models.values() for slot in model.versions.values()):
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if (left is not None and left <= 0) or (stop is not None and stop.is_set()):
                     return False
+                if stop is not None:
+                    left = 0.5 if left is None else min(left, 0.5)
                 self._changed.wait(left)
         return True
 

@@ -270,7 +270,8 @@ class ModelServer:
         """Load every model (failing if one cannot serve), then open the ports.
 
         Args:
-            stop: set to give up waiting for a missing base path.
+            stop: set (by a signal) to give up waiting for a missing base path or for
+                versions to load.
 
         Returns:
             False when `stop` was set before the models could load.
@@ -286,10 +287,14 @@ class ModelServer:
         if not self._wait_for_base_paths(stop):
             return False
         try:
-            self.manager.apply_config(self.config)
+            self.manager.apply_config(self.config, stop=stop)
         except ServingError as err:
             raise UserError(f"cannot apply the model config: {err.message}",
-                            "fix the config (labels must name versions that load)") from None
+                            "fix the config" + (" (labels must name versions that load)"
+                                                if "label" in err.message else "")) from None
+        if stop is not None and stop.is_set():  # a signal while a version loads or retries
+            self.manager.stop()
+            return False
         failed = self.manager.failed()
         if failed:
             self.manager.stop()

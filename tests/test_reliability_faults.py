@@ -348,3 +348,20 @@ def test_stop_does_not_wait_past_the_grace_for_a_long_batch(tmp_path):
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < options.shutdown_grace_seconds + 2
+
+
+def test_a_signal_stops_the_start_while_a_broken_version_waits_to_retry(tmp_path):
+    """A version folder without a SavedModel is retried a minute apart (TF's default, five
+    times): a signal during that wait stops the server then, not five minutes later."""
+    from serving.model_server import ModelServer, ServerOptions
+
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    options = ServerOptions(port=0, rest_api_port=free_port(), model_name="broken",
+                            model_base_path=str(tmp_path / "broken"),
+                            file_system_poll_wait_seconds=0, max_num_load_retries=5,
+                            load_retry_interval_micros=60_000_000)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()  # what serve()'s SIGINT handler does
+    started = time.monotonic()
+    assert ModelServer(options).start(stop) is False
+    assert time.monotonic() - started < 10
