@@ -78,6 +78,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     (b"text,label\nhi,x\n", ["text", "lable"],
      r"no column 'lable'; its columns are 'text', 'label'"),
     (b"text,text,label\na,b,x\n", ["text", "label"], r"more than one column named 'text'"),
+    (b"\n\n\n", ["text"], r"has no columns: its first line is blank"),
     (b"text;label\nhi;x\n", ["text"], r"its columns are 'text;label' .*looks ';'-separated, but "
      r"\.csv files are read as comma-separated"),
     (b"text,label\nok,x\nbad \xff byte,y\n", ["text"], r"line 3: invalid UTF-8"),

@@ -190,3 +190,16 @@ def test_translation_preset_still_evaluates_and_exports_an_old_run(shared_data, 
     assert main(["export", "translation", "--run-dir", str(run_dir), "--base-path",
                  str(tmp_path / "exports")]) == 0
     assert _json_out(capsys)["model_name"] == "translator"
+
+
+def test_a_test_file_without_the_columns_is_refused_before_training(tmp_path, capsys) -> None:
+    train = tmp_path / "pairs.csv"
+    train.write_text("source,target\n" + "".join(f"hola {i},hello {i}\n" for i in range(30)),
+                     encoding="utf-8")
+    test = tmp_path / "other.tsv"
+    test.write_text("spanish\tenglish\nhola\thello\n", encoding="utf-8")
+    code = main(["train", "seq2seq", "--data", str(train), "--test-data", str(test),
+                 "--run-dir", str(tmp_path / "run"), "--set", "epochs=1"])
+    assert code == 2
+    assert "other.tsv has no columns 'source', 'target'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()

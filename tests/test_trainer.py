@@ -296,3 +296,22 @@ def test_a_training_step_is_traced_once(reviews, tmp_path, monkeypatch):
     train(ToyTask(), ToyConfig(epochs=1, max_train_examples=300), tmp_path / "run")
     steps = [name for name in traced if "one_step_on_data" in name]
     assert len(steps) == 2, traced  # one training step, one validation step
+
+
+def test_evaluate_refuses_a_run_directory_it_cannot_write_before_the_work(one_epoch_run,
+                                                                          monkeypatch):
+    """A read-only run (root ignores modes, so the folder's refusal is simulated) stopped with
+    a traceback after the whole evaluation, its result lost."""
+    import tempfile
+
+    from pipelines.training import evaluation
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    evaluated = []
+    monkeypatch.setattr(ToyTask, "evaluate", lambda *a: evaluated.append(1) or {})
+    with pytest.raises(UserError, match=r"cannot write into run directory .*Permission denied"):
+        evaluation.evaluate_run(ToyTask(), one_epoch_run)
+    assert evaluated == []

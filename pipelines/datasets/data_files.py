@@ -148,6 +148,10 @@ def _lines(path: Path, handle: IO[bytes], counter: list[int]) -> Iterator[str]:
 
 def _unknown_column(where: Path | str, wanted: Sequence[str], existing: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in existing]
+    if missing and not existing:
+        raise UserError(f"{where} has no columns: its first line is blank",
+                        "put the column names on the first line (or, for .jsonl, the keys in "
+                        "every object)")
     if missing:
         flag = "columns" if len(missing) > 1 else "column"
         fix = ("pick existing ones with --text-column/--label-column (or the task's other "
@@ -626,20 +630,27 @@ def source_columns(source: str, config: Any, fields: Sequence[str]) -> list[str]
     return columns
 
 
-def check_part_exists(config: Any, part: str) -> None:
-    """A part read from a file of its own (`--validation-data`, `--test-data`) must exist:
-    checked before training, so a mistyped test file does not wait for the end of it.
+def check_part_exists(config: Any, part: str, fields: Sequence[str] = ()) -> None:
+    """A part read from a file of its own (`--validation-data`, `--test-data`) must exist,
+    with the columns the task reads: checked before training, so a mistyped test file does not
+    wait for the end of it.
 
     Args:
         config: the task config.
         part: `validation` or `test`.
+        fields: the config fields naming the columns a table file must have.
     """
     source = getattr(config, f"{part}_data", None)
-    if source and source not in NAMED_DATASETS and not Path(source).exists():
+    if not source or source in NAMED_DATASETS:
+        return
+    if not Path(source).exists():
         flag = "--validation-data" if part == "validation" else \
             "--test-data (`rnnkit evaluate`: --data)"
         raise UserError(f"{part} data file {source} does not exist",
                         f"check the path given to {flag}")
+    table = Path(source).name.lower().removesuffix(".gz").endswith(TABLE_FORMATS)
+    if fields and table:
+        _check_columns(Path(source), source_columns(source, config, fields))
 
 
 def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row], str],
@@ -660,7 +671,7 @@ def iter_part(config: Any, part: str, fields: Sequence[str], key: Callable[[Row]
     validation part the same share of its own (tests and smoke runs).
     """
     if part != "train":
-        check_part_exists(config, part)
+        check_part_exists(config, part, () if tagged else fields)
     source, split, held_out = part_source(config, part)
     rows = iter_source(source, source_columns(source, config, fields), split, tagged, kind)
     if held_out is not None:

@@ -674,7 +674,7 @@ class CaptionTask(Task):
     def datasets(self, config: CaptionConfig) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """Training images (their captions together) and the validation part."""
         config.validate()
-        check_part_exists(config, "test")
+        check_part_exists(config, "test", ("image_column", "caption_column"))
         self.encoder(config)  # a weights file that does not fit fails before data is read
         return (self._batches(config, "train", config.max_train_examples, training=True),
                 self._batches(config, "validation", config.max_eval_examples, training=False))

@@ -269,7 +269,7 @@ class LanguageModelTask(Task):
         import tensorflow as tf
 
         config.validate()
-        data_files.check_part_exists(config, "test")
+        data_files.check_part_exists(config, "test", ("text_column",))
         words = self.vocabulary(config)
         train = self._stream(config, "train", words, config.batch_size)
         val = self._stream(config, "validation", words, config.batch_size)

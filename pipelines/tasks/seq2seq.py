@@ -357,7 +357,7 @@ class Seq2SeqTask(Task):
         import tensorflow as tf
 
         config.validate()
-        data_files.check_part_exists(config, "test")
+        data_files.check_part_exists(config, "test", self.fields)
         longest = config.max_sentence_tokens
         train = self._id_pairs(config, "train", config.max_train_examples).filter(
             lambda x, y: (tf.size(x[0]) <= longest) & (tf.size(y) <= longest + 1)).cache()

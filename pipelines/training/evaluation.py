@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.config import apply_overrides
 from pipelines.training.checkpoints import CheckpointStore
 from pipelines.training.run_dir import EVALUATION_FILE, load_config, scored_name, write_json
+from serving.errors import UserError
 
 if TYPE_CHECKING:
     from pipelines.training.task import Task
@@ -35,6 +37,7 @@ def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
         config = apply_overrides(config, overrides)
         config.validate()
         result_file = scored_name(EVALUATION_FILE, getattr(config, "test_data", ""))
+    _check_writable(run_dir)
     model = CheckpointStore(run_dir).load_model("best")
     log.info("evaluating %s on the test split", run_dir)
     metrics = task.evaluate(model, config, run_dir)
@@ -42,3 +45,15 @@ def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
               "wall_time_s": round(time.monotonic() - started, 2)}
     write_json(run_dir / result_file, result)
     return result
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Evaluation writes its JSON and plots into the run directory: found out before the work,
+    not after it (a read-only or immutable folder, a full disk)."""
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write into run directory {run_dir}: {err.strerror}",
+                        "evaluate writes evaluation.json and its plots there: make it "
+                        "writable, or copy the run and evaluate the copy") from None
