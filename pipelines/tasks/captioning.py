@@ -763,11 +763,8 @@ class CaptionTask(Task):
             config: the evaluation's config.
             run_dir: the run (its config.json).
         """
-        from pipelines.training.run_dir import CONFIG_FILE, load_config
-
-        trained = load_config(run_dir, type(config)) if (run_dir / CONFIG_FILE).is_file() \
-            else config
-        return most_frequent_caption(self.training_captions(trained))
+        return most_frequent_caption(self.training_captions(self.trained_config(config,
+                                                                                 run_dir)))
 
     def evaluate(self, model: keras.Model, config: CaptionConfig,
                  run_dir: Path) -> dict[str, Any]:

@@ -388,13 +388,16 @@ class LanguageModelTask(Task):
         from pipelines.tasks.ngram_baselines import bigram_kneser_ney, pairs, unigram
 
         words = vocabulary(model)
-        train_ids = self.corpus(config, "train", words)
+        # The run's own text (the baselines' counts, validation) is read as it trained; the
+        # test part as this evaluation describes it.
+        trained = self.trained_config(config, run_dir)
+        train_ids = self.corpus(trained, "train", words)
         cache_size = getattr(config, "cache_size", 0)
         ids = {}
-        for part in ("validation", "test"):
-            ids[part] = self.corpus(config, part, words)
+        for part, part_config in (("validation", trained), ("test", config)):
+            ids[part] = self.corpus(part_config, part, words)
             if len(ids[part]) < 2 * EVAL_ROWS:
-                raise UserError(f"{data_files.part_label(config, part)} has "
+                raise UserError(f"{data_files.part_label(part_config, part)} has "
                                 f"{len(ids[part])} tokens, too few to score in {EVAL_ROWS} "
                                 "streams", "give more text to evaluate on")
         validation = self.score_stream(model, ids["validation"], cache_size)

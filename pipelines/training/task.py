@@ -89,6 +89,21 @@ class Task(abc.ABC):
     def evaluate(self, model: keras.Model, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         """Test-split metrics as a JSON-able dict; may also write plots into run_dir."""
 
+    def trained_config(self, config: TrainConfig, run_dir: Path) -> TrainConfig:
+        """The config a run trained with (its config.json), for reading its training and
+        validation parts while `config` describes the file being scored (`rnnkit evaluate
+        --data other.csv --text-column body` names the other file's columns, not the run's).
+
+        Args:
+            config: the evaluation's config, returned when run_dir has no config.json.
+            run_dir: the run.
+        """
+        from pipelines.training.run_dir import CONFIG_FILE, load_config
+
+        if not (Path(run_dir) / CONFIG_FILE).is_file():
+            return config
+        return load_config(Path(run_dir), type(config))
+
     @abc.abstractmethod
     def serving_signatures(self, model: keras.Model, config: TrainConfig,
                            run_dir: Path | None = None) -> dict[str, Any]:
