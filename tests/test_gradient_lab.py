@@ -64,15 +64,16 @@ def test_lab_config_rejects_a_curve_length_it_does_not_train():
 
 def test_quick_lab_writes_every_output(tmp_path, capsys):
     run_dir = tmp_path / "lab"
-    # --lengths replaces the quick sweep's lengths (one lab run checks the flag too).
-    assert main(["lab", "gradients", "--quick", "--lengths", "5", "12",
+    # --lengths replaces the quick sweep's lengths, sorted, once each (one lab run checks the
+    # flag too); the clipping comparison moves to one of them.
+    assert main(["lab", "gradients", "--quick", "--lengths", "9", "5", "9",
                  "--run-dir", str(run_dir)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["run_dir"] == str(run_dir)
     for name in (GRADIENT_PLOT, SUCCESS_PLOT, NORM_PLOT):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lab = json.loads((run_dir / LAB_FILE).read_text())
-    config = dataclasses.replace(LabConfig.quick(), lengths=(5, 12))
+    config = dataclasses.replace(LabConfig.quick(), lengths=(5, 9), unclipped_lengths=(5,))
     assert config.lengths != LabConfig.quick().lengths
     expected = {(p, c, n, clipped) for p in config.problems for c in config.cells
                 for n, clipped in [(n, True) for n in config.lengths]
@@ -96,10 +97,17 @@ def test_quick_lab_writes_every_output(tmp_path, capsys):
         assert f"]({name})" in report
     adding = next(r for r in runs if r["problem"] == "adding" and r["clipped"])
     assert f"| LSTM | {adding['score']:.3f}" in report
+    # A second lab into the same folder would replace these results.
+    assert main(["lab", "gradients", "--quick", "--run-dir", str(run_dir)]) == 2
+    assert "already holds a lab's results" in capsys.readouterr().err
+    assert json.loads((run_dir / LAB_FILE).read_text()) == lab
 
 
-def test_lab_refuses_bad_lengths(tmp_path, capsys):
+def test_lab_refuses_bad_lengths(tmp_path, capsys, runs_root):
     assert main(["lab", "gradients", "--quick", "--lengths", "2",
                  "--run-dir", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert "rnnkit: error: cannot run the lab: lengths must be at least 3" in err
+    assert "rnnkit: error: cannot run the lab: lengths must be from 3 to 2000" in err
+    assert main(["lab", "gradients", "--quick", "--lengths", "100000"]) == 2
+    assert "lengths must be from 3 to 2000" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before a folder is made

@@ -55,15 +55,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir} is a file", "pass a directory path")
-    run_dir = new_run_dir("lab-gradients", args.run_dir)
+    if args.run_dir is not None and (args.run_dir / gradient_lab.LAB_FILE).exists():
+        raise UserError(f"{args.run_dir} already holds a lab's results",
+                        "pick another --run-dir (or leave it out for a new folder)")
     config = gradient_lab.LabConfig.quick() if args.quick else gradient_lab.LabConfig()
     if args.lengths:
-        curve = config.curve_length if config.curve_length in args.lengths else args.lengths[0]
-        config = dataclasses.replace(config, lengths=tuple(args.lengths), curve_length=curve)
+        lengths = tuple(sorted(set(args.lengths)))
+        curve = config.curve_length if config.curve_length in lengths else lengths[0]
+        # The clipping comparison runs at the curve's length, one of those asked for.
+        config = dataclasses.replace(config, lengths=lengths, curve_length=curve,
+                                     unclipped_lengths=(curve,))
     try:
         config.check()
     except ValueError as err:
         raise UserError(f"cannot run the lab: {err}", "fix --lengths") from None
+    run_dir = new_run_dir("lab-gradients", args.run_dir)  # after the checks: none left empty
     log.info("gradient lab (%s settings) into %s", "quick" if args.quick else "default", run_dir)
     lab = gradient_lab.run_lab(config, run_dir)
     print(json.dumps({

@@ -44,6 +44,8 @@ NORM_PLOT = "grad_norm_history.png"
 CELL_LABELS = {"vanilla": "vanilla RNN", "lstm": "LSTM", "gru": "GRU",
                "ln_lstm": "LayerNormLSTM"}
 PROBLEMS = ("adding", "recall")
+# Longest sweep length: 400 takes 7 minutes of the lab on 2 cores; 2,000 would take hours.
+MAX_LENGTH = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +110,14 @@ class LabConfig:
                              f"cells are {list(CELL_LABELS)}")
         if not self.problems or not self.cells or not self.lengths:
             raise ValueError("the lab needs at least one problem, cell and length")
-        if min(self.lengths) < 3:
-            raise ValueError(f"lengths must be at least 3, got {self.lengths}")
+        if min(self.lengths) < 3 or max(self.lengths) > MAX_LENGTH:
+            raise ValueError(f"lengths must be from 3 to {MAX_LENGTH}, got {self.lengths}")
         if self.curve_length not in self.lengths:
             raise ValueError(f"curve_length {self.curve_length} must be one of the lengths "
                              f"{self.lengths}")
+        if not set(self.unclipped_lengths) <= set(self.lengths):
+            raise ValueError(f"unclipped_lengths {self.unclipped_lengths} must be among the "
+                             f"lengths {self.lengths} (each is compared with its clipped run)")
         sizes = {"units": self.units, "batch_size": self.batch_size,
                  "train_steps": self.train_steps, "check_every": self.check_every,
                  "eval_examples": self.eval_examples,
