@@ -6,6 +6,7 @@ client), serving imports neither, and models raises no UserError.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -32,7 +33,8 @@ class DataUnavailable(UserError):
 def exit_status(command: Callable[[], int | None]) -> int:
     """Run a command-line program's body and return its exit status.
 
-    A UserError prints as one line, `rnnkit: error: ...`, and gives 2; Ctrl-C gives 130.
+    A UserError prints as one line, `rnnkit: error: ...`, and gives 2; Ctrl-C gives 130; a
+    closed stdout (a pipe into `head`) gives 141 without a word.
 
     Args:
         command: the body; returns its own status (None for 0).
@@ -45,3 +47,8 @@ def exit_status(command: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`rnnkit evaluate ... | head`): stop quietly, as `cat` does,
+        # with stdout pointed at /dev/null so the exit's flush finds no pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE

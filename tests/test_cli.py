@@ -332,3 +332,20 @@ def test_bench_runs_the_named_benchmark_with_its_flags(capfd):
     assert "--kinds" in capfd.readouterr().out  # bench/layers.py's own flags
     assert main(["bench", "layers", "--kinds", "NoSuchLayer"]) == 2  # its own argparse error
     assert "invalid choice" in capfd.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`rnnkit evaluate ... | head` closes the pipe early: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    body = ("import sys; from serving.errors import exit_status\n"
+            "def body():\n"
+            "    for _ in range(200_000): print('{\"a\": 1}')\n"
+            "sys.exit(exit_status(body))\n")
+    process = subprocess.Popen([sys.executable, "-c", body], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    assert process.stdout.read(10)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 141 and "Traceback" not in err and "Broken" not in err

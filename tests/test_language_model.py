@@ -144,6 +144,9 @@ def test_export_generates_and_answers_next_words(exported):
     assert words.shape == (4, 5) and p.shape == (4, 5)
     assert (np.diff(p, axis=1) <= 0).all() and (p > 0).all() and (p.sum(axis=1) <= 1 + 1e-5).all()
     assert b"<unk>" not in words.ravel()
+    # A line's end (<eos> follows its full stop in every training line) is no word to offer.
+    after_stop = loaded.signatures["next_words"](text=tf.constant(["It was released in 2011 ."]))
+    assert b"<eos>" not in after_stop["words"].numpy().ravel()
     # After "the" comes a word, not another "the": the model knows the text a little.
     after_the = loaded.signatures["next_words"](text=tf.constant(["It was one of the"]))
     assert after_the["words"].numpy()[0, 0] != b"the"

@@ -526,9 +526,9 @@ class LanguageModelTask(Task):
             outputs, _ = hidden_states(model, ids, zero_states(model, tf.shape(ids)[0]), mask)
             # Only the last word's scores are wanted: score that step alone.
             p = tf.nn.softmax(model.get_layer(EMBEDDING)(outputs[:, -1], scores=True))
-            # The unknown word is not a word to offer.
-            best = tf.math.top_k(tf.concat([tf.zeros_like(p[:, :1]) - 1.0, p[:, 1:]], 1),
-                                 k=min(NEXT_WORDS, len(words) - 1))
+            # <unk> and <eos> (ids 0 and 1) are no words to offer: a keyboard would type them.
+            best = tf.math.top_k(tf.concat([tf.zeros_like(p[:, :2]) - 1.0, p[:, 2:]], 1),
+                                 k=min(NEXT_WORDS, len(words) - 2))
             return {"words": tf.gather(vocab, best.indices), "probabilities": best.values}
 
         return {"serving_default": serving_default, "generate": sample,
