@@ -106,6 +106,20 @@ def test_run_dir_errors(runs_root, tmp_path, capsys):
               capsys.readouterr().out.splitlines()[1:]}
     assert "damaged: metrics.json" in listed["a"] and "damaged: metrics.json" in listed["b"]
     assert "finished" in listed["c"] and "damaged" not in listed["c"]
+    # A half-written config, a lost checkpoint, a run filed under another task: damaged too.
+    (runs_root / "classify" / "a" / "config.json").write_text('{"epochs": ')
+    lost = runs_root / "classify" / "c" / "checkpoints"
+    lost.mkdir()
+    (lost / "state.json").write_text('{"task": "tag", "best": "epoch-0002", "last": '
+                                     '"epoch-0002"}')
+    assert main(["runs", "classify"]) == 0
+    listed = {line.split()[1].rsplit("/", 1)[-1]: line for line in
+              capsys.readouterr().out.splitlines()[1:]}
+    assert "config.json is damaged" in listed["a"]
+    assert "trained for task 'tag', filed under 'classify'" in listed["c"]
+    assert "its best checkpoint epoch-0002 is missing" in listed["c"]
+    assert main(["runs", "clasify"]) == 2
+    assert "unknown task 'clasify'" in capsys.readouterr().err
 
 
 def _run_summary(out: str) -> dict:

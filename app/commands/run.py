@@ -81,8 +81,8 @@ def _existing_run(task: Any, profile: str) -> tuple[Path | None, str]:
     wanted = task.config(profile)
     for item in reversed(list_runs(task.name)):
         metrics = item["metrics"] or {}
-        if metrics.get("terminated_on_nan"):
-            continue
+        if metrics.get("terminated_on_nan") or item["problem"]:
+            continue  # a damaged run is listed by `rnnkit runs`, never reused
         run_dir = Path(item["run_dir"])
         if load_config(run_dir, task.config_class) != wanted:
             continue

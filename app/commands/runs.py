@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import runs_dir
     from pipelines.training.run_dir import list_runs
 
+    if args.task is not None and not (runs_dir() / args.task).is_dir():
+        from pipelines.tasks import task_info
+
+        task_info(args.task)  # an unknown name is an error naming the known ones
     runs = list_runs(args.task)
     if args.json:
         for item in runs:
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                      _number(metrics.get("epochs_finished")), metrics.get("monitor", "-"),
                      _number(metrics.get("best_value")), _test_summary(item["evaluation"])))
     if len(rows) == 1:
-        print("no runs yet: train one with `rnnkit train TASK`")
+        print(f"no runs yet under {runs_dir()}: train one with `rnnkit train TASK`")
         return 0
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

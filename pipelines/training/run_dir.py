@@ -218,11 +218,21 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
                 continue
             problems: list[str] = []
             # One damaged file marks its run; the listing (and find_run) goes on with the rest.
+            _json_object(run_dir / CONFIG_FILE, problems)
             state = _json_object(run_dir / CHECKPOINTS_DIR / "state.json", problems)
+            trained_for = (state or {}).get("task")
+            if trained_for and trained_for != task_dir.name:
+                problems.append(f"trained for task {trained_for!r}, filed under "
+                                f"{task_dir.name!r}")
+            for which in ("best", "last"):  # what evaluate, export and --resume load
+                folder = (state or {}).get(which)
+                if folder and not (run_dir / CHECKPOINTS_DIR / str(folder) / "model.keras"
+                                   ).is_file():
+                    problems.append(f"its {which} checkpoint {folder} is missing")
             runs.append({
                 "task": task_dir.name,
                 "run_dir": str(run_dir),
-                "trained": bool(state and state.get("task")),
+                "trained": bool(trained_for),
                 "finished": (run_dir / METRICS_FILE).exists(),
                 "metrics": _json_object(run_dir / METRICS_FILE, problems),
                 "evaluation": _json_object(run_dir / EVALUATION_FILE, problems),
