@@ -155,6 +155,10 @@ def test_encoder_from_names_what_does_not_fit(questions, language_model_run, tmp
                   tmp_path / "wiki_lm").run_dir
     with pytest.raises(UserError, match="has another vocabulary: it knows"):
         task.build_model(classifier_config(questions, other))
+    # Refused by `train`: the run directory it created is gone again (its config.json with it).
+    with pytest.raises(UserError, match="has another vocabulary"):
+        train(task, classifier_config(questions, other), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
     # And a run of another task is named as such.
     with pytest.raises(UserError, match="is a classify run, not a language model"):
         classifier = train(task, task.config("quick", [f"data={questions}", *CLASSIFIER]),

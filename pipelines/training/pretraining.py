@@ -92,9 +92,12 @@ def _language_model_dir(run_dir: str) -> Path:
     task = run_task(path)
     if task != LANGUAGE_MODEL_TASK:
         found = f"a {task} run" if task else "not a trained run (no checkpoint)"
+        # A folder of another run cannot take the language model: suggest a new one.
+        suggested = run_dir if not task and not any(path.iterdir()) else \
+            "runs/language_model/mine"
         raise UserError(f"encoder_from={run_dir} is {found}, not a language model",
-                        "train one first: rnnkit train language_model --data YOUR_TEXT "
-                        f"--run-dir {run_dir}")
+                        "pass a language model's run, or train one first: rnnkit train "
+                        f"language_model --data YOUR_TEXT --run-dir {suggested}")
     return path
 
 

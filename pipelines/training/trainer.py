@@ -276,21 +276,23 @@ def _train(task: Task, config: TrainConfig, run_dir: Path | None, resume: bool) 
                 model = store.load_model("last")
             task.resume_from(model, config)
         train_data, val_data = task.datasets(config)
+        # Only now: a resume refused for its data keeps the config.json it trained with.
+        runs.save_config(run_dir, config)
+        train_data = distribute.shard_by_data(train_data)
+        val_data = distribute.shard_by_data(val_data)
+        with distribution_scope(config):
+            if model is None:
+                model = task.build_model(config)  # e.g. encoder_from refused here
+            compile_model(model, task, config)
+            distribute.prepare_fit(model, train_data)
+            if resume_state:
+                store.restore_optimizer(model, "last")
     except BaseException:
-        if not resume and created and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # bad data: leave no empty run behind
+        if not resume and created:  # refused before training: leave no run behind
+            (run_dir / runs.CONFIG_FILE).unlink(missing_ok=True)
+            if not any(run_dir.iterdir()):
+                run_dir.rmdir()
         raise
-    # Only now: a resume refused for its data keeps the config.json it trained with.
-    runs.save_config(run_dir, config)
-    train_data, val_data = distribute.shard_by_data(train_data), distribute.shard_by_data(val_data)
-
-    with distribution_scope(config):
-        if model is None:
-            model = task.build_model(config)
-        compile_model(model, task, config)
-        distribute.prepare_fit(model, train_data)
-        if resume_state:
-            store.restore_optimizer(model, "last")
 
     initial_epoch = resume_state["epoch"] if resume_state else 0
     history: dict[str, list[float]] = {}
