@@ -363,3 +363,14 @@ def test_output_into_a_closed_pipe_ends_quietly():
     process.stdout.close()
     err = process.stderr.read().decode()
     assert process.wait(timeout=30) == 141 and "Traceback" not in err and "Broken" not in err
+
+
+def test_run_checks_its_folders_and_ports_before_starting(runs_root, tmp_path, capsys):
+    taken = tmp_path / "file"
+    taken.write_text("mine")
+    assert main(["run", "--tasks", "sentiment", "--no-serve", "--base-path", str(taken)]) == 2
+    assert f"--base-path {taken} cannot be a folder" in capsys.readouterr().err
+    assert main(["run", "--tasks", "sentiment", "--base-path", str(tmp_path / "exports"),
+                 "--port", "18610", "--rest-port", "18610"]) == 2
+    assert "--port and --rest-port are both 18610" in capsys.readouterr().err
+    assert taken.read_text() == "mine" and not (runs_root / "sentiment").exists()

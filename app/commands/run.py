@@ -381,6 +381,33 @@ def _serve_while_training(args: argparse.Namespace, names: list[str],
     return 0
 
 
+def _check_places(args: argparse.Namespace, runs: Path) -> None:
+    """The folders the job writes and the ports it serves on, checked before anything starts.
+
+    Args:
+        args: the parsed command line.
+        runs: the runs folder (RNNKIT_RUNS_DIR).
+    """
+    for folder, where in ((runs, "the runs folder (RNNKIT_RUNS_DIR)"),
+                          (args.base_path, "--base-path")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file of that name, a parent that is a file, no permission
+            raise UserError(f"{where} {folder} cannot be a folder: {err.strerror}",
+                            f"give {where.split(' (')[0]} a folder you can write to") from None
+    if args.no_serve:
+        return
+    ports = {"--port": args.port, "--rest-port": args.rest_port, "--app-port": args.app_port}
+    for flag, port in ports.items():
+        if not 0 <= port <= 65535:
+            raise UserError(f"{flag} {port} is not a TCP port", "give a port from 1 to 65535")
+        same = [other for other, value in ports.items() if other != flag and value == port]
+        if port and same:
+            raise UserError(f"{flag} and {same[0]} are both {port}",
+                            "give the model server's gRPC and REST ports and the web app's "
+                            "port three different numbers")
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve at once and train every task in the background; or, with --no-serve, train every
     task, print the summary and stop.
@@ -397,6 +424,7 @@ def run(args: argparse.Namespace) -> int:
     names = plan(args.tasks)
     for name in names:  # an unknown profile is an error before anything starts
         get_task(name).config(args.profile)
+    _check_places(args, runs_dir())
     progress = Progress(runs_dir(), {name: task_info(name).export_name for name in names},
                         args.profile)
     if not args.no_serve:
