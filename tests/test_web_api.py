@@ -274,6 +274,11 @@ def test_a_job_killed_without_a_word_reads_as_stopped(job_app: WebServer) -> Non
     ("POST", "/api/caption?model=../x", PNG, {"Content-Type": "image/png"}, 400, "bad_request"),
     ("POST", "/api/caption", b"", {"Content-Type": "image/png"}, 400, "bad_request"),
     ("GET", "/api/predict", None, {}, 405, "method_not_allowed"),
+    ("PUT", "/api/predict", b"{}", {"Content-Type": "application/json"}, 405,
+     "method_not_allowed"),
+    ("OPTIONS", "/api/predict", None, {}, 405, "method_not_allowed"),
+    ("DELETE", "/api/models", None, {}, 405, "method_not_allowed"),
+    ("PUT", "/try", b"{}", {"Content-Type": "application/json"}, 404, "not_found"),
     ("GET", "/api/nothing", None, {}, 404, "not_found"),
     ("POST", "/api/nothing", b"{}", {"Content-Type": "application/json"}, 404, "not_found"),
 ])
@@ -357,3 +362,16 @@ def test_model_server_errors_map_to_http_statuses(code: str, message: str, statu
     assert (error.status, error.code) == (status, reason)
     if reason == "model_not_loaded":
         assert error.message == "model 'translator' is not loaded" and message in error.fix
+
+
+def test_an_image_sent_to_a_text_model_or_a_non_string_model_is_named(
+        down_app: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model server's own answer was TF's 'input size does not match signature'."""
+    from app.web.errors import ApiError
+
+    api = down_app.api
+    monkeypatch.setattr(api, "_kind", lambda model: ("classify", {"serving_default": {}}))
+    with pytest.raises(ApiError, match="model 'q' is a classify model, not a captioner"):
+        api.caption(PNG, "q")
+    with pytest.raises(ApiError, match="model must be a string, not int"):
+        api.predict({"model": 5, "text": "hi"})

@@ -295,8 +295,13 @@ class WebApi:
         if not any(image.startswith(magic) for magic in IMAGE_SIGNATURES):
             raise ApiError(415, "unsupported_image", "the file is not a JPEG or PNG image",
                            "choose a .jpg or .png file")
+        kind, signatures = self._kind(model)
+        if kind != "caption":
+            what = f"a {kind} model" if kind else "no model the page knows"
+            raise bad_request(f"model '{model}' is {what}, not a captioner",
+                              "send text to /api/predict, or name a captioner")
         # A captioner that exports its attention answers caption and maps in one call.
-        with_maps = model_kinds.CAPTION_ATTENTION_SIGNATURE in self._signatures(model)
+        with_maps = model_kinds.CAPTION_ATTENTION_SIGNATURE in signatures
         outputs, elapsed = self._predict(
             model, {model_kinds.IMAGE_INPUT: [image]},
             model_kinds.CAPTION_ATTENTION_SIGNATURE if with_maps else
@@ -329,7 +334,10 @@ class WebApi:
 def _model_field(body: Mapping[str, Any]) -> str:
     """The request's model name, checked to be one (it goes into the server's paths)."""
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is not None and not isinstance(model, str):
+        raise bad_request(f"model must be a string, not {type(model).__name__}",
+                          'name it, e.g. {"model": "sentiment", ...}')
+    if not model:
         raise bad_request("no model given", 'name one, e.g. {"model": "sentiment", ...}; '
                           "GET /api/models lists them")
     if not MODEL_NAME.match(model):

@@ -165,12 +165,14 @@ class WebServer(HttpServer):
             route = API_ROUTES.get((method, path))
             if route is not None:
                 return _json_response(200, await route(self, request))
+            allowed = sorted({m for m, p in API_ROUTES if p == path})
+            if allowed:  # an API path asked with another method (PUT, DELETE, OPTIONS, ...)
+                raise ApiError(405, "method_not_allowed",
+                               f"{path} takes {' or '.join(allowed)}",
+                               f"send a {allowed[0]} request")
             if method == "GET":
                 return self._get(path)
-            if method != "POST" or not any(p == path for _, p in API_ROUTES):
-                return _error_response(self._not_found(path), close=True)
-            raise ApiError(405, "method_not_allowed", f"{path} takes GET",
-                           "send a GET request")
+            return _error_response(self._not_found(path), close=True)
         except ApiError as err:
             return _error_response(err, close=err.status in (411, 413))
         except Exception:
@@ -197,9 +199,6 @@ class WebServer(HttpServer):
             file = run_dirs.resolve_run_file(self.api.runs_dir, path.removeprefix("/runs/"))
             if file is not None:
                 return _file_response(file, run_dirs.CONTENT_TYPES[file.suffix.lower()])
-        elif any(p == path for m, p in API_ROUTES if m == "POST"):
-            raise ApiError(405, "method_not_allowed", f"{path} takes POST",
-                           "send a POST request")
         raise self._not_found(path)
 
 
