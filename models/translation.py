@@ -315,8 +315,10 @@ class Translator(keras.Model):
             max_input_tokens: read at most this many tokens of the sentence; None for all.
         """
         text = tf.reshape(tf.convert_to_tensor(text, tf.string), [-1])
-        check = tf.debugging.assert_equal(
-            tf.size(text), 1, message="translate_with_attention takes exactly one sentence")
+        # Assert with the reason alone: assert_equal appends TensorFlow's condition and values.
+        check = tf.debugging.Assert(
+            tf.equal(tf.size(text), 1),
+            ["translate_with_attention takes exactly one sentence"])
         with tf.control_dependencies([check]):
             # [:1] keeps the batch size dynamic, like the encoder states the decoder starts from.
             text = text[:1]

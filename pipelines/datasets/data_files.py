@@ -600,7 +600,7 @@ def part_source(config: Any, part: str) -> tuple[str, str, bool | None]:
         if named is not None and "test" in named.splits:
             return config.data, "test", None
         raise UserError("this run has no test data",
-                        "score a labelled file with: rnnkit evaluate TASK --run-dir DIR "
+                        "score a file with: rnnkit evaluate TASK --run-dir DIR "
                         "--data test.csv (or train with --test-data FILE)")
     raise ValueError(f"part must be one of {PARTS}, got {part!r}")
 
