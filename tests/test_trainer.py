@@ -315,3 +315,14 @@ def test_evaluate_refuses_a_run_directory_it_cannot_write_before_the_work(one_ep
     with pytest.raises(UserError, match=r"cannot write into run directory .*Permission denied"):
         evaluation.evaluate_run(ToyTask(), one_epoch_run)
     assert evaluated == []
+
+
+def test_a_cut_short_checkpoint_is_named_damaged(one_epoch_run, tmp_path):
+    """It said "File not found" and blamed rnnkit's version for a file that was there."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run_dir)
+    store = CheckpointStore(run_dir)
+    model_file = run_dir / "checkpoints" / store.state()["best"] / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:300])
+    with pytest.raises(UserError, match=r"model\.keras is damaged \(not a whole \.keras file\)"):
+        store.load_model("best")

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,10 @@ class CheckpointStore:
         import keras
 
         folder = self._folder(which)
+        if not zipfile.is_zipfile(folder / MODEL_FILE):  # cut short, or overwritten
+            raise UserError(f"checkpoint {folder / MODEL_FILE} is damaged (not a whole .keras "
+                            "file)", "train the run again with another --run-dir, or restore "
+                            "the file from a backup")
         _cache_keras_skipsets()
         try:
             return keras.saving.load_model(folder / MODEL_FILE, compile=False)
