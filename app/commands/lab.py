@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir} is a file", "pass a directory path")
-    if args.run_dir is not None and (args.run_dir / gradient_lab.LAB_FILE).exists():
-        raise UserError(f"{args.run_dir} already holds a lab's results",
-                        "pick another --run-dir (or leave it out for a new folder)")
+    if args.run_dir is not None and args.run_dir.is_dir() and any(args.run_dir.iterdir()):
+        held = "a lab's results" if (args.run_dir / gradient_lab.LAB_FILE).exists() else "files"
+        raise UserError(f"{args.run_dir} already holds {held}",
+                        "pick a new or empty --run-dir (or leave it out for a new folder)")
     config = gradient_lab.LabConfig.quick() if args.quick else gradient_lab.LabConfig()
     if args.lengths:
         lengths = tuple(sorted(set(args.lengths)))

@@ -187,7 +187,8 @@ def find_run(task_name: str, run_dir: Path | None = None) -> Path:
                             f"train one first: rnnkit train {task_name}")
         return Path(runs[-1]["run_dir"])
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist",
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise UserError(f"run directory {run_dir} {what}",
                         "pass the --run-dir of an existing run (see `rnnkit runs`)")
     trained_for = run_task(run_dir)
     if trained_for is None:

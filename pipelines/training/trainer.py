@@ -160,16 +160,19 @@ def _fit(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Data
 def _resumable_state(task: Task, run_dir: Path | None) -> dict[str, Any]:
     """The checkpoint state of a run that `task` can resume, or a UserError saying why not."""
     if run_dir is None or not run_dir.is_dir():
-        raise UserError(f"cannot resume: run directory {run_dir} does not exist",
+        what = "is a file" if run_dir is not None and run_dir.exists() else "does not exist"
+        raise UserError(f"cannot resume: run directory {run_dir} {what}",
                         "pass the --run-dir of an interrupted run (see `rnnkit runs`)")
     state = CheckpointStore(run_dir).state()
     if state is None:
         raise UserError(f"cannot resume: {run_dir} has no checkpoint",
-                        f"start it without --resume: rnnkit train {task.name}")
+                        f"start it without --resume: rnnkit train {task.name} --run-dir "
+                        f"{run_dir}")
     if state.get("task") != task.name:
         raise UserError(f"cannot resume: {run_dir} is a run of task {state.get('task')!r}, "
                         f"not {task.name!r}",
-                        f"resume it with: rnnkit train {state.get('task')} --resume")
+                        f"resume it with: rnnkit train {state.get('task')} --resume "
+                        f"--run-dir {run_dir}")
     return state
 
 
