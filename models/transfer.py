@@ -76,7 +76,7 @@ def encoder_differences(language_model: keras.Model, classifier: keras.Model) ->
             # both directions' outputs, twice the language model's.
             differences.append(f"layer {i + 1} has weights {shapes} in the classifier, "
                                f"{lm_shapes} in the language model (its input differs)")
-    if differences:
+    if differences and max(len(lm_layers), len(layers)) > 1:  # one layer each: said above
         differences.append(f"(language model: {_describe(lm_layers)}; classifier: "
                            f"{_describe(layers)})")
     return differences

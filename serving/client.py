@@ -353,8 +353,13 @@ class ServingClient:
 
     def _unreachable(self, port: int, detail: str) -> ServerReplyError:
         address = _join_host(self.host, port)
-        return ServerReplyError(Code.UNAVAILABLE,
-                                f"model server not reachable at {address} ({detail})", START_HINT)
+        hint = START_HINT
+        last_error = detail.lower()
+        if "http1" in last_error or "parsing http/2" in last_error:  # an HTTP/1.1 server
+            hint = ("that port answers HTTP/1.1: is it the REST port? Call it with REST "
+                    "(`--rest`), or give the gRPC port (--port, 8500 by default)")
+        return ServerReplyError(Code.UNAVAILABLE, f"model server not reachable at {address} "
+                                f"({detail.split(';')[0]})", hint)
 
     # -- gRPC ----------------------------------------------------------------------------------
 
@@ -403,7 +408,7 @@ class ServingClient:
             details = err.details() or ""
             if code == Code.UNAVAILABLE and ("connect" in details or "resolv" in details
                                              or "Socket closed" in details):
-                raise self._unreachable(self.grpc_port, details.split(";")[0]) from None
+                raise self._unreachable(self.grpc_port, details) from None
             if code == Code.DEADLINE_EXCEEDED:
                 raise self._timed_out() from None
             raise ServerReplyError(code, details) from None

@@ -375,6 +375,11 @@ def test_predict_command_takes_urls_and_names_a_wrong_port_or_address(servers, c
                  "1.0"]) == 2
     err = capsys.readouterr().err
     assert "model server not reachable" in err and err.count("\n") == 1, err
+    # And gRPC to the REST port: the hint names the mix-up.
+    assert main(["predict", "--model", MODEL, "--server", f"127.0.0.1:{rest_port}",
+                 "1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "is it the REST port?" in err and err.count("\n") == 1, err
     assert main(["predict", "--model", MODEL, "--rest", "--server", "localhost:abc",
                  "1.0"]) == 2
     assert "pass the model server's REST address" in capsys.readouterr().err
