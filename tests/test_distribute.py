@@ -355,3 +355,33 @@ def test_cli_strategy_flag_reaches_the_trainer(monkeypatch, tmp_path, capsys):
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def test_ctrl_c_ends_a_worker_waiting_for_a_missing_peer(tmp_path):
+    """The strategy waits inside TensorFlow for every worker, with no timeout; Ctrl-C there
+    did nothing (only `kill -9` ended it). Now it ends the process at once."""
+    ports = _free_ports(2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "",
+           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                    "task": {"type": "worker", "index": 0}})}
+    data = tmp_path / "rows.csv"
+    data.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(40)))
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+             "train", "classify", "--data", str(data), "--strategy", "multi_worker",
+             "--run-dir", str(tmp_path / "run")], stdout=out, stderr=subprocess.STDOUT,
+            env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while b"waiting for every worker to join" not in log.read_bytes():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # inside TensorFlow's wait
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=10) != 0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -24,7 +24,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,13 +182,37 @@ def _multi_worker() -> tf.distribute.Strategy:
              role.task_type, role.task_index, role.num_workers,
              "chief" if role.is_chief else "not chief")
     try:
-        strategy = _keras_multi_worker_strategy()()
+        with _signals_end_the_process():
+            strategy = _keras_multi_worker_strategy()()
     except (RuntimeError, ValueError) as err:
         raise UserError(f"cannot start strategy multi_worker: {err}",
                         "create it first thing in the process (before any TensorFlow work) "
                         f"and check {TF_CONFIG}") from None
     log.info("multi-worker strategy ready: %d replicas in sync", strategy.num_replicas_in_sync)
     return strategy
+
+
+@contextlib.contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, until TensorFlow installs its own handler) ends the process at
+    once inside the block, where nothing is written yet.
+
+    The strategy waits inside TensorFlow's C++ for every worker to join, with no timeout, and
+    Python's handlers only run between Python bytecodes: a missing peer left a worker that
+    only `kill -9` stopped. The kernel's default action ends the process whatever it is doing.
+    TensorFlow's multi-worker setup catches SIGTERM itself during that wait (its preemption
+    notice), so a SIGTERM there still waits for the SIGKILL after a grace period.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_DFL)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @functools.cache
