@@ -18,6 +18,7 @@ from serving.export import (
     PROVENANCE_FILE,
     WARMUP_FILE,
     existing_versions,
+    export_provenance,
     export_saved_model,
     version_number,
     warmup_file,
@@ -80,10 +81,7 @@ def _check_same_kind(folder: Path, kind: str | None) -> None:
         return
     number = numbers[-1]
     latest = next(p for p in folder.iterdir() if version_number(p.name) == number)
-    try:
-        served = json.loads((latest / "assets.extra" / PROVENANCE_FILE).read_text())
-    except (OSError, ValueError):
-        return  # not exported by rnnkit: nothing to compare with
+    served = export_provenance(latest)  # None: not exported by rnnkit, nothing to compare
     if isinstance(served, dict) and served.get("kind") not in (None, kind):
         raise UserError(f"{folder} holds a {served['kind']} export (version {number}); this "
                         f"run is {kind}",

@@ -206,6 +206,8 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
     Args:
         task_name: only this task's runs; None for all tasks.
     """
+    from pipelines.training.checkpoints import MODEL_FILE  # it imports this module
+
     root = runs_dir()
     if not root.is_dir():
         return []
@@ -227,7 +229,7 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
                                 f"{task_dir.name!r}")
             for which in ("best", "last"):  # what evaluate, export and --resume load
                 folder = (state or {}).get(which)
-                if folder and not (run_dir / CHECKPOINTS_DIR / str(folder) / "model.keras"
+                if folder and not (run_dir / CHECKPOINTS_DIR / str(folder) / MODEL_FILE
                                    ).is_file():
                     problems.append(f"its {which} checkpoint {folder} is missing")
             runs.append({
