@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.training.run_dir import CHECKPOINTS_DIR, read_json, write_json
+from pipelines.training.run_dir import CHECKPOINTS_DIR, MODEL_FILE, read_json, write_json
 from serving.errors import UserError
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipelines.training.checkpoints")
 
-MODEL_FILE = "model.keras"
 OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
 # The object kinds whose attribute skip sets Keras's saving computes (saving_lib.get_attr_skipset).

@@ -40,6 +40,7 @@ HISTORY_CSV = "history.csv"
 CURVES_FILE = "curves.png"
 EVALUATION_FILE = "evaluation.json"
 CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.keras"  # in each checkpoint folder (pipelines.training.checkpoints)
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -206,8 +207,6 @@ def list_runs(task_name: str | None = None) -> list[dict[str, Any]]:
     Args:
         task_name: only this task's runs; None for all tasks.
     """
-    from pipelines.training.checkpoints import MODEL_FILE  # it imports this module
-
     root = runs_dir()
     if not root.is_dir():
         return []
