@@ -228,6 +228,22 @@ def test_documents_lines_or_running_and_tables(tmp_path):
         task.vocabulary(task.config("quick", [f"data={tmp_path / 'reviews.csv'}"]))
 
 
+def test_a_text_column_given_for_a_plain_text_file_is_named_as_unused(tmp_path, caplog):
+    (tmp_path / "corpus.txt").write_text("a quiet film\nanother quiet film\n")
+    task = get_task("language_model")
+    with caplog.at_level("WARNING", logger="pipelines.tasks.language_model"):
+        task.vocabulary(task.config("quick", [f"data={tmp_path / 'corpus.txt'}",
+                                              "validation_fraction=0.01"]))
+        assert not caplog.records
+        words = task.vocabulary(task.config("quick", [f"data={tmp_path / 'corpus.txt'}",
+                                                      "text_column=body",
+                                                      "validation_fraction=0.01"]))
+    assert "quiet" in words  # the lines are still read, whatever the column's name
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'corpus.txt'} is plain text, one document per line: the text column "
+        "'body' applies to .csv/.tsv/.jsonl files only, not to it"]
+
+
 def test_loss_is_exact_in_validation_and_sampled_in_training():
     from models.language_model import build_language_model, run, zero_states
 

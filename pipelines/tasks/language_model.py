@@ -39,6 +39,7 @@ EVAL_ROWS = 10  # evaluation streams (the usual eval batch of word-level LMs)
 EVAL_WINDOW = 100  # words per evaluation call; the state is carried across calls
 NEXT_WORDS = 5
 MAX_WORDS = 100  # the most words one request may generate
+TEXT_COLUMN = "text"  # the text column's default, and the key a .txt file's lines are given
 WARMUP_TEXTS = ("The movie was", "In 1990 , the")
 # The continuous cache's flatness and weight tried on validation (Grave et al. 2017 found
 # theta 0.3-0.7 and lambda 0.1-0.3 on WikiText-2 for states of 1,024 units).
@@ -77,7 +78,7 @@ class LanguageModelConfig(data_files.DataFilesConfig):
             past steps (models.neural_cache; theta and lambda picked on validation); 0 for none.
     """
 
-    text_column: str = "text"
+    text_column: str = TEXT_COLUMN
     documents: str = "lines"
     tokenize: str = "auto"
     max_tokens: int = 33_278
@@ -173,6 +174,7 @@ class LanguageModelTask(Task):
         import models.language_model  # noqa: F401 - registers TiedEmbedding with Keras
 
         self._vocabularies: dict[tuple, list[str]] = {}
+        self._told: set[tuple[str, str]] = set()
 
     # --- data -----------------------------------------------------------------------------
 
@@ -192,6 +194,11 @@ class LanguageModelTask(Task):
                                 "text", "pass a .txt/.csv/.jsonl file, wikitext2 or imdb")
             rows = named.rows(split, [column])
         elif data_files.file_format(source, formats) in text_corpus.TEXT_FORMATS:
+            if column != TEXT_COLUMN and (source, column) not in self._told:
+                # A plain-text file has no columns; say so rather than ignore the flag.
+                self._told.add((source, column))
+                log.warning("%s is plain text, one document per line: the text column %r "
+                            "applies to .csv/.tsv/.jsonl files only, not to it", source, column)
             rows = text_corpus.iter_text_lines(source, column)
         else:
             rows = data_files.iter_table(source, [column])
