@@ -34,7 +34,7 @@ from serving.grpc_api import (
 from serving.http_server import ssl_context
 from serving.metrics import Metrics
 from serving.model_manager import ModelManager
-from serving.rest_api import RestServer
+from serving.rest_api import RestServer, check_monitoring_path
 from serving.servable import set_parallelism
 from serving.status import ServingError
 from serving.warmup import run_warmup
@@ -194,6 +194,8 @@ class ModelServer:
         self.options = options
         self.config = model_server_config(options)
         monitoring = load_monitoring_config(options.monitoring_config_file)
+        if monitoring.enable:
+            check_monitoring_path(monitoring.path, options.monitoring_config_file)
         self.metrics = Metrics()
         batcher = None
         # TF Serving refuses to start with a batching file but batching off.

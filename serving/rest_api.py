@@ -36,6 +36,7 @@ from tensorflow_serving.apis import model_pb2
 from serving import rest_json
 from serving.cancellation import RunToken, check_not_cancelled, request_scope
 from serving.core import ServingCore, as_serving_error
+from serving.errors import UserError
 from serving.http_server import BadBody, BodyTooLarge, HttpServer, read_body
 from serving.status import Code, ServingError, invalid_argument
 
@@ -54,6 +55,7 @@ PREDICTION_PATH = re.compile(_MODEL + r":(classify|regress|predict)", re.IGNOREC
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?"
                          r"(?:/(metadata))?", re.IGNORECASE)
 V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+HEALTH_PATHS = ("/healthz", "/readyz")
 JSON_TYPE = "application/json"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INT64_MAX = 2**63 - 1
@@ -85,6 +87,20 @@ def model_spec(name: str, version: str | None, label: str | None) -> model_pb2.M
         spec.version_label = unquote(label)
     return spec
 
+
+
+def check_monitoring_path(path: str, config_file: str | None) -> None:
+    """Refuse a Prometheus page path the REST API answers itself: the page would be unreachable.
+
+    Args:
+        path: the monitoring config's path.
+        config_file: the `--monitoring_config_file` it came from, for the message.
+    """
+    if V1_PATH.fullmatch(path) or path in HEALTH_PATHS:
+        raise UserError(f"monitoring config file {config_file}: path {path!r} is the REST "
+                        "API's own (/v1/..., /healthz, /readyz), so the metrics page would never "
+                        "be reached", 'give it a path of its own, e.g. path: '
+                        '"/monitoring/prometheus/metrics"')
 
 class _Reply:
     """One answer: status, body bytes, content type and extra headers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -179,6 +180,21 @@ def test_monitoring_defaults_and_errors(tmp_path):
         load_monitoring_config(write(tmp_path, "prometheus_config { enable: true path: 'x' }"))
     with pytest.raises(UserError, match=r":1:\d+"):
         load_monitoring_config(write(tmp_path, "prometheus_config { enable: maybe }"))
+
+
+@pytest.mark.parametrize("path", ["/v1/models/m", "/V1/x", "/healthz", "/readyz"])
+def test_a_metrics_path_the_rest_api_answers_itself_is_refused_at_start(tmp_path, path):
+    """Such a page would never be reached: the REST API answers the path first."""
+    from serving.model_server import ModelServer, ServerOptions
+
+    monitoring = write(tmp_path, f'prometheus_config {{ enable: true path: "{path}" }}')
+    options = ServerOptions(model_name="m", model_base_path=str(tmp_path),
+                            monitoring_config_file=monitoring)
+    with pytest.raises(UserError, match=f"path '{path}' is the REST API's own"):
+        ModelServer(options)
+    # Off, the path is never served, so it is no conflict.
+    off = write(tmp_path, f'prometheus_config {{ enable: false path: "{path}" }}', "off.txt")
+    ModelServer(dataclasses.replace(options, monitoring_config_file=off))
 
 
 def test_a_base_path_that_is_a_version_folder_names_the_folder_above(tmp_path):
