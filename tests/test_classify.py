@@ -106,6 +106,16 @@ def test_evaluate_scores_another_file_and_rejects_unseen_labels(csv_run, questio
     scored = json.loads(capsys.readouterr().out)
     assert scored["n_examples"] == 50 and scored["data"] == str(other)
     assert (result.run_dir / "evaluation-other.json").is_file()
+    # Another file of the same stem replaces it, and says so.
+    same_stem = tmp_path / "other.csv"
+    same_stem.write_text("kind,question\n" + "".join(f"{r['kind']},\"{r['question']}\"\n"
+                                                     for r in rows))
+    assert main(["evaluate", "classify", "--run-dir", str(result.run_dir),
+                 "--data", str(same_stem)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["data"] == str(same_stem)
+    assert (f"evaluation-other.json held the scores of {other}; it now holds those of "
+            f"{same_stem}") in captured.err
 
     other.write_text("kind\tquestion\nCOLOUR\tWhat colour is the sky ?\n"
                      "COLOUR\tWhat colour is grass ?\nHUM\tWho is she ?\n")

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.config import apply_overrides
 from pipelines.training.checkpoints import CheckpointStore
-from pipelines.training.run_dir import EVALUATION_FILE, load_config, scored_name, write_json
+from pipelines.training.run_dir import (
+    EVALUATION_FILE,
+    load_config,
+    read_json,
+    scored_name,
+    write_json,
+)
 from serving.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,8 +49,23 @@ def evaluate_run(task: Task, run_dir: Path, overrides: list[str] | None = None,
     metrics = task.evaluate(model, config, run_dir)
     result = {"task": task.name, "run_dir": str(run_dir), **metrics,
               "wall_time_s": round(time.monotonic() - started, 2)}
+    scored = getattr(config, "test_data", "") if overrides else ""
+    if scored:
+        result.setdefault("data", str(scored))  # the tasks name it so already
+        _note_replaced(run_dir / result_file, result["data"])
     write_json(run_dir / result_file, result)
     return result
+
+
+def _note_replaced(path: Path, data: str) -> None:
+    """Say so when a result for another file of the same stem (a.tsv after a.jsonl) is replaced."""
+    try:
+        before = read_json(path)
+    except UserError:  # damaged: nothing worth naming
+        return
+    if isinstance(before, dict) and before.get("data") not in (None, data):
+        log.warning("%s held the scores of %s; it now holds those of %s (the same file stem)",
+                    path.name, before["data"], data)
 
 
 def _check_writable(run_dir: Path) -> None:
