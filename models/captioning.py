@@ -240,7 +240,15 @@ def encoder_features(encoder: keras.Model, name: str, pixels, training: bool = F
     x = tf.cast(pixels, encoder.compute_dtype)
     if ENCODERS[name][1]:
         x = x / 127.5 - 1.0
-    return encoder(x, training=training)
+    if training:
+        return encoder(x, training=True)
+    # TensorFlow's oneDNN Conv2D (2.21, on CPUs with AVX-512) answers an empty batch with its
+    # input unchanged, and the next layer fails on the shape: an empty request is run as one
+    # blank image and cut back to none.
+    count = tf.shape(x)[0]
+    x = tf.cond(count > 0, lambda: x,
+                lambda: tf.zeros(tf.concat([[1], tf.shape(x)[1:]], 0), x.dtype))
+    return encoder(x, training=False)[:count]
 
 
 def _with_bn_momentum(model: keras.Model, momentum: float) -> keras.Model:

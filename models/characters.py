@@ -59,7 +59,16 @@ class MaxOverChars(keras.layers.Layer):
     """
 
     def call(self, features):
-        return tf.reduce_max(features, axis=2)
+        pooled = tf.reduce_max(features, axis=2)
+        width = features.shape[-1]
+        if width is None:
+            return pooled
+        # TensorFlow's oneDNN Conv2D (2.21, on CPUs with AVX-512) answers an empty batch with
+        # its input's channels instead of its filters': an empty batch gets the declared width,
+        # so it still lines up with the word embeddings. (A reshape would do, but TensorFlow's
+        # graph optimizer drops a reshape to the shape it already believes.)
+        return tf.cond(tf.shape(pooled)[0] > 0, lambda: pooled,
+                       lambda: tf.zeros([0, tf.shape(pooled)[1], width], pooled.dtype))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], input_shape[3])
