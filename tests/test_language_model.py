@@ -228,6 +228,30 @@ def test_documents_lines_or_running_and_tables(tmp_path):
         task.vocabulary(task.config("quick", [f"data={tmp_path / 'reviews.csv'}"]))
 
 
+def test_running_text_holds_out_whole_passages(tmp_path):
+    """documents=running: validation is passages of consecutive lines, not lines spliced from
+    all over the text; documents=lines keeps the per-line hash."""
+    lines = [f"line{k} of the book" for k in range(2000)]
+    (tmp_path / "book.txt").write_text("\n".join(lines) + "\n")
+    task = get_task("language_model")
+    config = task.config("quick", [f"data={tmp_path / 'book.txt'}", "documents=running"])
+    train = [int(t.split()[0][4:]) for t in task._rows(config, "train")]
+    validation = [int(t.split()[0][4:]) for t in task._rows(config, "validation")]
+    assert sorted(train + validation) == list(range(2000))
+    assert 100 <= len(validation) <= 300  # about validation_fraction=0.1 of the lines
+    # 2,000 lines make passages of 10: each one wholly in one part.
+    assert {k // 10 for k in validation}.isdisjoint({k // 10 for k in train})
+    assert len(validation) % 10 == 0
+    by_line = task.config("quick", [f"data={tmp_path / 'book.txt'}"])
+    held = [int(t.split()[0][4:]) for t in task._rows(by_line, "validation")]
+    assert {k // 10 for k in held} & {k // 10 for k in train}  # lines: scattered
+    # A small file is still split (passages of one line).
+    (tmp_path / "short.txt").write_text("\n".join(lines[:60]) + "\n")
+    short = task.config("quick", [f"data={tmp_path / 'short.txt'}", "documents=running",
+                                  "validation_fraction=0.2"])
+    assert 0 < len(list(task._rows(short, "validation"))) < 60
+
+
 def test_a_text_column_given_for_a_plain_text_file_is_named_as_unused(tmp_path, caplog):
     (tmp_path / "corpus.txt").write_text("a quiet film\nanother quiet film\n")
     task = get_task("language_model")

@@ -39,6 +39,9 @@ EVAL_ROWS = 10  # evaluation streams (the usual eval batch of word-level LMs)
 EVAL_WINDOW = 100  # words per evaluation call; the state is carried across calls
 NEXT_WORDS = 5
 MAX_WORDS = 100  # the most words one request may generate
+# documents=running holds out passages of 1/PASSAGES of the file's lines, at most this many.
+PASSAGES = 200
+MAX_PASSAGE_LINES = 100
 TEXT_COLUMN = "text"  # the text column's default, and the key a .txt file's lines are given
 WARMUP_TEXTS = ("The movie was", "In 1990 , the")
 # The continuous cache's flatness and weight tried on validation (Grave et al. 2017 found
@@ -175,12 +178,44 @@ class LanguageModelTask(Task):
 
         self._vocabularies: dict[tuple, list[str]] = {}
         self._told: set[tuple[str, str]] = set()
+        self._line_counts: dict[tuple, int] = {}
 
     # --- data -----------------------------------------------------------------------------
 
     def _rows(self, config: Any, part: str) -> Iterator[str]:
         """The texts of a part's rows (see data_files.part_source for which rows)."""
         source, split, held_out = data_files.part_source(config, part)
+        texts = self._source_texts(config, source, split)
+        if held_out is not None and config.documents == "running":
+            # Running text is held out in passages of consecutive lines: lines held out one by
+            # one would splice both parts every few lines (a validation line's context would
+            # be another line's).
+            size = self._passage_lines(config, source, split)
+            texts = (t for number, t in enumerate(texts)
+                     if data_files.in_validation(f"passage {number // size}",
+                                                 config.validation_fraction, config.seed)
+                     == held_out)
+        elif held_out is not None:
+            texts = (t for t in texts
+                     if data_files.in_validation(t, config.validation_fraction, config.seed)
+                     == held_out)
+        limit = config.max_train_examples if part != "test" else config.max_eval_examples
+        if limit is not None:
+            texts = itertools.islice(texts, limit)
+        return texts
+
+    def _passage_lines(self, config: Any, source: str, split: str) -> int:
+        """Lines per held-out passage of running text: 1/PASSAGES of the source's lines (so a
+        small file is still split about validation_fraction), at most MAX_PASSAGE_LINES."""
+        path = Path(source)
+        key = (source, split, config.text_column,
+               path.stat().st_mtime_ns if path.is_file() else None)  # a file edited since
+        if key not in self._line_counts:
+            self._line_counts[key] = sum(1 for _ in self._source_texts(config, source, split))
+        return max(1, min(MAX_PASSAGE_LINES, self._line_counts[key] // PASSAGES))
+
+    def _source_texts(self, config: Any, source: str, split: str) -> Iterator[str]:
+        """Every row's text of a source's split, in file order."""
         named = data_files.named_dataset(source)
         column = config.text_column
         formats = (*text_corpus.TEXT_FORMATS, *data_files.TABLE_FORMATS)
@@ -202,15 +237,7 @@ class LanguageModelTask(Task):
             rows = text_corpus.iter_text_lines(source, column)
         else:
             rows = data_files.iter_table(source, [column])
-        texts = (row[column] for _, row in rows)
-        if held_out is not None:
-            texts = (t for t in texts
-                     if data_files.in_validation(t, config.validation_fraction, config.seed)
-                     == held_out)
-        limit = config.max_train_examples if part != "test" else config.max_eval_examples
-        if limit is not None:
-            texts = itertools.islice(texts, limit)
-        return texts
+        return (row[column] for _, row in rows)
 
     @staticmethod
     def _imdb_rows(split: str) -> Iterator[tuple[int, dict]]:
