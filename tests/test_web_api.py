@@ -186,6 +186,19 @@ def test_results_api_lists_training_and_lab_runs(down_app: WebServer) -> None:
             "source": "keras.io bidirectional LSTM example"} in sentiment["anchors"]
 
 
+def test_a_damaged_summary_is_listed_with_a_note(tmp_path: Path) -> None:
+    from app.web.runs import list_runs
+
+    run = tmp_path / "classify" / "20250103-100000"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"best_epoch": 3')  # cut short
+    (run / "evaluation.json").write_text('{"accuracy": 0.9}')
+    [listed] = list_runs(tmp_path)
+    assert listed["summaries"] == {
+        "metrics.json": {"note": "metrics.json could not be read: it is not valid JSON"},
+        "evaluation.json": {"accuracy": 0.9}}
+
+
 @pytest.fixture()
 def job_app(tmp_path: Path) -> Iterator[WebServer]:
     """The web app over an empty runs dir, for the main job's progress."""

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from pipelines.training.run_dir import (
+    EVALUATION_FILE,
+    LAB_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    read_json,
+)
+from serving.errors import UserError
+
 log = logging.getLogger("app.web.runs")
 
 # Files that make a folder a run dir; the JSON ones are shown on the results page.
-SUMMARY_FILES = ("metrics.json", "evaluation.json", "lab.json")
-REPORT_FILE = "report.md"
+SUMMARY_FILES = (METRICS_FILE, EVALUATION_FILE, LAB_FILE)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # What /runs/ may serve; SVG and HTML are left out on purpose (they can carry scripts).
@@ -59,9 +66,11 @@ def _read_summary(path: Path) -> Any:
     if size > MAX_SUMMARY_BYTES:
         return {"note": f"{path.name} is {size:,} bytes, too large to show here"}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return read_json(path)
+    except (OSError, UnicodeDecodeError) as err:
         return {"note": f"{path.name} could not be read: {err}"}
+    except UserError:  # not valid JSON (the message would show the server's own path)
+        return {"note": f"{path.name} could not be read: it is not valid JSON"}
 
 
 def _is_image(path: Path) -> bool:
@@ -95,7 +104,7 @@ def describe_run(run: Path, root: Path) -> dict[str, Any]:
         "path": relative,
         "task": parts[0],
         "run_id": parts[-1],
-        "kind": "lab" if (run / "lab.json").is_file() else "training",
+        "kind": "lab" if (run / LAB_FILE).is_file() else "training",
         "modified": run.stat().st_mtime,
         "summaries": {name: _read_summary(run / name)
                       for name in SUMMARY_FILES if (run / name).is_file()},

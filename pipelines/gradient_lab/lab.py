@@ -32,11 +32,10 @@ from pipelines.gradient_lab.long_range_tasks import (
 )
 from pipelines.training import plots
 from pipelines.training import run_dir as runs
+from pipelines.training.run_dir import LAB_FILE, REPORT_FILE
 
 log = logging.getLogger("pipelines.gradient_lab.lab")
 
-LAB_FILE = "lab.json"
-REPORT_FILE = "report.md"
 GRADIENT_PLOT = "gradient_vs_step.png"
 SUCCESS_PLOT = "success_vs_length.png"
 NORM_PLOT = "grad_norm_history.png"

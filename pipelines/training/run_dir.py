@@ -13,6 +13,9 @@ Layout of one run (every file is written atomically, so a reader never sees half
                        for `evaluate --data <stem>.csv`; the tasks' plots and galleries take the
                        same suffix, see scored_name)
     threshold.json     a classifier's decision threshold, chosen on validation (sentiment)
+
+A gradient-lab run (`rnnkit lab gradients`, pipelines.gradient_lab) holds lab.json and
+report.md instead, beside its plots.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ EVALUATION_FILE = "evaluation.json"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.keras"  # in each checkpoint folder (pipelines.training.checkpoints)
 TENSORBOARD_DIR = "tensorboard"
+LAB_FILE = "lab.json"  # a gradient-lab run's results
+REPORT_FILE = "report.md"  # a gradient-lab run's written report
 
 
 def scored_name(name: str, data: str) -> str:
@@ -90,7 +95,7 @@ def read_json(path: Path) -> Any:
         path: the file to read.
     """
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as err:
