@@ -42,6 +42,8 @@ class TrainConfig:
             it warms up from 0 over the first steps, see training.optimizer._averaging);
             validation, early stopping, checkpoints and exports use the average (Polyak
             averaging); 0 for the raw weights.
+        join_timeout_minutes: with strategy multi_worker, how long a worker waits for every
+            worker of the cluster to join before it ends with an error.
     """
 
     epochs: int = 10
@@ -58,6 +60,7 @@ class TrainConfig:
     tbptt_steps: int | None = None
     max_minutes: float | None = None
     ema_momentum: float = 0.0
+    join_timeout_minutes: float = 10.0
 
     def validate(self) -> None:
         """Raise a UserError naming the first setting out of range and how to fix it.
@@ -80,6 +83,9 @@ class TrainConfig:
             raise UserError(f"ema_momentum={self.ema_momentum} must be in [0, 1)",
                             "pass e.g. --set ema_momentum=0.999 to average the weights, or 0 "
                             "for none")
+        if not self.join_timeout_minutes > 0:
+            raise UserError(f"join_timeout_minutes={self.join_timeout_minutes} must be more "
+                            "than 0", "pass e.g. --set join_timeout_minutes=30")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"max_minutes={self.max_minutes} must be more than 0",
                             "pass e.g. --set max_minutes=90, or leave it out for no budget")

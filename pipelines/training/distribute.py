@@ -25,6 +25,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -155,7 +157,8 @@ def strategy_for(config: TrainConfig) -> tf.distribute.Strategy:
     if _created:
         raise UserError(f"this process already trains with strategy {next(iter(_created))!r}",
                         f"start a new process to train with {name!r}")
-    strategy = _mirrored() if name == "mirrored" else _multi_worker()
+    strategy = (_mirrored() if name == "mirrored"
+                else _multi_worker(config.join_timeout_minutes))
     _created[name] = strategy
     return strategy
 
@@ -175,14 +178,18 @@ def _mirrored() -> tf.distribute.Strategy:
     return strategy
 
 
-def _multi_worker() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy from TF_CONFIG, checked first for clear errors."""
+def _multi_worker(join_timeout_minutes: float) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy from TF_CONFIG, checked first for clear errors.
+
+    Args:
+        join_timeout_minutes: how long to wait for every worker to join before giving up.
+    """
     role = cluster_role()
     log.info("multi-worker: %s %d of %d workers (%s); waiting for every worker to join",
              role.task_type, role.task_index, role.num_workers,
              "chief" if role.is_chief else "not chief")
     try:
-        with _signals_end_the_process():
+        with _signals_end_the_process(), _joined_within(join_timeout_minutes, role):
             strategy = _keras_multi_worker_strategy()()
     except (RuntimeError, ValueError) as err:
         raise UserError(f"cannot start strategy multi_worker: {err}",
@@ -190,6 +197,45 @@ def _multi_worker() -> tf.distribute.Strategy:
                         f"and check {TF_CONFIG}") from None
     log.info("multi-worker strategy ready: %d replicas in sync", strategy.num_replicas_in_sync)
     return strategy
+
+
+# The join watchdog: a child process, since TensorFlow's wait holds the interpreter (no
+# Python thread of this process runs while it waits). argv: parent pid, seconds, message.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+    if os.getppid() != parent:
+        sys.exit(0)
+sys.stderr.write(message + chr(10))
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def _joined_within(minutes: float, role: ClusterRole) -> Iterator[None]:
+    """End the process with one error line if not every worker joined within `minutes`.
+
+    TensorFlow's wait has no timeout and holds the interpreter in C++, so neither a Python
+    thread nor a signal handler of this process runs during it: a small watchdog process
+    prints the error and kills this one (SIGKILL: TensorFlow catches SIGTERM there). Nothing
+    is written before the strategy exists, so nothing is lost.
+    """
+    message = (f"rnnkit: error: not every worker of the {role.num_workers} in {TF_CONFIG}'s "
+               f"cluster joined within {minutes:g} minutes — start each one with the same "
+               f"{TF_CONFIG} cluster and check that they reach each other's addresses, or wait "
+               "longer with --set join_timeout_minutes=...")
+    seconds = min(minutes * 60, 10 * 365 * 86400.0)  # an infinite timeout: ten years
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()),
+                                 repr(seconds), message], stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        watchdog.kill()
+        watchdog.wait()
 
 
 @contextlib.contextmanager
