@@ -357,20 +357,25 @@ if __name__ == "__main__":
     _main(sys.argv[1:])
 
 
-def test_a_worker_whose_peer_never_joins_ends_after_the_join_timeout(tmp_path):
-    """TensorFlow waits for every worker with no timeout; ours ends the wait with one line."""
+def _lone_worker(tmp_path, *flags: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of worker 0 of 2 whose peer is never started."""
     ports = _free_ports(2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "",
            "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                     "task": {"type": "worker", "index": 0}})}
     data = tmp_path / "rows.csv"
     data.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(40)))
+    return ([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+             "train", "classify", "--data", str(data), "--strategy", "multi_worker",
+             "--run-dir", str(tmp_path / "run"), *flags], env)
+
+
+def test_a_worker_whose_peer_never_joins_ends_after_the_join_timeout(tmp_path):
+    """TensorFlow waits for every worker with no timeout; ours ends the wait with one line."""
+    command, env = _lone_worker(tmp_path, "--set", "join_timeout_minutes=0.1")
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
-         "train", "classify", "--data", str(data), "--strategy", "multi_worker",
-         "--run-dir", str(tmp_path / "run"), "--set", "join_timeout_minutes=0.1"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=180)
     errors = [line for line in done.stderr.splitlines() if line.startswith("rnnkit: error")]
     # Ended by its watchdog with SIGKILL (TensorFlow's wait holds the interpreter, and catches
     # SIGTERM): a shell reports status 137.
@@ -386,18 +391,10 @@ def test_a_worker_whose_peer_never_joins_ends_after_the_join_timeout(tmp_path):
 def test_ctrl_c_ends_a_worker_waiting_for_a_missing_peer(tmp_path):
     """The strategy waits inside TensorFlow for every worker, with no timeout; Ctrl-C there
     did nothing (only `kill -9` ended it). Now it ends the process at once."""
-    ports = _free_ports(2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "",
-           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                    "task": {"type": "worker", "index": 0}})}
-    data = tmp_path / "rows.csv"
-    data.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(40)))
+    command, env = _lone_worker(tmp_path)
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
-             "train", "classify", "--data", str(data), "--strategy", "multi_worker",
-             "--run-dir", str(tmp_path / "run")], stdout=out, stderr=subprocess.STDOUT,
+        worker = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
             env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 120
